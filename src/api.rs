@@ -1,0 +1,835 @@
+//! The five operations (start, await, peek, list, cancel) and their helpers: one library API
+//! that the CLI and the MCP server both call and only format.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::config::{self, ConfigPaths, LoadedConfig};
+use crate::error::{Error, Result};
+use crate::job::{self, JobRow, Missing, NewJob, Record, RecordOptions, now_ms};
+use crate::location::{self, Location};
+use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet, Runner};
+use crate::store::jobs::Inserted;
+use crate::store::{self, Durability, Store};
+use crate::{attach, dispatch};
+
+/// An open queue with the configuration of the caller's project.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub store: Store,
+    pub loc: Location,
+    pub config: LoadedConfig,
+    pub profiles: ProfileSet,
+}
+
+/// Where to open a queue from.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The caller's working directory (its project is discovered from here).
+    pub cwd: PathBuf,
+    /// `--db`.
+    pub db: Option<PathBuf>,
+}
+
+impl Queue {
+    /// Discover the project, load its configuration, locate and open the queue file.
+    pub async fn open(opts: &OpenOptions) -> Result<Queue> {
+        let project = location::find_project(&opts.cwd);
+        let config = config::load(&ConfigPaths::from_env(&project))?;
+        let env_db = std::env::var_os("BATON_DB").filter(|v| !v.is_empty()).map(PathBuf::from);
+        let loc = location::resolve(&project, opts.db.as_deref(), env_db.as_deref(), config.config.database.as_deref());
+        location::ensure_state_dir(&loc)?;
+        let durability: Durability = config.config.storage.synchronous.parse()?;
+        let store = Store::open(&loc.db, &loc.migrate_lock(), durability).await?;
+        let custom: Vec<(Value, String)> = config
+            .config
+            .profiles
+            .iter()
+            .map(|p| {
+                let id = p.get("id").and_then(Value::as_str).unwrap_or_default().to_lowercase();
+                let origin = config.profile_origins.get(&id).map_or("global", |l| l.name());
+                (p.clone(), origin.to_string())
+            })
+            .collect();
+        let profiles = ProfileSet::load(&custom)?;
+        for w in profiles.warnings() {
+            tracing::warn!("{w}");
+        }
+        Ok(Queue { store, loc, config, profiles })
+    }
+
+    fn record_options(&self, live: bool, full: bool) -> RecordOptions {
+        RecordOptions {
+            max_response_chars: (!full).then_some(self.config.config.ui.max_response_chars as usize),
+            live,
+            stall_ms: self.config.config.jobs.stall_ms as i64,
+            now: now_ms(),
+        }
+    }
+
+    fn record(&self, row: &JobRow, live: bool, full: bool) -> Record {
+        Record::from_row(row, &self.loc.logs_dir(), self.record_options(live, full))
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// `--session` / `BATON_SESSION` / the MCP session.
+    pub session: Option<String>,
+    /// The MCP client's name, or `cli:$USER`.
+    pub requested_by: String,
+}
+
+impl Caller {
+    /// A CLI caller: session from the flag or `BATON_SESSION`, requester `cli:$USER`.
+    pub fn cli(session: Option<String>) -> Caller {
+        let session = session.or_else(|| std::env::var("BATON_SESSION").ok()).filter(|s| !s.is_empty());
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        Caller { session, requested_by: format!("cli:{user}") }
+    }
+}
+
+/// Refuse when running inside a worker with recursive-spawn protection on.
+pub fn check_recursive_guard(cfg: &config::Config) -> Result<()> {
+    let var = &cfg.security.recursive_spawn_env_var;
+    if cfg.security.prevent_recursive_spawn && std::env::var(var).is_ok_and(|v| v == "true") {
+        return Err(Error::RecursiveSpawn { var: var.clone() });
+    }
+    Ok(())
+}
+
+/// One attachment as given to `task_start`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Attachment {
+    #[serde(rename = "type")]
+    pub kind: AttachmentType,
+    pub path: Option<String>,
+    pub base64: Option<String>,
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentType {
+    Image,
+    File,
+}
+
+/// `task_start` parameters.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartParams {
+    pub task: String,
+    pub kind: Option<String>,
+    pub worker_id: Option<String>,
+    pub workflow_id: Option<String>,
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+    pub auto_spawn: Option<bool>,
+    pub timeout_ms: Option<f64>,
+    pub priority: Option<i64>,
+    pub delay_ms: Option<i64>,
+    pub run_at: Option<String>,
+    pub max_attempts: Option<i64>,
+    pub dedup_key: Option<String>,
+}
+
+/// Job timeout (SPEC 3): absent or `<= 0` -> the default; else clamped to [1 000, max].
+pub fn normalize_job_timeout(given: Option<f64>, default_ms: i64, max_ms: i64) -> i64 {
+    match given {
+        Some(t) if t.is_finite() && t > 0.0 => (t as i64).clamp(1000, max_ms.max(1000)),
+        _ => default_ms,
+    }
+}
+
+/// Await timeout (SPEC 4.6): not finite -> 600 000; `<= 0` -> 0; else clamped to [1 000, 600 000].
+pub fn normalize_await_timeout(given: Option<f64>) -> u64 {
+    match given {
+        Some(t) if t.is_finite() => {
+            if t <= 0.0 {
+                0
+            } else {
+                t.clamp(1000.0, 600_000.0) as u64
+            }
+        }
+        _ => 600_000,
+    }
+}
+
+fn chars(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// `task_start`: validate, resolve the profile and runner, write the job, start a dispatcher
+/// when none is alive. The row is committed before this returns.
+pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> {
+    let cfg = &q.config.config;
+    check_recursive_guard(cfg)?;
+    check_session(q, caller)?;
+    let limits = &cfg.limits;
+    if chars(&p.task) as u64 > limits.max_task_chars {
+        return Err(Error::Invalid(format!("Task must be <= {} chars", limits.max_task_chars)));
+    }
+    if p.task.trim().is_empty() {
+        return Err(Error::Invalid("Task must not be empty".into()));
+    }
+    let kind = match (p.kind.as_deref().unwrap_or("auto"), &p.workflow_id) {
+        ("auto", Some(_)) | ("workflow", _) => "workflow",
+        ("auto", None) => "auto",
+        ("worker", _) => "worker",
+        (other, _) => {
+            return Err(Error::Invalid(format!("Unknown kind \"{other}\": use auto, worker or workflow")));
+        }
+    };
+    if kind == "workflow" {
+        return Err(Error::Invalid("Workflow tasks are not available in this version of baton".into()));
+    }
+    if kind == "worker" && p.worker_id.as_deref().is_none_or(str::is_empty) {
+        return Err(Error::Invalid("Missing workerId".into()));
+    }
+    if p.attachments.len() > limits.max_attachments as usize {
+        return Err(Error::Invalid(format!("Max {} attachments", limits.max_attachments)));
+    }
+    for a in &p.attachments {
+        if a.base64.as_deref().is_some_and(|b| chars(b) as u64 > limits.max_base64_chars) {
+            return Err(Error::Invalid("Base64 too large".into()));
+        }
+    }
+    let mut attachment_paths = Vec::new();
+    let mut base64_parts = Vec::new();
+    for a in &p.attachments {
+        match (&a.path, &a.base64) {
+            (Some(path), _) => attachment_paths.push(
+                attach::check(&q.loc.project_dir, path)
+                    .map_err(|m| Error::Invalid(format!("Invalid attachment path: {m}")))?,
+            ),
+            (None, Some(b)) => base64_parts.push((a, b)),
+            (None, None) => return Err(Error::Invalid("Invalid attachment: give a path or base64".into())),
+        }
+    }
+    if p.delay_ms.is_some() && p.run_at.is_some() {
+        return Err(Error::Invalid("Give delayMs or runAt, not both".into()));
+    }
+    let now = now_ms();
+    let run_after = match (&p.delay_ms, &p.run_at) {
+        (Some(d), _) if *d < 0 => return Err(Error::Invalid("delayMs must be >= 0".into())),
+        (Some(d), _) => now.saturating_add(*d),
+        (None, Some(t)) => {
+            job::parse_iso(t).ok_or_else(|| Error::Invalid(format!("runAt must be an ISO-8601 time, not \"{t}\"")))?
+        }
+        (None, None) => now,
+    };
+    let max_attempts = p.max_attempts.unwrap_or(i64::from(cfg.jobs.max_attempts));
+    if max_attempts < 1 {
+        return Err(Error::Invalid("maxAttempts must be >= 1".into()));
+    }
+    if p.dedup_key.as_deref().is_some_and(str::is_empty) {
+        return Err(Error::Invalid("dedupKey must not be empty".into()));
+    }
+
+    let id = uuid::Uuid::new_v4().to_string();
+    let kinds: Vec<AttachmentKind> = p
+        .attachments
+        .iter()
+        .map(|a| if a.kind == AttachmentType::Image { AttachmentKind::Image } else { AttachmentKind::File })
+        .collect();
+    let worker_id = match &p.worker_id {
+        Some(w) if !w.is_empty() => w.to_lowercase(),
+        _ => profile::auto_select(&p.task, &kinds).to_string(),
+    };
+    // Base64 attachments become files of the job.
+    for (i, (a, b)) in base64_parts.into_iter().enumerate() {
+        attachment_paths.push(write_base64(q, &id, i, a, b)?);
+    }
+
+    let profile = q.profiles.get(&worker_id);
+    let (argv, prompt_stdin, model, env, timeout, profile_limit) = match profile {
+        Some(pr) => {
+            let runner = match &pr.command {
+                Some(r) => r.clone(),
+                None => Runner::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?,
+            };
+            let model = profile::resolve_model(&pr.model, &cfg.models);
+            let ph = Placeholders {
+                prompt: p.task.clone(),
+                model: model.clone(),
+                system_prompt: pr.system_prompt.clone(),
+                profile: pr.id.clone(),
+                task_id: id.clone(),
+                cwd: q.loc.project_dir.display().to_string(),
+                attachments: attachment_paths.iter().map(|a| a.display().to_string()).collect(),
+            };
+            let (argv, stdin) = runner.expand(&ph, pr.prompt_via);
+            let timeout = normalize_job_timeout(
+                p.timeout_ms.or(pr.timeout_ms.map(|t| t as f64)),
+                cfg.jobs.timeout_ms,
+                cfg.jobs.max_timeout_ms,
+            );
+            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.max_concurrency.map(i64::from))
+        }
+        None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None),
+    };
+    let new = NewJob {
+        id: id.clone(),
+        kind: "worker".into(),
+        profile: worker_id.clone(),
+        task: p.task.clone(),
+        session: caller.session.clone(),
+        requested_by: caller.requested_by.clone(),
+        project_dir: q.loc.project_dir.display().to_string(),
+        argv: serde_json::to_string(&argv)?,
+        prompt_stdin,
+        model,
+        env,
+        attachments: serde_json::to_string(&attachment_paths)?,
+        priority: p.priority.unwrap_or(0),
+        max_attempts,
+        run_after_ms: run_after,
+        timeout_ms: timeout,
+        profile_limit,
+        created_ms: now,
+        dedup_key: p.dedup_key.clone(),
+        workflow_run_id: None,
+        workflow_step: None,
+    };
+    let mut conn = q.store.pool().acquire().await?;
+    if profile.is_none() {
+        let error = format!("Unknown worker \"{worker_id}\". Available profiles: {}", q.profiles.ids().join(", "));
+        let mut tx = q.store.pool().begin().await?;
+        store::jobs::insert(&mut tx, &new).await?;
+        store::jobs::fail_queued(&mut tx, &id, &error, now).await?;
+        tx.commit().await?;
+        return Ok(json!({"taskId": id, "workerId": worker_id, "status": "failed", "error": error}));
+    }
+    let answer = match store::jobs::insert(&mut conn, &new).await? {
+        Inserted::New => {
+            json!({"taskId": id, "kind": "worker", "workerId": worker_id, "status": "queued", "next": "task_await"})
+        }
+        Inserted::Duplicate(existing) => {
+            let row = store::jobs::get(&mut conn, &existing).await?;
+            let (w, s) = row.map(|r| (r.profile, r.state)).unwrap_or((worker_id, "queued".into()));
+            json!({"taskId": existing, "kind": "worker", "workerId": w, "status": s, "next": "task_await", "deduplicated": true})
+        }
+    };
+    drop(conn);
+    if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
+        ensure_dispatcher(q)?;
+    }
+    Ok(answer)
+}
+
+fn write_base64(q: &Queue, job_id: &str, index: usize, a: &Attachment, b: &str) -> Result<PathBuf> {
+    use base64::Engine;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .map_err(|e| Error::Invalid(format!("Invalid attachment: base64 does not decode ({e})")))?;
+    let dir = q.loc.attachments_dir(job_id);
+    location::create_private_dir(&dir)?;
+    let ext = match a.mime_type.as_deref() {
+        Some("image/png") => "png",
+        Some("image/jpeg") => "jpg",
+        Some("image/gif") => "gif",
+        Some("image/webp") => "webp",
+        Some("text/plain") => "txt",
+        _ => "bin",
+    };
+    let path = dir.join(format!("{index}.{ext}"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    f.write_all(&bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    Ok(path)
+}
+
+/// Start a fully detached dispatcher when none is alive. Concurrent starters race safely:
+/// the losers find the lock taken and exit.
+pub fn ensure_dispatcher(q: &Queue) -> Result<()> {
+    if dispatch::is_alive(q)? {
+        return Ok(());
+    }
+    spawn_detached_dispatcher(q)
+}
+
+/// `baton run --auto` in a new session, stdio on /dev/null, no inherited descriptors, never
+/// waited for (a thread collects it if this process outlives it).
+fn spawn_detached_dispatcher(q: &Queue) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the baton executable", e))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--db")
+        .arg(q.store.path())
+        .args(["run", "--auto"])
+        .current_dir(&q.loc.project_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, close_range) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::io("starting a dispatcher", e))?;
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// One answer of await/peek/cancel: a record, or `{id, status: unknown|forbidden}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    Record(Box<Record>),
+    Missing(Missing),
+}
+
+impl Answer {
+    /// The status word of this answer.
+    pub fn status(&self) -> &str {
+        match self {
+            Answer::Record(r) => &r.status,
+            Answer::Missing(m) => m.status,
+        }
+    }
+    pub fn timed_out(&self) -> bool {
+        matches!(self, Answer::Record(r) if r.timed_out == Some(true))
+    }
+    pub fn cancel_requested(&self) -> bool {
+        matches!(self, Answer::Record(r) if r.cancel_requested)
+    }
+}
+
+fn check_session(q: &Queue, caller: &Caller) -> Result<()> {
+    if q.config.config.security.session_isolation && caller.session.is_none() {
+        return Err(Error::Invalid("Session ID required for task tools.".into()));
+    }
+    Ok(())
+}
+
+/// Resolve given ids (full or unique prefixes of at least 8 chars) to full ids; `Err(status)`
+/// for unknown ones.
+async fn resolve_ids(q: &Queue, given: &[String]) -> Result<Vec<std::result::Result<String, Missing>>> {
+    let mut conn = q.store.pool().acquire().await?;
+    let mut out = Vec::with_capacity(given.len());
+    for g in given {
+        let g_norm = g.trim().to_lowercase();
+        let valid = g_norm.len() >= 8 && g_norm.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        let found = if valid { store::jobs::ids_with_prefix(&mut conn, &g_norm).await? } else { Vec::new() };
+        out.push(match found.as_slice() {
+            [one] => Ok(one.clone()),
+            [_, _, ..] => return Err(Error::AmbiguousId(g.clone())),
+            [] => Err(Missing { id: g.clone(), status: "unknown" }),
+        });
+    }
+    Ok(out)
+}
+
+/// Rows for resolved ids, in input order, with isolation applied.
+async fn answers(
+    q: &Queue,
+    caller: &Caller,
+    resolved: &[std::result::Result<String, Missing>],
+    live: bool,
+    full: bool,
+) -> Result<Vec<Answer>> {
+    let ids: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let mut conn = q.store.pool().acquire().await?;
+    let rows = store::jobs::get_many(&mut conn, &ids).await?;
+    let isolated = q.config.config.security.session_isolation;
+    Ok(resolved
+        .iter()
+        .map(|r| match r {
+            Err(m) => Answer::Missing(m.clone()),
+            Ok(id) => match rows.iter().find(|row| &row.id == id) {
+                None => Answer::Missing(Missing { id: id.clone(), status: "unknown" }),
+                Some(row) if isolated && row.session != caller.session => {
+                    Answer::Missing(Missing { id: id.clone(), status: "forbidden" })
+                }
+                Some(row) => Answer::Record(Box::new(q.record(row, live, full))),
+            },
+        })
+        .collect())
+}
+
+/// `task_peek`: the records as they are now. Never blocks, never changes anything.
+pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Result<Vec<Answer>> {
+    check_ids(ids)?;
+    check_session(q, caller)?;
+    let resolved = resolve_ids(q, ids).await?;
+    let mut out = answers(q, caller, &resolved, true, full).await?;
+    if out.iter().any(|a| a.status() == "queued") && !dispatch::is_alive(q)? {
+        for a in &mut out {
+            if let Answer::Record(r) = a
+                && r.status == "queued"
+            {
+                r.dispatcher = Some("none".into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn check_ids(ids: &[String]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::Invalid("Missing taskId/taskIds.".into()));
+    }
+    Ok(())
+}
+
+/// Progress of a long wait: (elapsed, answers so far are not yet terminal count).
+pub type Progress<'a> = &'a mut (dyn FnMut(Duration, usize) + Send);
+
+/// `task_await`: wait until every job is terminal or the time is up. A timeout is not a failure:
+/// unfinished jobs answer as they stand with `timedOut: true`.
+pub async fn await_jobs(
+    q: &Queue,
+    caller: &Caller,
+    ids: &[String],
+    timeout_ms: Option<f64>,
+    full: bool,
+    progress: Option<Progress<'_>>,
+) -> Result<Vec<Answer>> {
+    check_ids(ids)?;
+    check_session(q, caller)?;
+    let timeout = Duration::from_millis(normalize_await_timeout(timeout_ms));
+    let resolved = resolve_ids(q, ids).await?;
+    let known: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let unfinished = wait_terminal(q, &known, timeout, progress).await?;
+    let mut out = answers(q, caller, &resolved, true, full).await?;
+    if unfinished > 0 {
+        for a in &mut out {
+            if let Answer::Record(r) = a
+                && !job::is_terminal(&r.status)
+            {
+                r.timed_out = Some(true);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The watcher: polls `PRAGMA data_version` on a connection of its own every 5 ms, re-reads the
+/// awaited states in one query on a change. Returns how many are still unfinished.
+pub async fn wait_terminal(
+    q: &Queue,
+    ids: &[String],
+    timeout: Duration,
+    mut progress: Option<Progress<'_>>,
+) -> Result<usize> {
+    let started = Instant::now();
+    let mut conn = q.store.dedicated_connection().await?;
+    let mut version = store::lease::data_version(&mut conn).await?;
+    let mut spawned_check = false;
+    let mut last_progress = Instant::now();
+    loop {
+        let states = store::jobs::states(&mut conn, ids).await?;
+        let open: Vec<&(String, String)> = states.iter().filter(|(_, s)| !job::is_terminal(s)).collect();
+        if open.is_empty() || started.elapsed() >= timeout {
+            return Ok(open.len());
+        }
+        if !spawned_check {
+            spawned_check = true;
+            if q.config.config.auto_spawn && open.iter().any(|(_, s)| s == "queued") {
+                ensure_dispatcher(q)?;
+            }
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(p) = progress.as_mut()
+                && last_progress.elapsed() >= Duration::from_secs(1)
+            {
+                last_progress = Instant::now();
+                p(started.elapsed(), open.len());
+            }
+            let v = store::lease::data_version(&mut conn).await?;
+            if v != version || started.elapsed() >= timeout {
+                version = v;
+                break;
+            }
+        }
+    }
+}
+
+/// `task_cancel`: cancel queued and running jobs (the process group really stops); finished jobs
+/// are left as they are. Returns once every job is terminal, or after grace + 5 s with
+/// `cancelRequested: true`.
+pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&str>) -> Result<Vec<Answer>> {
+    check_ids(ids)?;
+    check_session(q, caller)?;
+    let resolved = resolve_ids(q, ids).await?;
+    let pre = answers(q, caller, &resolved, false, false).await?;
+    let targets: Vec<String> = pre
+        .iter()
+        .filter_map(|a| match a {
+            Answer::Record(r) => Some(r.id.clone()),
+            Answer::Missing(_) => None,
+        })
+        .collect();
+    let now = now_ms();
+    let mut conn = q.store.pool().acquire().await?;
+    let mut running = Vec::new();
+    for id in &targets {
+        if store::jobs::request_cancel(&mut conn, id, reason, now).await?.as_deref() == Some("running") {
+            running.push(id.clone());
+        }
+    }
+    drop(conn);
+    let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
+    if !running.is_empty() && !dispatch::is_alive(q)? {
+        // No live owner: kill the proven groups ourselves.
+        cancel_orphans(q, &running, grace).await?;
+    }
+    wait_terminal(q, &running, grace + Duration::from_secs(5), None).await?;
+    answers(q, caller, &resolved, false, false).await
+}
+
+/// Cancel running jobs whose dispatcher is gone: kill each proven worker group, then write
+/// `canceled`, fenced by the owner found on the row.
+async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()> {
+    let mut conn = q.store.pool().acquire().await?;
+    for id in ids {
+        let Some(row) = store::jobs::get(&mut conn, id).await? else { continue };
+        let (Some(owner), Some(epoch)) = (row.owner.clone(), row.epoch) else { continue };
+        if row.state != "running" {
+            continue;
+        }
+        for (pid, start) in store::jobs::worker_pids(&mut conn, id, row.attempt).await? {
+            let pid = pid as i32;
+            if crate::proc::is_same_alive(pid, start as u64) && crate::proc::has_attempt_tag(pid, id, row.attempt) {
+                crate::proc::terminate_group(pid, grace, None).await;
+            }
+        }
+        for (_, pgid) in crate::proc::find_tagged(id, row.attempt) {
+            crate::proc::terminate_group(pgid, grace, None).await;
+        }
+        let o = store::jobs::Outcome {
+            id: id.clone(),
+            state: "canceled",
+            response: None,
+            response_chars: None,
+            error: None,
+            report: None,
+            exit_code: None,
+            output_tail: None,
+            tokens: None,
+            cost_usd: None,
+        };
+        store::jobs::finish(&mut conn, &o, &owner, epoch, now_ms()).await?;
+    }
+    Ok(())
+}
+
+/// `task_list` parameters.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListParams {
+    pub view: Option<String>,
+    pub worker_id: Option<String>,
+    pub status: Option<String>,
+    pub scope: Option<String>,
+    pub limit: Option<i64>,
+    pub format: Option<String>,
+}
+
+/// The answer of `task_list`: JSON data, and its markdown rendering.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub json: Value,
+    pub markdown: String,
+}
+
+/// `task_list`. `default_scope` is `all` for the CLI, `session` for MCP; `session_filter` is the
+/// CLI's `--session`.
+pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &str) -> Result<Listing> {
+    check_session(q, caller)?;
+    let view = p.view.as_deref().unwrap_or("tasks");
+    let limit = p.limit.unwrap_or(20).max(1);
+    let mut conn = q.store.pool().acquire().await?;
+    match view {
+        "tasks" => {
+            if let Some(s) = &p.status
+                && job::JobState::parse(s).is_none()
+            {
+                return Err(Error::Invalid(format!(
+                    "Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"
+                )));
+            }
+            let scope = p.scope.as_deref().unwrap_or(default_scope);
+            let session = match scope {
+                "all" if !q.config.config.security.session_isolation => None,
+                "all" | "session" => caller.session.clone(),
+                other => return Err(Error::Invalid(format!("Unknown scope \"{other}\": use session or all"))),
+            };
+            let rows = store::jobs::list(
+                &mut conn,
+                &store::jobs::ListFilter {
+                    profile: p.worker_id.clone(),
+                    state: p.status.clone(),
+                    session: if scope == "session" && session.is_none() { Some(String::new()) } else { session },
+                    limit,
+                },
+            )
+            .await?;
+            let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
+            Ok(Listing { markdown: crate::format::tasks_table(&records), json: serde_json::to_value(&records)? })
+        }
+        "workers" => {
+            let workers = store::jobs::live_workers(&mut conn).await?;
+            Ok(Listing { markdown: crate::format::workers_table(&workers), json: workers_json(&workers) })
+        }
+        "profiles" => {
+            let profiles = q.profiles.all();
+            Ok(Listing { markdown: crate::format::profiles_table(profiles), json: serde_json::to_value(profiles)? })
+        }
+        "workflows" => Ok(Listing { markdown: "No workflows defined.".into(), json: json!([]) }),
+        "status" => {
+            let workers = store::jobs::live_workers(&mut conn).await?;
+            let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }).await?;
+            let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
+            let markdown = crate::format::status_view(&workers, &records);
+            Ok(Listing { markdown, json: json!({"workers": workers_json(&workers), "tasks": records}) })
+        }
+        other => {
+            Err(Error::Invalid(format!("Unknown view \"{other}\": use tasks, workers, profiles, workflows or status")))
+        }
+    }
+}
+
+fn workers_json(workers: &[store::jobs::WorkerRow]) -> Value {
+    Value::Array(
+        workers
+            .iter()
+            .map(|w| {
+                json!({
+                    "id": w.id, "profile": w.profile, "kind": w.kind, "status": w.state, "model": w.model,
+                    "pid": w.pid, "jobId": w.job_id, "sessionId": w.session,
+                    "startedAt": job::iso(w.started_ms), "lastActivityAt": job::iso(w.last_activity_ms),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `baton status`: the dispatcher, counts by state, the database path.
+pub async fn status(q: &Queue) -> Result<Value> {
+    let mut conn = q.store.pool().acquire().await?;
+    let lease = store::lease::get(&mut conn).await?;
+    let alive = dispatch::is_alive(q)?;
+    let counts = store::jobs::counts(&mut conn).await?;
+    let mut by_state = serde_json::Map::new();
+    for st in job::JobState::ALL {
+        let n = counts.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
+        by_state.insert(st.as_str().into(), n.into());
+    }
+    let dispatcher = match (&lease, alive) {
+        (Some(l), true) => json!({"alive": true, "pid": l.pid, "since": job::iso(l.started_ms), "epoch": l.epoch}),
+        _ => json!({"alive": false, "pid": null, "since": null, "epoch": lease.as_ref().map(|l| l.epoch)}),
+    };
+    Ok(json!({
+        "database": q.store.path().display().to_string(),
+        "project": q.loc.project_dir.display().to_string(),
+        "dispatcher": dispatcher,
+        "jobs": by_state,
+    }))
+}
+
+/// `baton task logs`: the paths of an attempt's logs (latest attempt by default).
+pub async fn log_paths(q: &Queue, id: &str, attempt: Option<i64>) -> Result<(PathBuf, PathBuf, String)> {
+    let resolved = resolve_ids(q, &[id.to_string()]).await?;
+    let Some(Ok(full)) = resolved.into_iter().next() else {
+        return Err(Error::Invalid(format!("Unknown task \"{id}\"")));
+    };
+    let mut conn = q.store.pool().acquire().await?;
+    let row =
+        store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::Invalid(format!("Unknown task \"{id}\"")))?;
+    let attempt = attempt.unwrap_or(row.attempt);
+    if attempt < 1 {
+        return Err(Error::Invalid(format!("Task {full} has not started yet: no logs")));
+    }
+    let logs = q.loc.logs_dir();
+    Ok((job::log_file(&logs, &full, attempt, "out"), job::log_file(&logs, &full, attempt, "err"), row.state))
+}
+
+/// `baton task retry`: a new job with the same task and profile.
+pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
+    let resolved = resolve_ids(q, &[id.to_string()]).await?;
+    let Some(Ok(full)) = resolved.into_iter().next() else {
+        return Err(Error::Invalid(format!("Unknown task \"{id}\"")));
+    };
+    let mut conn = q.store.pool().acquire().await?;
+    let row =
+        store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::Invalid(format!("Unknown task \"{id}\"")))?;
+    drop(conn);
+    let attachments: Vec<String> = serde_json::from_str(&row.attachments).unwrap_or_default();
+    let project = Path::new(&row.project_dir);
+    let attachments = attachments
+        .into_iter()
+        .filter_map(|a| {
+            let rel = Path::new(&a).strip_prefix(project).ok()?.to_string_lossy().into_owned();
+            Some(Attachment { kind: AttachmentType::File, path: Some(rel), base64: None, mime_type: None })
+        })
+        .collect();
+    start(
+        q,
+        caller,
+        StartParams {
+            task: row.task,
+            kind: Some("worker".into()),
+            worker_id: Some(row.profile),
+            attachments,
+            priority: Some(row.priority),
+            max_attempts: Some(row.max_attempts),
+            timeout_ms: Some(row.timeout_ms as f64),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn await_timeout_golden_vector() {
+        let inputs = [
+            None,
+            Some(f64::NAN),
+            Some(0.0),
+            Some(-5.0),
+            Some(1.0),
+            Some(500.0),
+            Some(1000.0),
+            Some(5000.0),
+            Some(600_000.0),
+            Some(999_999.0),
+        ];
+        let got: Vec<u64> = inputs.iter().map(|i| normalize_await_timeout(*i)).collect();
+        assert_eq!(got, [600_000, 600_000, 0, 0, 1000, 1000, 1000, 5000, 600_000, 600_000]);
+    }
+
+    #[test]
+    fn job_timeout_normalisation() {
+        let n = |t| normalize_job_timeout(t, 600_000, 3_600_000);
+        assert_eq!(n(None), 600_000);
+        assert_eq!(n(Some(0.0)), 600_000);
+        assert_eq!(n(Some(-1.0)), 600_000);
+        assert_eq!(n(Some(f64::NAN)), 600_000);
+        assert_eq!(n(Some(10.0)), 1000);
+        assert_eq!(n(Some(5000.0)), 5000);
+        assert_eq!(n(Some(9_999_999.0)), 3_600_000);
+    }
+}

@@ -1,0 +1,563 @@
+//! The command line: a thin face over `api`. Parses, calls, formats; data on stdout,
+//! diagnostics on stderr.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::api::{self, Answer, Caller, ListParams, OpenOptions, Queue, StartParams};
+use crate::error::{Error, ExitCode, Result};
+use crate::job;
+
+/// baton: a durable task queue for coding-agent workers.
+///
+/// Tasks are written to one SQLite file (.baton/baton.db in your project) before their id is
+/// returned; a dispatcher (started automatically) claims them and runs a worker process from a
+/// named profile (coder, architect, docs, explorer, vision, or your own). Any process can await,
+/// peek, list or cancel them; kill anything at any moment and every task is still there.
+///
+///   id=$(baton task start "add a --verbose flag")   # enqueue; prints the task id
+///   baton task await "$id"                          # wait for the result
+///   baton task list                                 # what ran, what runs
+///   sqlite3 .baton/baton.db 'select * from v_jobs'  # the queue is plain SQLite
+///
+/// Exit codes: 0 ok, 1 a task failed, 2 usage/config/database error, 3 a task was canceled,
+/// 4 an id is unknown, 124 still unfinished when a wait ran out.
+#[derive(Debug, Parser)]
+#[command(name = "baton", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// The queue file (default: <project>/.baton/baton.db; also BATON_DB).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Session id recorded on tasks (also BATON_SESSION).
+    #[arg(long, global = true, value_name = "ID")]
+    pub session: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, await, peek, list, cancel tasks.
+    #[command(subcommand)]
+    Task(Box<TaskCommand>),
+    /// Run the dispatcher in the foreground (one leader per queue; a second one stands by).
+    Run {
+        /// Started automatically: exit if another dispatcher leads, or when idle.
+        #[arg(long, hide = true)]
+        auto: bool,
+    },
+    /// Is a dispatcher alive? Counts by state and the database path.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List profiles (built-in and configured).
+    Profiles {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List live workers.
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete old finished tasks and their logs now.
+    Prune {
+        /// Only say what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show, check or locate the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Create .baton/ (queue, .gitignore) in this project.
+    Init,
+    /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
+    /// fails, one is canceled), then the list.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Enqueue a task and print its id.
+    Start(StartArgs),
+    /// Wait until tasks finish (or the timeout passes) and print their records.
+    Await {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        /// Milliseconds to wait (default 600000, clamped to [1000, 600000]; 0 answers at once).
+        #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+        timeout: Option<f64>,
+        #[arg(long)]
+        json: bool,
+        /// Do not cap responseText.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Show tasks as they are now, with their output tail.
+    Peek {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        full: bool,
+    },
+    /// List tasks (newest first), workers, profiles, workflows or a status overview.
+    List {
+        #[arg(long, default_value = "tasks", value_parser = ["tasks", "workers", "profiles", "workflows", "status"])]
+        view: String,
+        #[arg(long = "worker", value_name = "ID")]
+        worker: Option<String>,
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel tasks: queued ones at once, running ones by stopping their whole process group.
+    Cancel {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a task's whole output (stdout, then stderr), or follow it live.
+    Logs {
+        id: String,
+        #[arg(long, value_name = "N")]
+        attempt: Option<i64>,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Start a new task with the same task text and profile.
+    Retry {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The task text, or - to read it from stdin.
+    pub task: String,
+    #[arg(long, value_parser = ["auto", "worker", "workflow"])]
+    pub kind: Option<String>,
+    /// The profile (workerId).
+    #[arg(long = "worker", value_name = "ID")]
+    pub worker: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub workflow: Option<String>,
+    /// A file attachment, relative to the project (repeatable).
+    #[arg(long = "attach", value_name = "PATH")]
+    pub attach: Vec<String>,
+    /// Job timeout in ms (<= 0: the configured default).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub priority: Option<i64>,
+    #[arg(long, value_name = "MS", conflicts_with = "run_at")]
+    pub delay: Option<i64>,
+    /// ISO-8601 time to run at.
+    #[arg(long, value_name = "TIME")]
+    pub run_at: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<i64>,
+    #[arg(long, value_name = "K")]
+    pub dedup_key: Option<String>,
+    /// Do not start a dispatcher; the task waits, queued.
+    #[arg(long)]
+    pub no_auto_spawn: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// The merged configuration and where each value came from.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate the configuration files; report unknown keys.
+    Check,
+    /// The config file paths.
+    Path,
+}
+
+/// Print to stdout; a closed pipe is not an error.
+fn out(text: &str) {
+    let mut so = std::io::stdout().lock();
+    let _ = writeln!(so, "{text}");
+    let _ = so.flush();
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Run a parsed command line; the exit code follows SPEC 4.
+pub async fn run(cli: Cli) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
+    let opts = OpenOptions { cwd: cwd.clone(), db: cli.db.clone() };
+    let caller = Caller::cli(cli.session.clone());
+    match cli.command {
+        Command::Config(c) => return config_command(&cwd, c),
+        Command::Demo => return demo(&caller).await,
+        Command::Run { auto } => {
+            let q = Queue::open(&opts).await?;
+            api::check_recursive_guard(&q.config.config)?;
+            let mode = if auto { crate::dispatch::Mode::Auto } else { crate::dispatch::Mode::Foreground };
+            crate::dispatch::run(q, mode).await?;
+            return Ok(ExitCode::Ok);
+        }
+        _ => {}
+    }
+    let q = Queue::open(&opts).await?;
+    match cli.command {
+        Command::Task(t) => task_command(&q, &caller, *t).await,
+        Command::Status { json } => {
+            let s = api::status(&q).await?;
+            if json {
+                out(&pretty(&s));
+            } else {
+                out(&status_text(&s));
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Profiles { json } => list_view(&q, &caller, "profiles", json).await,
+        Command::Workers { json } => list_view(&q, &caller, "workers", json).await,
+        Command::Prune { dry_run } => {
+            let r = crate::prune::prune(&q, job::now_ms(), dry_run).await?;
+            if dry_run {
+                out(&format!("Would delete {} finished task(s).", r.jobs.len()));
+                for id in &r.jobs {
+                    out(id);
+                }
+            } else {
+                out(&format!(
+                    "Deleted {} finished task(s); swept {} orphaned file set(s).",
+                    r.jobs.len(),
+                    r.swept_dirs
+                ));
+            }
+            Ok(ExitCode::Ok)
+        }
+        Command::Init => {
+            out(&format!("Queue ready at {}", q.store.path().display()));
+            Ok(ExitCode::Ok)
+        }
+        Command::Config(_) | Command::Run { .. } | Command::Demo => Ok(ExitCode::Ok),
+    }
+}
+
+async fn list_view(q: &Queue, caller: &Caller, view: &str, json: bool) -> Result<ExitCode> {
+    let l = api::list(q, caller, &ListParams { view: Some(view.into()), ..Default::default() }, "all").await?;
+    out(&if json { pretty(&l.json) } else { l.markdown });
+    Ok(ExitCode::Ok)
+}
+
+fn status_text(s: &Value) -> String {
+    let d = &s["dispatcher"];
+    let disp = if d["alive"] == true {
+        format!("alive (pid {}, since {}, epoch {})", d["pid"], d["since"].as_str().unwrap_or("?"), d["epoch"])
+    } else {
+        "none".to_string()
+    };
+    let counts: Vec<String> = job::JobState::ALL
+        .iter()
+        .map(|st| format!("{} {}", st.as_str(), s["jobs"][st.as_str()].as_i64().unwrap_or(0)))
+        .collect();
+    format!(
+        "Database:   {}\nDispatcher: {disp}\nTasks:      {}",
+        s["database"].as_str().unwrap_or("?"),
+        counts.join(", ")
+    )
+}
+
+fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
+    let project = crate::location::find_project(cwd);
+    let paths = crate::config::ConfigPaths::from_env(&project);
+    match c {
+        ConfigCommand::Path => {
+            out(&format!("global:  {}\nproject: {}", paths.global.display(), paths.project.display()));
+        }
+        ConfigCommand::Show { json } => {
+            let loaded = crate::config::load(&paths)?;
+            out(&if json { pretty(&loaded.merged) } else { crate::config::render_with_origins(&loaded) });
+        }
+        ConfigCommand::Check => {
+            let loaded = crate::config::load(&paths)?;
+            let custom: Vec<(Value, String)> =
+                loaded.config.profiles.iter().map(|p| (p.clone(), "config".into())).collect();
+            let profiles = crate::profile::ProfileSet::load(&custom)?;
+            crate::profile::Runner::parse(&loaded.config.runner).map_err(|e| Error::Invalid(format!("runner: {e}")))?;
+            for w in profiles.warnings() {
+                eprintln!("warning: {w}");
+            }
+            for k in &loaded.unknown_keys {
+                eprintln!("warning: unknown key `{k}`");
+            }
+            out("Configuration is valid.");
+        }
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// Exit code of a set of answers.
+fn answers_exit(answers: &[Answer]) -> ExitCode {
+    answers.iter().fold(ExitCode::Ok, |acc, a| {
+        acc.max(match a.status() {
+            "unknown" | "forbidden" => ExitCode::Unknown,
+            "failed" => ExitCode::Failed,
+            "canceled" => ExitCode::Canceled,
+            _ if a.timed_out() || a.cancel_requested() => ExitCode::TimedOut,
+            _ => ExitCode::Ok,
+        })
+    })
+}
+
+/// Print answers: one object for one id, else an array (as the JSON API does); or a table.
+fn print_answers(answers: &[Answer], json: bool) {
+    if json {
+        if let [one] = answers {
+            out(&pretty(one));
+        } else {
+            out(&pretty(&answers));
+        }
+        return;
+    }
+    for a in answers {
+        match a {
+            Answer::Missing(m) => out(&format!("{}: {}", m.id, m.status)),
+            Answer::Record(r) => out(&record_text(r)),
+        }
+    }
+}
+
+/// A record for people: a header line, then the response or error, then the output tail.
+fn record_text(r: &job::Record) -> String {
+    let mut s = format!("{}  {}  {}", r.id, r.worker_id, r.status);
+    if let Some(d) = r.duration_ms.or(r.elapsed_ms) {
+        s.push_str(&format!("  {d}ms"));
+    }
+    if r.timed_out == Some(true) {
+        s.push_str("  (still running: wait timed out)");
+    }
+    if r.dispatcher.as_deref() == Some("none") {
+        s.push_str("  (no dispatcher alive)");
+    }
+    if let Some(e) = &r.error {
+        s.push_str(&format!("\nerror: {e}"));
+    }
+    if let Some(t) = &r.response_text {
+        s.push_str(&format!("\n{t}"));
+        if r.response_truncated {
+            s.push_str(&format!(
+                "\n... ({} chars in all; see {})",
+                r.response_chars.unwrap_or(0),
+                r.log_path.as_deref().unwrap_or("the log")
+            ));
+        }
+    } else if let Some(t) = r.output_tail.as_deref().filter(|t| !t.is_empty()) {
+        s.push_str(&format!("\n--- output tail ---\n{t}"));
+    }
+    s
+}
+
+async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<ExitCode> {
+    match t {
+        TaskCommand::Start(a) => {
+            let task = if a.task == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io("reading the task from stdin", e))?;
+                s
+            } else {
+                a.task
+            };
+            let attachments = a
+                .attach
+                .into_iter()
+                .map(|p| {
+                    let image = matches!(
+                        std::path::Path::new(&p).extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref(),
+                        Some("png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp")
+                    );
+                    api::Attachment {
+                        kind: if image { api::AttachmentType::Image } else { api::AttachmentType::File },
+                        path: Some(p),
+                        base64: None,
+                        mime_type: None,
+                    }
+                })
+                .collect();
+            let params = StartParams {
+                task,
+                kind: a.kind,
+                worker_id: a.worker,
+                workflow_id: a.workflow,
+                attachments,
+                auto_spawn: a.no_auto_spawn.then_some(false),
+                timeout_ms: a.timeout,
+                priority: a.priority,
+                delay_ms: a.delay,
+                run_at: a.run_at,
+                max_attempts: a.max_attempts,
+                dedup_key: a.dedup_key,
+            };
+            let answer = api::start(q, caller, params).await?;
+            if a.json {
+                out(&pretty(&answer));
+            } else {
+                out(answer["taskId"].as_str().unwrap_or_default());
+                if let Some(e) = answer["error"].as_str() {
+                    eprintln!("baton: task {} failed: {e}", answer["taskId"].as_str().unwrap_or("?"));
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
+        TaskCommand::Await { ids, timeout, json, full } => {
+            let tty = std::io::stderr().is_terminal();
+            let mut show = |elapsed: Duration, open: usize| {
+                eprint!("\rwaiting: {open} unfinished, {}s elapsed ", elapsed.as_secs());
+            };
+            let progress: Option<api::Progress<'_>> = if tty { Some(&mut show) } else { None };
+            let answers = api::await_jobs(q, caller, &ids, Some(timeout.unwrap_or(600_000.0)), full, progress).await?;
+            if tty {
+                eprint!("\r\x1b[K");
+            }
+            print_answers(&answers, json);
+            Ok(answers_exit(&answers))
+        }
+        TaskCommand::Peek { ids, json, full } => {
+            let answers = api::peek(q, caller, &ids, full).await?;
+            print_answers(&answers, json);
+            Ok(if answers.iter().any(|a| matches!(a, Answer::Missing(_))) { ExitCode::Unknown } else { ExitCode::Ok })
+        }
+        TaskCommand::List { view, worker, status, limit, json } => {
+            let p = ListParams {
+                view: Some(view),
+                worker_id: worker,
+                status,
+                scope: Some(if caller.session.is_some() { "session" } else { "all" }.into()),
+                limit: Some(limit),
+                format: None,
+            };
+            let l = api::list(q, caller, &p, "all").await?;
+            let as_json = json || q.config.config.ui.default_list_format == "json" && !std::io::stdout().is_terminal();
+            out(&if as_json { pretty(&l.json) } else { l.markdown });
+            Ok(ExitCode::Ok)
+        }
+        TaskCommand::Cancel { ids, reason, json } => {
+            let answers = api::cancel(q, caller, &ids, reason.as_deref()).await?;
+            print_answers(&answers, json);
+            Ok(answers_exit(&answers))
+        }
+        TaskCommand::Logs { id, attempt, follow } => {
+            let (o, e, _) = api::log_paths(q, &id, attempt).await?;
+            logs(q, &id, &o, &e, follow).await
+        }
+        TaskCommand::Retry { id, json } => {
+            let answer = api::retry(q, caller, &id).await?;
+            out(&if json { pretty(&answer) } else { answer["taskId"].as_str().unwrap_or_default().to_string() });
+            Ok(ExitCode::Ok)
+        }
+    }
+}
+
+/// Print stdout then stderr of an attempt; with `follow`, keep printing stdout as it grows until
+/// the task is terminal.
+async fn logs(q: &Queue, id: &str, o: &std::path::Path, e: &std::path::Path, follow: bool) -> Result<ExitCode> {
+    let mut so = std::io::stdout().lock();
+    let mut printed = 0u64;
+    loop {
+        if let Ok(mut f) = std::fs::File::open(o) {
+            use std::io::{Seek, SeekFrom};
+            let _ = f.seek(SeekFrom::Start(printed));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            printed += buf.len() as u64;
+            if so.write_all(&buf).is_err() {
+                return Ok(ExitCode::Ok);
+            }
+            let _ = so.flush();
+        }
+        if !follow {
+            break;
+        }
+        let (_, _, state) = api::log_paths(q, id, None).await?;
+        if job::is_terminal(&state) {
+            // One last read picks up what was written before the end.
+            if let Ok(meta) = std::fs::metadata(o)
+                && meta.len() <= printed
+            {
+                break;
+            }
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(so);
+    if let Ok(err) = std::fs::read(e)
+        && !err.is_empty()
+    {
+        let _ = std::io::stderr().write_all(&err);
+    }
+    Ok(ExitCode::Ok)
+}
+
+/// `baton demo`: a temporary project whose runner is `sh -c {prompt}`, four tasks through a real
+/// auto-started dispatcher, then the list.
+async fn demo(caller: &Caller) -> Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("baton-demo-{}", uuid::Uuid::new_v4()));
+    let state = dir.join(crate::location::STATE_DIR);
+    crate::location::create_private_dir(&state)?;
+    let config = r#"{
+  // The demo runs tasks as shell commands instead of an agent CLI.
+  "runner": ["sh", "-c", "{prompt}"],
+  "dispatcher": {"idleExitMs": 3000}
+}
+"#;
+    std::fs::write(state.join("config.json"), config).map_err(|e| Error::io("writing the demo config", e))?;
+    let q = Queue::open(&OpenOptions { cwd: dir.clone(), db: Some(state.join(crate::location::DB_FILE)) }).await?;
+    out(&format!("Demo project: {}\nQueue file:   {}\n", dir.display(), q.store.path().display()));
+    let tasks = [
+        ("coder", "echo 'Summary'; echo 'wrote hello.txt'; echo hello > hello.txt"),
+        ("explorer", "ls -la; echo 'Summary'; echo listed the project"),
+        ("coder", "echo 'this one fails' >&2; exit 3"),
+        ("coder", "echo 'this one sleeps until canceled'; sleep 60"),
+    ];
+    let mut ids = Vec::new();
+    for (worker, task) in tasks {
+        let p = StartParams { task: task.into(), worker_id: Some(worker.into()), ..Default::default() };
+        let a = api::start(&q, caller, p).await?;
+        let id = a["taskId"].as_str().unwrap_or_default().to_string();
+        out(&format!("started {id}  {worker}: {task}"));
+        ids.push(id);
+    }
+    let (done, sleeper) = ids.split_at(3);
+    api::await_jobs(&q, caller, done, Some(30_000.0), false, None).await?;
+    // Wait until the sleeper runs, then cancel it: its process group is stopped for real.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let a = api::peek(&q, caller, sleeper, false).await?;
+        if a.first().is_some_and(|a| a.status() == "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api::cancel(&q, caller, sleeper, Some("demo")).await?;
+    out("");
+    let l = api::list(&q, caller, &ListParams::default(), "all").await?;
+    out(&l.markdown);
+    out(&format!("\nInspect it: sqlite3 {} 'select * from v_jobs'", q.store.path().display()));
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,414 @@
+//! The dispatcher: one leader per queue file (a `flock` held for life plus a lease row whose
+//! epoch fences every owner write), the claim loop, worker exits, cancels, timeouts, recovery
+//! of orphans after a crash, draining on SIGINT/SIGTERM, and scheduled pruning.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use sqlx::SqliteConnection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::Queue;
+use crate::error::{Error, Result};
+use crate::job::{JobRow, now_ms};
+use crate::store::jobs::{ClaimLimits, Outcome};
+use crate::store::{self, SCHEMA_VERSION};
+use crate::worker::{self, Ending, SpawnEnv};
+use crate::{handoff, output, proc};
+
+/// How often the dispatcher looks for new work (a `PRAGMA data_version` poll).
+const POLL: Duration = Duration::from_millis(25);
+
+/// How the dispatcher was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `baton run`: waits as a standby when another leads, never exits on idle.
+    Foreground,
+    /// Started by `task start`/`await`/`mcp`: exits when another leads, or after an idle period.
+    Auto,
+}
+
+/// Try to take the dispatcher lock without waiting. `None`: another process holds it.
+pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
+    let file = store::open_lock_file(&queue.loc.dispatcher_lock())?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(Error::io("locking the dispatcher lock", e.into())),
+    }
+}
+
+/// Is a dispatcher alive on this queue? (Someone holds the lock.)
+pub fn is_alive(queue: &Queue) -> Result<bool> {
+    Ok(try_lock(queue)?.is_none())
+}
+
+/// Wait for the dispatcher lock (a standby).
+async fn wait_lock(queue: &Queue) -> Result<Flock<File>> {
+    let file = store::open_lock_file(&queue.loc.dispatcher_lock())?;
+    tokio::task::spawn_blocking(move || {
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io("locking the dispatcher lock", e.into()))
+    })
+    .await
+    .map_err(|e| Error::io("lock task", std::io::Error::other(e)))?
+}
+
+/// A job this dispatcher is running.
+struct Running {
+    cancel: Option<oneshot::Sender<()>>,
+}
+
+/// A worker's end, as the watcher task reports it.
+struct Finished {
+    job: JobRow,
+    ending: Ending,
+}
+
+/// Run the dispatcher until drained (signal), idle (auto mode), or superseded.
+pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
+    let _lock = match try_lock(&queue)? {
+        Some(lock) => lock,
+        None if mode == Mode::Auto => {
+            tracing::info!("another dispatcher leads this queue; exiting");
+            return Ok(());
+        }
+        None => {
+            tracing::info!("another dispatcher leads this queue; standing by");
+            wait_lock(&queue).await?
+        }
+    };
+    proc::become_subreaper();
+    let mut d = Dispatcher::new(queue, mode).await?;
+    let result = d.run_loop().await;
+    d.queue.store.close().await;
+    result
+}
+
+struct Dispatcher {
+    queue: Queue,
+    mode: Mode,
+    owner: String,
+    epoch: i64,
+    running: HashMap<String, Running>,
+    tx: mpsc::UnboundedSender<Finished>,
+    rx: mpsc::UnboundedReceiver<Finished>,
+    watch: SqliteConnection,
+    spawn_env: SpawnEnv,
+}
+
+impl Dispatcher {
+    async fn new(queue: Queue, mode: Mode) -> Result<Dispatcher> {
+        let owner = uuid::Uuid::new_v4().to_string();
+        let mut conn = queue.store.pool().acquire().await?;
+        let epoch = store::lease::acquire(&mut conn, &owner, i64::from(std::process::id()), now_ms()).await?;
+        drop(conn);
+        tracing::info!(%owner, epoch, db = %queue.store.path().display(), "dispatcher leads the queue");
+        let watch = queue.store.dedicated_connection().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let spawn_env = SpawnEnv {
+            guard_var: queue.config.config.security.recursive_spawn_env_var.clone(),
+            db: queue.store.path().to_path_buf(),
+            logs_dir: queue.loc.logs_dir(),
+        };
+        Ok(Dispatcher { queue, mode, owner, epoch, running: HashMap::new(), tx, rx, watch, spawn_env })
+    }
+
+    async fn run_loop(&mut self) -> Result<()> {
+        self.recover().await?;
+        let cfg = self.queue.config.config.clone();
+        let heartbeat = Duration::from_millis(cfg.dispatcher.heartbeat_ms.max(10));
+        let idle_exit = Duration::from_millis(cfg.dispatcher.idle_exit_ms);
+        let prune_every = Duration::from_millis(cfg.retention.interval_ms.max(1000));
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("installing SIGTERM handler", e))?;
+        let mut last_version = store::lease::data_version(&mut self.watch).await?;
+        let mut last_heartbeat = Instant::now();
+        let mut last_prune = Instant::now() - prune_every;
+        let mut idle_since: Option<Instant> = None;
+        let mut next_due: Option<i64> = None;
+        let mut dirty = true;
+        loop {
+            if dirty || next_due.is_some_and(|t| t <= now_ms()) {
+                dirty = false;
+                self.check_cancels().await?;
+                self.claim_and_spawn().await?;
+                let mut conn = self.queue.store.pool().acquire().await?;
+                let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
+                next_due = next;
+                idle_since = if busy || !self.running.is_empty() { None } else { idle_since.or(Some(Instant::now())) };
+            }
+            if self.mode == Mode::Auto
+                && next_due.is_none()
+                && idle_since.is_some_and(|t| t.elapsed() >= idle_exit)
+                && self.running.is_empty()
+            {
+                tracing::info!("idle; exiting");
+                return Ok(());
+            }
+            if last_heartbeat.elapsed() >= heartbeat {
+                last_heartbeat = Instant::now();
+                if !self.heartbeat().await? {
+                    return Ok(());
+                }
+            }
+            if last_prune.elapsed() >= prune_every {
+                last_prune = Instant::now();
+                if let Err(e) = crate::prune::prune(&self.queue, now_ms(), false).await {
+                    tracing::warn!("pruning failed: {e}");
+                }
+            }
+            tokio::select! {
+                Some(done) = self.rx.recv() => {
+                    let mut batch = vec![done];
+                    while let Ok(more) = self.rx.try_recv() {
+                        batch.push(more);
+                    }
+                    self.finish(batch).await?;
+                    dirty = true;
+                }
+                _ = tokio::time::sleep(POLL) => {
+                    let v = store::lease::data_version(&mut self.watch).await?;
+                    if v != last_version {
+                        last_version = v;
+                        dirty = true;
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return self.drain().await,
+                _ = sigterm.recv() => return self.drain().await,
+            }
+        }
+    }
+
+    /// Renew the lease and re-check the schema. False: stop leading.
+    async fn heartbeat(&mut self) -> Result<bool> {
+        let mut conn = self.queue.store.pool().acquire().await?;
+        if !store::lease::renew(&mut conn, &self.owner, self.epoch, now_ms()).await? {
+            tracing::error!("lost the dispatcher lease; exiting");
+            return Ok(false);
+        }
+        let version = store::lease::schema_version(&mut conn).await?;
+        if version > SCHEMA_VERSION {
+            tracing::error!(version, "a newer baton migrated this queue; exiting");
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Claim what the limits allow and spawn a worker for each.
+    async fn claim_and_spawn(&mut self) -> Result<()> {
+        let lim = &self.queue.config.config.limits;
+        let limits = ClaimLimits {
+            max_running: i64::from(lim.max_concurrency),
+            max_workers: i64::from(lim.max_workers),
+            max_per_session: i64::from(lim.max_workers_per_session),
+            batch: 64,
+        };
+        let mut conn = self.queue.store.pool().acquire().await?;
+        let claimed = store::jobs::claim(&mut conn, &self.owner, self.epoch, now_ms(), limits).await?;
+        for job in claimed {
+            self.spawn_one(&mut conn, job).await?;
+        }
+        Ok(())
+    }
+
+    async fn spawn_one(&mut self, conn: &mut SqliteConnection, job: JobRow) -> Result<()> {
+        let spawned = match worker::spawn(&job, &self.spawn_env) {
+            Ok(s) => s,
+            Err(e) => {
+                let o = Outcome {
+                    id: job.id.clone(),
+                    state: "failed",
+                    response: None,
+                    response_chars: None,
+                    error: Some(format!("Failed to start worker: {e}")),
+                    report: None,
+                    exit_code: None,
+                    output_tail: None,
+                    tokens: None,
+                    cost_usd: None,
+                };
+                store::jobs::finish(conn, &o, &self.owner, self.epoch, now_ms()).await?;
+                return Ok(());
+            }
+        };
+        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            // Test hook: widen the window between spawn and pid record.
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let worker_id = uuid::Uuid::new_v4().to_string();
+        store::jobs::insert_oneshot_worker(
+            conn,
+            &store::jobs::NewWorker {
+                id: &worker_id,
+                profile: &job.profile,
+                pid: i64::from(spawned.pid),
+                pid_start: spawned.start as i64,
+                owner: &self.owner,
+                epoch: self.epoch,
+                session: job.session.as_deref(),
+                job_id: &job.id,
+                attempt: job.attempt,
+                model: job.model.as_deref(),
+                now: now_ms(),
+            },
+        )
+        .await?;
+        let jobs_cfg = &self.queue.config.config.jobs;
+        let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+        let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
+        let stragglers = jobs_cfg.kill_stragglers;
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        self.running.insert(job.id.clone(), Running { cancel: Some(cancel_tx) });
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let ending = worker::watch(spawned, timeout, grace, stragglers, cancel_rx).await;
+            let _ = tx.send(Finished { job, ending });
+        });
+        Ok(())
+    }
+
+    /// Start the kill sequence of every running job of ours with a cancel request.
+    async fn check_cancels(&mut self) -> Result<()> {
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.queue.store.pool().acquire().await?;
+        for id in store::jobs::cancel_requests(&mut conn, &self.owner, self.epoch).await? {
+            if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
+                tracing::info!(task_id = %id, "canceling");
+                let _ = tx.send(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the results of finished workers, grouped in one transaction.
+    async fn finish(&mut self, batch: Vec<Finished>) -> Result<()> {
+        let logs = self.queue.loc.logs_dir();
+        let outcomes: Vec<Outcome> = batch.iter().map(|f| outcome(&f.job, &f.ending, &logs)).collect();
+        let now = now_ms();
+        let mut tx = self.queue.store.pool().begin().await?;
+        for o in &outcomes {
+            if !store::jobs::finish(&mut tx, o, &self.owner, self.epoch, now).await? {
+                tracing::warn!(task_id = %o.id, "result dropped: the job was no longer ours or already finished");
+            }
+        }
+        tx.commit().await?;
+        for f in &batch {
+            self.running.remove(&f.job.id);
+        }
+        Ok(())
+    }
+
+    /// Running jobs of an earlier leader: kill what can be proven to be theirs, then retry or
+    /// fail them.
+    async fn recover(&mut self) -> Result<()> {
+        let jobs_cfg = self.queue.config.config.jobs.clone();
+        let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
+        let mut conn = self.queue.store.pool().acquire().await?;
+        for job in store::jobs::orphans(&mut conn, &self.owner, self.epoch).await? {
+            let (Some(owner), Some(epoch)) = (job.owner.clone(), job.epoch) else { continue };
+            let mut groups: Vec<i32> = Vec::new();
+            for (pid, start) in store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await? {
+                let pid = pid as i32;
+                if proc::is_same_alive(pid, start as u64) && proc::has_attempt_tag(pid, &job.id, job.attempt) {
+                    groups.push(pid);
+                }
+            }
+            // A worker spawned just before its dispatcher died may have no row yet.
+            groups.extend(proc::find_tagged(&job.id, job.attempt).into_iter().map(|(_, pgid)| pgid));
+            groups.sort_unstable();
+            groups.dedup();
+            for pgid in groups {
+                tracing::info!(task_id = %job.id, pgid, "killing the worker of a lost dispatcher");
+                proc::terminate_group(pgid, grace, None).await;
+            }
+            let backoff = backoff_ms(jobs_cfg.retry_backoff_ms, job.attempt);
+            let error =
+                format!("Worker lost: its dispatcher went away during attempt {} of {}", job.attempt, job.max_attempts);
+            let to = store::jobs::requeue_lost(&mut conn, &job.id, &owner, epoch, now_ms(), backoff, &error).await?;
+            tracing::info!(task_id = %job.id, to = ?to, "recovered a lost job");
+        }
+        Ok(())
+    }
+
+    /// Stop claiming; let running jobs finish up to the shutdown grace; leave the rest to
+    /// recovery.
+    async fn drain(&mut self) -> Result<()> {
+        tracing::info!(running = self.running.len(), "draining");
+        let grace = Duration::from_millis(self.queue.config.config.dispatcher.shutdown_grace_ms);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(done)) => self.finish(vec![done]).await?,
+                _ => break,
+            }
+        }
+        if !self.running.is_empty() {
+            tracing::warn!(left = self.running.len(), "shutdown grace over; leaving running jobs to recovery");
+        }
+        Ok(())
+    }
+}
+
+/// Backoff before retry number `attempt` (1-based): base, doubling, capped at an hour.
+pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
+    let shift = (attempt.clamp(1, 20) - 1) as u32;
+    (base.saturating_mul(1u64 << shift)).min(3_600_000) as i64
+}
+
+/// Turn a worker's end into the job's outcome.
+fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
+    let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
+    let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
+    let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
+    let (response, chars) = output::read_response(&out);
+    let report = handoff::report(&response).map(|r| r.to_string());
+    let mut o = Outcome {
+        id: job.id.clone(),
+        state: "failed",
+        response: Some(response).filter(|r| !r.is_empty()),
+        response_chars: Some(chars),
+        error: None,
+        report,
+        exit_code: None,
+        output_tail: tail,
+        tokens: None,
+        cost_usd: None,
+    };
+    match ending {
+        Ending::Exited(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            if let Some(code) = status.code() {
+                o.exit_code = Some(i64::from(code));
+                if code == 0 {
+                    o.state = "succeeded";
+                } else {
+                    o.error = Some(format!("Worker exited with code {code}"));
+                }
+            } else if let Some(sig) = status.signal() {
+                o.exit_code = Some(128 + i64::from(sig));
+                o.error = Some(format!("Worker killed by signal {sig}"));
+            }
+        }
+        Ending::TimedOut => o.error = Some(format!("Task timed out after {}ms", job.timeout_ms)),
+        // The error text is written from the row's cancel reason by the store.
+        Ending::Canceled => o.state = "canceled",
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff_ms(5000, 1), 5000);
+        assert_eq!(backoff_ms(5000, 2), 10_000);
+        assert_eq!(backoff_ms(5000, 3), 20_000);
+        assert_eq!(backoff_ms(5000, 40), 3_600_000);
+    }
+}

@@ -1,0 +1,109 @@
+//! The library's error type and the CLI exit codes derived from it.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in baton, by domain meaning first, infrastructure last.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input from a caller: a message meant for the user, as the spec words it.
+    #[error("{0}")]
+    Invalid(String),
+    /// A file that is not a baton queue (another SQLite database, or not SQLite at all).
+    #[error("{path} is not a baton queue: {reason}. It was left untouched.")]
+    ForeignDatabase { path: PathBuf, reason: String },
+    /// A queue written by a newer baton.
+    #[error(
+        "{path} was written by a newer baton (schema version {found}, this baton knows up to {known}). It was left untouched; upgrade baton."
+    )]
+    NewerSchema { path: PathBuf, found: i64, known: i64 },
+    /// Configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A profile definition is wrong.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+    /// Refused because this process runs inside a baton worker.
+    #[error(
+        "Refusing to start tasks from inside a baton worker ({var}=true): recursive spawning is disabled (security.preventRecursiveSpawn)."
+    )]
+    RecursiveSpawn { var: String },
+    /// Another dispatcher leads this queue.
+    #[error("another dispatcher already leads this queue (pid {pid})")]
+    NotLeader { pid: i64 },
+    /// An id prefix matched more than one job.
+    #[error("Ambiguous task id prefix \"{0}\": it matches several tasks; give more characters.")]
+    AmbiguousId(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Wrap an IO error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// CLI exit codes, in order of precedence (SPEC 4, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitCode {
+    /// Everything finished as asked.
+    Ok = 0,
+    /// Some job failed.
+    Failed = 1,
+    /// Usage, configuration or database error.
+    Usage = 2,
+    /// Some job was canceled.
+    Canceled = 3,
+    /// Some id was unknown or forbidden.
+    Unknown = 4,
+    /// Some job was still unfinished when a wait ran out.
+    TimedOut = 124,
+}
+
+impl ExitCode {
+    /// Precedence rank: higher wins when several apply.
+    fn rank(self) -> u8 {
+        match self {
+            ExitCode::Usage => 5,
+            ExitCode::Unknown => 4,
+            ExitCode::Failed => 3,
+            ExitCode::Canceled => 2,
+            ExitCode::TimedOut => 1,
+            ExitCode::Ok => 0,
+        }
+    }
+
+    /// The stronger of two codes.
+    pub fn max(self, other: ExitCode) -> ExitCode {
+        if other.rank() > self.rank() { other } else { self }
+    }
+
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode::*;
+
+    #[test]
+    fn precedence_follows_the_spec() {
+        assert_eq!(Ok.max(TimedOut), TimedOut);
+        assert_eq!(TimedOut.max(Canceled), Canceled);
+        assert_eq!(Canceled.max(Failed), Failed);
+        assert_eq!(Failed.max(Unknown), Unknown);
+        assert_eq!(Unknown.max(Usage), Usage);
+        assert_eq!(Usage.max(Ok), Usage);
+        assert_eq!([Ok, Failed, Usage, Canceled, Unknown, TimedOut].map(|c| c.code()), [0, 1, 2, 3, 4, 124]);
+    }
+}

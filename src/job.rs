@@ -1,0 +1,308 @@
+//! Jobs: their states, their rows, and the JSON record every operation answers.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+/// A job's state (SPEC 3). The legal transitions live in the `job_transitions` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] =
+        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Canceled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Canceled => "canceled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Terminal states never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Canceled)
+    }
+}
+
+/// Is this state word terminal?
+pub fn is_terminal(state: &str) -> bool {
+    JobState::parse(state).is_some_and(JobState::is_terminal)
+}
+
+/// A `jobs` row as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub seq: i64,
+    pub id: String,
+    pub state: String,
+    pub kind: String,
+    pub profile: String,
+    pub task: String,
+    pub session: Option<String>,
+    pub requested_by: String,
+    pub project_dir: String,
+    pub argv: String,
+    pub prompt_stdin: i64,
+    pub model: Option<String>,
+    pub env: String,
+    pub attachments: String,
+    pub priority: i64,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub run_after_ms: i64,
+    pub timeout_ms: i64,
+    pub profile_limit: Option<i64>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub response: Option<String>,
+    pub response_chars: Option<i64>,
+    pub error: Option<String>,
+    pub report: Option<String>,
+    pub exit_code: Option<i64>,
+    pub owner: Option<String>,
+    pub epoch: Option<i64>,
+    pub output_tail: Option<String>,
+    pub cancel_requested_ms: Option<i64>,
+    pub cancel_reason: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub workflow_step: Option<i64>,
+    pub dedup_key: Option<String>,
+    pub tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+}
+
+impl JobRow {
+    pub fn state(&self) -> Option<JobState> {
+        JobState::parse(&self.state)
+    }
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(&self.state)
+    }
+}
+
+/// A job about to be inserted.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: String,
+    pub kind: String,
+    pub profile: String,
+    pub task: String,
+    pub session: Option<String>,
+    pub requested_by: String,
+    pub project_dir: String,
+    /// JSON array of strings: the resolved argv.
+    pub argv: String,
+    pub prompt_stdin: bool,
+    pub model: Option<String>,
+    /// JSON object: the profile's env.
+    pub env: String,
+    /// JSON array of absolute paths.
+    pub attachments: String,
+    pub priority: i64,
+    pub max_attempts: i64,
+    pub run_after_ms: i64,
+    pub timeout_ms: i64,
+    pub profile_limit: Option<i64>,
+    pub created_ms: i64,
+    pub dedup_key: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub workflow_step: Option<i64>,
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// ISO-8601 UTC with milliseconds, as every record shows times.
+pub fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Parse an ISO-8601 time (RFC 3339) into ms.
+pub fn parse_iso(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// The first `max` chars of `s`, and whether anything was cut.
+pub fn cap_chars(s: &str, max: usize) -> (&str, bool) {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => (&s[..at], true),
+        None => (s, false),
+    }
+}
+
+/// The JSON record of a job (SPEC 4): every key always present, `null` when unset.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub id: String,
+    pub worker_id: String,
+    pub kind: String,
+    pub message: String,
+    pub status: String,
+    pub session_id: Option<String>,
+    pub requested_by: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub elapsed_ms: Option<i64>,
+    pub response_text: Option<String>,
+    pub response_truncated: bool,
+    pub response_chars: Option<i64>,
+    pub error: Option<String>,
+    pub report: Option<serde_json::Value>,
+    pub exit_code: Option<i64>,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub priority: i64,
+    pub workflow_run_id: Option<String>,
+    pub log_path: Option<String>,
+    pub last_activity_at: Option<String>,
+    pub stalled: bool,
+    pub output_tail: Option<String>,
+    pub cancel_requested: bool,
+    pub tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+    /// Added by await answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+    /// Added by peek when the job is queued and no dispatcher is alive: `"none"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatcher: Option<String>,
+}
+
+/// How much live detail a record carries.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordOptions {
+    /// Cap on `responseText` chars (None: the whole text).
+    pub max_response_chars: Option<usize>,
+    /// Fill `elapsedMs`, `lastActivityAt`, `stalled` and `outputTail` for an unfinished job.
+    pub live: bool,
+    pub stall_ms: i64,
+    pub now: i64,
+}
+
+/// The log file of one attempt's stdout (`.out`) or stderr (`.err`).
+pub fn log_file(logs_dir: &Path, job_id: &str, attempt: i64, stream: &str) -> std::path::PathBuf {
+    logs_dir.join(job_id).join(format!("{attempt}.{stream}"))
+}
+
+impl Record {
+    /// Build the record of a row. `logs_dir` locates the attempt's logs.
+    pub fn from_row(row: &JobRow, logs_dir: &Path, opts: RecordOptions) -> Record {
+        let (response_text, truncated) = match (&row.response, opts.max_response_chars) {
+            (Some(r), Some(max)) => {
+                let (text, cut) = cap_chars(r, max);
+                (Some(text.to_string()), cut)
+            }
+            (r, _) => (r.clone(), false),
+        };
+        let log = (row.attempt > 0).then(|| log_file(logs_dir, &row.id, row.attempt, "out"));
+        let running = row.state == "running";
+        let mut rec = Record {
+            id: row.id.clone(),
+            worker_id: row.profile.clone(),
+            kind: row.kind.clone(),
+            message: row.task.clone(),
+            status: row.state.clone(),
+            session_id: row.session.clone(),
+            requested_by: row.requested_by.clone(),
+            created_at: iso(row.created_ms),
+            started_at: row.started_ms.map(iso),
+            finished_at: row.finished_ms.map(iso),
+            duration_ms: match (row.started_ms, row.finished_ms) {
+                (Some(s), Some(f)) => Some(f - s),
+                _ => None,
+            },
+            elapsed_ms: None,
+            response_text,
+            response_truncated: truncated,
+            response_chars: row.response_chars,
+            error: row.error.clone(),
+            report: row.report.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+            exit_code: row.exit_code,
+            attempt: row.attempt,
+            max_attempts: row.max_attempts,
+            priority: row.priority,
+            workflow_run_id: row.workflow_run_id.clone(),
+            log_path: log.as_ref().map(|p| p.display().to_string()),
+            last_activity_at: None,
+            stalled: false,
+            output_tail: if row.is_terminal() { row.output_tail.clone() } else { None },
+            cancel_requested: row.cancel_requested_ms.is_some() && !row.is_terminal(),
+            tokens: row.tokens,
+            cost_usd: row.cost_usd,
+            timed_out: None,
+            dispatcher: None,
+        };
+        if opts.live && !row.is_terminal() {
+            rec.elapsed_ms = Some(opts.now - row.started_ms.unwrap_or(row.created_ms));
+            if running && row.attempt > 0 {
+                let out = log_file(logs_dir, &row.id, row.attempt, "out");
+                let err = log_file(logs_dir, &row.id, row.attempt, "err");
+                let last = [&out, &err]
+                    .iter()
+                    .filter_map(|p| std::fs::metadata(p).ok()?.modified().ok())
+                    .max()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_millis() as i64)
+                    .or(row.started_ms);
+                rec.last_activity_at = last.map(iso);
+                rec.stalled = last.is_some_and(|l| opts.now - l > opts.stall_ms);
+                rec.output_tail = Some(crate::output::tail_of_files(&out, &err));
+            }
+        }
+        rec
+    }
+}
+
+/// A `{id, status}` answer for an id that is unknown (or forbidden).
+#[derive(Debug, Clone, Serialize)]
+pub struct Missing {
+    pub id: String,
+    pub status: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_has_millis_and_z() {
+        assert_eq!(iso(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(parse_iso("2026-11-18T11:06:40.123Z"), Some(1_795_000_000_123));
+        assert_eq!(parse_iso("yesterday"), None);
+    }
+
+    #[test]
+    fn cap_counts_chars_not_bytes() {
+        assert_eq!(cap_chars("héllo", 2), ("hé", true));
+        assert_eq!(cap_chars("hé", 2), ("hé", false));
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert!(is_terminal("succeeded") && is_terminal("failed") && is_terminal("canceled"));
+        assert!(!is_terminal("queued") && !is_terminal("running") && !is_terminal("bogus"));
+    }
+}

@@ -1,0 +1,53 @@
+//! baton: a durable task queue for coding-agent workers, whose whole state lives in one SQLite
+//! file.
+//!
+//! An agent or a person starts a task; it is written to SQLite before its id is returned; a
+//! dispatcher claims it and runs a worker process from a named profile; the worker's output,
+//! exit status and timings land back in SQLite; any process can await, peek, list or cancel it.
+//! Nothing lives only in memory: kill any process at any moment and every task is still there,
+//! finished, running, or back in the queue.
+//!
+//! # Layout
+//!
+//! - [`api`]: the five operations (start, await, peek, list, cancel), shared by every face.
+//! - `store`: all SQL: opening a queue file safely, migrations, every statement.
+//! - `dispatch`: the leader lock and lease, the claim loop, recovery, draining.
+//! - `worker`: spawning and watching one worker process; `proc`: `/proc` and process groups.
+//! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
+//! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
+//! - `location`: where a queue lives; `prune`: retention; `format`: markdown tables.
+//! - [`cli`]: the command line, a thin face over `api`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> baton::Result<()> {
+//! use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
+//! let q = Queue::open(&OpenOptions { cwd: std::env::current_dir().unwrap(), db: None }).await?;
+//! let caller = Caller::cli(None);
+//! let started = api::start(&q, &caller, StartParams { task: "say hello".into(), ..Default::default() }).await?;
+//! let id = started["taskId"].as_str().unwrap().to_string();
+//! let done = api::await_jobs(&q, &caller, &[id], Some(60_000.0), false, None).await?;
+//! println!("{}", serde_json::to_string_pretty(&done)?);
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+mod attach;
+pub mod cli;
+pub mod config;
+mod dispatch;
+mod error;
+mod format;
+pub mod handoff;
+pub mod job;
+mod location;
+mod output;
+mod proc;
+pub mod profile;
+mod prune;
+pub mod store;
+mod worker;
+
+pub use error::{Error, ExitCode, Result};
+pub use store::{APPLICATION_ID, SCHEMA_VERSION};

@@ -1,0 +1,155 @@
+//! Where a queue lives: project discovery, the queue file and its state directory.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The directory name that marks a baton project.
+pub const STATE_DIR: &str = ".baton";
+/// The queue file's name inside `.baton/`.
+pub const DB_FILE: &str = "baton.db";
+
+const GITIGNORE: &str = "# baton's queue, logs and attachments never belong in git.\n*\n!.gitignore\n!config.json\n";
+
+/// A resolved queue: the project a caller works in, and the files of the queue it uses.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The caller's project directory (where its jobs' workers run).
+    pub project_dir: PathBuf,
+    /// The SQLite queue file.
+    pub db: PathBuf,
+    /// The directory beside the queue file holding locks, logs and attachments.
+    pub state_dir: PathBuf,
+}
+
+impl Location {
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+    pub fn job_log_dir(&self, job_id: &str) -> PathBuf {
+        self.logs_dir().join(job_id)
+    }
+    pub fn attachments_dir(&self, job_id: &str) -> PathBuf {
+        self.state_dir.join("attachments").join(job_id)
+    }
+    pub fn dispatcher_lock(&self) -> PathBuf {
+        self.state_dir.join("dispatcher.lock")
+    }
+    pub fn migrate_lock(&self) -> PathBuf {
+        self.state_dir.join("migrate.lock")
+    }
+    pub fn dispatcher_log(&self) -> PathBuf {
+        self.state_dir.join("dispatcher.log")
+    }
+}
+
+/// The project a directory belongs to: the nearest ancestor holding `.baton/`, searched no
+/// higher than the git root (a `.git` directory or file); else the git root; else `cwd`.
+pub fn find_project(cwd: &Path) -> PathBuf {
+    for dir in cwd.ancestors() {
+        if dir.join(STATE_DIR).is_dir() {
+            return dir.to_path_buf();
+        }
+        if dir.join(".git").exists() {
+            return dir.to_path_buf();
+        }
+    }
+    cwd.to_path_buf()
+}
+
+/// Resolve the queue file: `--db`, then `BATON_DB`, then config `database` (relative to the
+/// project), then `<project>/.baton/baton.db`.
+pub fn resolve(project_dir: &Path, db_flag: Option<&Path>, env_db: Option<&Path>, config_db: Option<&str>) -> Location {
+    let explicit = db_flag
+        .map(Path::to_path_buf)
+        .or_else(|| env_db.map(Path::to_path_buf))
+        .or_else(|| config_db.filter(|s| !s.is_empty()).map(PathBuf::from));
+    let db = match explicit {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => project_dir.join(p),
+        None => project_dir.join(STATE_DIR).join(DB_FILE),
+    };
+    let state_dir = db.parent().map(Path::to_path_buf).unwrap_or_else(|| project_dir.to_path_buf());
+    Location { project_dir: project_dir.to_path_buf(), db, state_dir }
+}
+
+/// Create the state directory (0700) if needed; a `.baton/` directory also gets the
+/// `.gitignore` that keeps the queue and its logs out of git.
+pub fn ensure_state_dir(loc: &Location) -> Result<()> {
+    create_private_dir(&loc.state_dir)?;
+    if loc.state_dir.file_name().is_some_and(|n| n == STATE_DIR) {
+        let gi = loc.state_dir.join(".gitignore");
+        if !gi.exists() {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&gi)
+                .map_err(|e| Error::io(format!("writing {}", gi.display()), e))?;
+            f.write_all(GITIGNORE.as_bytes()).map_err(|e| Error::io(format!("writing {}", gi.display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `mkdir -p` with mode 0700 for every directory it creates.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_stops_at_the_git_root() {
+        let t = tempfile::tempdir().unwrap();
+        let outer = t.path();
+        fs::create_dir_all(outer.join(".baton")).unwrap();
+        let repo = outer.join("repo");
+        fs::create_dir_all(repo.join(".git")).unwrap();
+        let deep = repo.join("a/b");
+        fs::create_dir_all(&deep).unwrap();
+        // The outer .baton/ is above the git root: not used.
+        assert_eq!(find_project(&deep), repo);
+        fs::create_dir_all(repo.join("a/.baton")).unwrap();
+        assert_eq!(find_project(&deep), repo.join("a"));
+        // No git, no .baton: the directory itself.
+        let lone = tempfile::tempdir().unwrap();
+        assert_eq!(find_project(lone.path()), lone.path());
+    }
+
+    #[test]
+    fn overrides_in_order() {
+        let p = Path::new("/proj");
+        let l = resolve(p, Some(Path::new("/a.db")), Some(Path::new("/b.db")), Some("c.db"));
+        assert_eq!(l.db, Path::new("/a.db"));
+        let l = resolve(p, None, Some(Path::new("/b.db")), Some("c.db"));
+        assert_eq!(l.db, Path::new("/b.db"));
+        let l = resolve(p, None, None, Some("c.db"));
+        assert_eq!(l.db, Path::new("/proj/c.db"));
+        let l = resolve(p, None, None, None);
+        assert_eq!(l.db, Path::new("/proj/.baton/baton.db"));
+        assert_eq!(l.state_dir, Path::new("/proj/.baton"));
+    }
+
+    #[test]
+    fn state_dir_is_private_and_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let l = resolve(t.path(), None, None, None);
+        ensure_state_dir(&l).unwrap();
+        let mode = fs::metadata(&l.state_dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let gi = fs::read_to_string(l.state_dir.join(".gitignore")).unwrap();
+        assert!(gi.contains("!config.json") && gi.contains("\n*\n"));
+    }
+}

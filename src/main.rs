@@ -1,0 +1,30 @@
+//! The `baton` binary: parse, install tracing, run, map the result to an exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = baton::cli::Cli::parse();
+    let filter =
+        std::env::var("BATON_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("baton: cannot start the runtime: {e}");
+            std::process::exit(baton::ExitCode::Usage.code());
+        }
+    };
+    let code = match runtime.block_on(baton::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("baton: {e}");
+            baton::ExitCode::Usage
+        }
+    };
+    // Do not wait for lingering blocking tasks (a standby lock wait, say).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code.code());
+}

@@ -1,0 +1,81 @@
+//! Retention (SPEC 12): delete old finished jobs in small batches, their logs and attachments
+//! with them, sweep files left without a row, then give the space back.
+
+use serde::Serialize;
+
+use crate::api::Queue;
+use crate::error::Result;
+use crate::store;
+
+/// Deletes go in batches this small so writers are never blocked for long.
+const BATCH: i64 = 100;
+
+/// What a prune did (or, dry, would do).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub jobs: Vec<String>,
+    pub swept_dirs: usize,
+    pub dry_run: bool,
+}
+
+/// Prune per `retention`; `dry_run` only says what would go.
+pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
+    let r = &q.config.config.retention;
+    let (max_age, min_age, max_jobs) = (r.max_age_ms as i64, r.min_age_ms as i64, r.max_jobs as i64);
+    let mut report = PruneReport { dry_run, ..Default::default() };
+    let mut conn = q.store.pool().acquire().await?;
+    if dry_run {
+        report.jobs = store::jobs::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
+        return Ok(report);
+    }
+    loop {
+        let ids = store::jobs::prunable(&mut conn, now, max_age, min_age, max_jobs, BATCH).await?;
+        if ids.is_empty() {
+            break;
+        }
+        store::jobs::delete(&mut conn, &ids).await?;
+        for id in &ids {
+            remove_files(q, id);
+        }
+        report.jobs.extend(ids);
+    }
+    report.swept_dirs = sweep(q, &mut conn).await?;
+    if !report.jobs.is_empty() || report.swept_dirs > 0 {
+        store::jobs::vacuum(&mut conn).await?;
+        tracing::info!(jobs = report.jobs.len(), swept = report.swept_dirs, "pruned");
+    }
+    Ok(report)
+}
+
+fn remove_files(q: &Queue, id: &str) {
+    let _ = std::fs::remove_dir_all(q.loc.job_log_dir(id));
+    let _ = std::fs::remove_dir_all(q.loc.attachments_dir(id));
+}
+
+/// Remove log and attachment directories whose job row is gone (a crash between delete and
+/// unlink).
+async fn sweep(q: &Queue, conn: &mut sqlx::SqliteConnection) -> Result<usize> {
+    let mut dirs = Vec::new();
+    for parent in [q.loc.logs_dir(), q.loc.state_dir.join("attachments")] {
+        if let Ok(rd) = std::fs::read_dir(&parent) {
+            dirs.extend(rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()));
+        }
+    }
+    if dirs.is_empty() {
+        return Ok(0);
+    }
+    let ids: std::collections::HashSet<String> = store::jobs::all_ids(conn).await?.into_iter().collect();
+    let mut swept = 0;
+    for d in dirs {
+        // A job's attachments are written just before its row: leave young directories alone.
+        let young = std::fs::metadata(q.loc.attachments_dir(&d))
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 60));
+        if !ids.contains(&d) && uuid::Uuid::parse_str(&d).is_ok() && !young {
+            remove_files(q, &d);
+            swept += 1;
+        }
+    }
+    Ok(swept)
+}

@@ -1,0 +1,505 @@
+//! Statements on the `jobs` and `workers` tables.
+//!
+//! Every state change is one guarded statement (`... WHERE id = ? AND state = <expected>`):
+//! zero rows changed means someone else got there first, which callers handle.
+
+use sqlx::SqliteConnection;
+
+use crate::error::{Error, Result};
+use crate::job::{JobRow, NewJob};
+
+/// Outcome of an insert that may hit the dedup key of an unfinished job.
+#[derive(Debug)]
+pub enum Inserted {
+    New,
+    /// An unfinished job already holds this dedup key.
+    Duplicate(String),
+}
+
+/// Insert a queued job. The `jobs_dedup` partial unique index, not a check-then-insert, decides
+/// whether a dedup key is taken.
+#[tracing::instrument(skip_all, fields(task_id = %job.id), err)]
+pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserted> {
+    let res = sqlx::query!(
+        "INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
+                           prompt_stdin, model, env, attachments, priority, max_attempts, run_after_ms,
+                           timeout_ms, profile_limit, created_ms, dedup_key, workflow_run_id, workflow_step)
+         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+        job.id,
+        job.kind,
+        job.profile,
+        job.task,
+        job.session,
+        job.requested_by,
+        job.project_dir,
+        job.argv,
+        job.prompt_stdin,
+        job.model,
+        job.env,
+        job.attachments,
+        job.priority,
+        job.max_attempts,
+        job.run_after_ms,
+        job.timeout_ms,
+        job.profile_limit,
+        job.created_ms,
+        job.dedup_key,
+        job.workflow_run_id,
+        job.workflow_step,
+    )
+    .execute(&mut *conn)
+    .await;
+    match res {
+        Ok(_) => Ok(Inserted::New),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && job.dedup_key.is_some() => {
+            let existing = sqlx::query_scalar!(
+                "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('queued', 'running')",
+                job.dedup_key
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            match existing {
+                Some(id) => Ok(Inserted::Duplicate(id)),
+                None => Err(Error::Invalid("dedup key raced with a finishing job; try again".into())),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// End a queued job that can never run (`queued -> failed`).
+pub async fn fail_queued(conn: &mut SqliteConnection, id: &str, error: &str, now: i64) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE jobs SET state = 'failed', error = ?2, finished_ms = ?3 WHERE id = ?1 AND state = 'queued'",
+        id,
+        error,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// One job by exact id.
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>> {
+    Ok(sqlx::query_as!(JobRow, "SELECT * FROM jobs WHERE id = ?1", id).fetch_optional(conn).await?)
+}
+
+/// Several jobs by exact id, in one statement (order not guaranteed).
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<JobRow>> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_as!(JobRow, "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?1))", ids)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The states of several jobs (the awaiter's cheap re-read).
+pub async fn states(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<(String, String)>> {
+    let ids = serde_json::to_string(ids)?;
+    let rows = sqlx::query!("SELECT id, state FROM jobs WHERE id IN (SELECT value FROM json_each(?1))", ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.state)).collect())
+}
+
+/// Ids starting with `prefix` (at most two: enough to tell unique from ambiguous).
+pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Result<Vec<String>> {
+    // ids are lowercase hex and dashes; callers validate the prefix, so a range scan on the
+    // unique index is exact.
+    let hi = format!("{prefix}\u{10FFFF}");
+    Ok(sqlx::query_scalar!("SELECT id FROM jobs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 2", prefix, hi)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Default, Clone)]
+pub struct ListFilter {
+    pub profile: Option<String>,
+    pub state: Option<String>,
+    pub session: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn list(conn: &mut SqliteConnection, f: &ListFilter) -> Result<Vec<JobRow>> {
+    Ok(sqlx::query_as!(
+        JobRow,
+        "SELECT * FROM jobs
+          WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
+          ORDER BY seq DESC LIMIT ?4",
+        f.profile,
+        f.state,
+        f.session,
+        f.limit
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Job counts by state.
+pub async fn counts(conn: &mut SqliteConnection) -> Result<Vec<(String, i64)>> {
+    let rows = sqlx::query!(r#"SELECT state, count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#)
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+}
+
+/// Is there any queued or running job? And when is the earliest future run-after?
+pub async fn pending(conn: &mut SqliteConnection, now: i64) -> Result<(bool, Option<i64>)> {
+    let r = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running'
+                          OR (state = 'queued' AND run_after_ms <= ?1)) AS "busy!: bool",
+                  (SELECT min(run_after_ms) FROM jobs WHERE state = 'queued' AND run_after_ms > ?1) AS "next: i64""#,
+        now
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((r.busy, r.next))
+}
+
+/// Limits the claim applies, all in the same statement.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits {
+    /// `limits.maxConcurrency`: running jobs in the whole queue.
+    pub max_running: i64,
+    /// `limits.maxWorkers`: live workers in the whole queue.
+    pub max_workers: i64,
+    /// `limits.maxWorkersPerSession`.
+    pub max_per_session: i64,
+    /// How many to claim at most in this statement.
+    pub batch: i64,
+}
+
+/// Atomically claim up to `batch` runnable jobs: higher priority first, then the session with
+/// fewer running jobs, then oldest; jobs whose profile or session is at its limit are skipped
+/// (not waited on); the global limits cap the count. The attempt is recorded here, before any
+/// spawn. One statement, so two dispatchers can never claim the same job.
+///
+/// Too dynamic for the checked macros (window functions and a computed LIMIT); covered by
+/// `claim_respects_limits` in the tests.
+#[tracing::instrument(skip_all, err)]
+pub async fn claim(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    epoch: i64,
+    now: i64,
+    limits: ClaimLimits,
+) -> Result<Vec<JobRow>> {
+    const SQL: &str = r#"
+WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
+     rs AS (SELECT session, count(*) AS n FROM workers
+             WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
+     cand AS (
+        SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit,
+               coalesce(rp.n, 0) AS p0, coalesce(rs.n, 0) AS s0
+          FROM jobs j
+          LEFT JOIN rp ON rp.profile = j.profile
+          LEFT JOIN rs ON rs.session = j.session
+         WHERE j.state = 'queued' AND j.run_after_ms <= ?3
+           AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
+           AND (j.session IS NULL OR coalesce(rs.n, 0) < ?6)
+         ORDER BY j.priority DESC, j.seq
+         LIMIT 256),
+     ranked AS (
+        SELECT seq, priority, session, profile_limit,
+               p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,
+               s0 + row_number() OVER (PARTITION BY session ORDER BY priority DESC, seq) AS sn
+          FROM cand),
+     pick AS (
+        SELECT seq FROM ranked
+         WHERE (profile_limit IS NULL OR pn <= profile_limit) AND (session IS NULL OR sn <= ?6)
+         ORDER BY priority DESC, CASE WHEN session IS NULL THEN 0 ELSE sn END, seq
+         LIMIT max(0, min(?7,
+                          ?4 - (SELECT count(*) FROM jobs WHERE state = 'running'),
+                          ?5 - (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')))))
+UPDATE jobs
+   SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
+       finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
+ WHERE seq IN pick AND state = 'queued'
+RETURNING *"#;
+    let mut rows: Vec<JobRow> = sqlx::query_as(SQL)
+        .bind(owner)
+        .bind(epoch)
+        .bind(now)
+        .bind(limits.max_running)
+        .bind(limits.max_workers)
+        .bind(limits.max_per_session)
+        .bind(limits.batch)
+        .fetch_all(conn)
+        .await?;
+    rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+    Ok(rows)
+}
+
+/// A oneshot worker's row, written once its process exists (the job's attempt was recorded by
+/// the claim, before the spawn).
+#[derive(Debug, Clone)]
+pub struct NewWorker<'a> {
+    pub id: &'a str,
+    pub profile: &'a str,
+    pub pid: i64,
+    pub pid_start: i64,
+    pub owner: &'a str,
+    pub epoch: i64,
+    pub session: Option<&'a str>,
+    pub job_id: &'a str,
+    pub attempt: i64,
+    pub model: Option<&'a str>,
+    pub now: i64,
+}
+
+#[tracing::instrument(skip_all, fields(task_id = %w.job_id, pid = w.pid), err)]
+pub async fn insert_oneshot_worker(conn: &mut SqliteConnection, w: &NewWorker<'_>) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, session, job_id,
+                              attempt, model, started_ms, last_activity_ms)
+         VALUES (?1, ?2, 'oneshot', 'busy', ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+        w.id,
+        w.profile,
+        w.pid,
+        w.pid_start,
+        w.owner,
+        w.epoch,
+        w.session,
+        w.job_id,
+        w.attempt,
+        w.model,
+        w.now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// How a running job ended, as its owner saw it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: String,
+    /// `succeeded`, `failed` or `canceled`.
+    pub state: &'static str,
+    pub response: Option<String>,
+    pub response_chars: Option<i64>,
+    pub error: Option<String>,
+    pub report: Option<String>,
+    pub exit_code: Option<i64>,
+    pub output_tail: Option<String>,
+    pub tokens: Option<i64>,
+    pub cost_usd: Option<f64>,
+}
+
+/// Write a running job's result, fenced by its owner and epoch. False when the job was not ours
+/// any more (recovered by a newer leader, or already terminal): the first terminal state wins.
+#[tracing::instrument(skip_all, fields(task_id = %o.id, state = o.state), err)]
+pub async fn finish(conn: &mut SqliteConnection, o: &Outcome, owner: &str, epoch: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE jobs
+            SET state = ?2, finished_ms = ?3, response = ?4, response_chars = ?5, report = ?7,
+                error = CASE WHEN ?2 = 'canceled' THEN coalesce('Canceled: ' || cancel_reason, 'Canceled') ELSE ?6 END,
+                exit_code = ?8, output_tail = ?9, tokens = ?10, cost_usd = ?11
+          WHERE id = ?1 AND state = 'running' AND owner = ?12 AND epoch = ?13",
+        o.id,
+        o.state,
+        now,
+        o.response,
+        o.response_chars,
+        o.error,
+        o.report,
+        o.exit_code,
+        o.output_tail,
+        o.tokens,
+        o.cost_usd,
+        owner,
+        epoch
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts
+/// remain, else `failed` with `error`. Fenced by the owner the caller found on the row.
+pub async fn requeue_lost(
+    conn: &mut SqliteConnection,
+    id: &str,
+    owner: &str,
+    epoch: i64,
+    now: i64,
+    backoff_ms: i64,
+    error: &str,
+) -> Result<Option<String>> {
+    // Two guarded statements, at most one of which matches: a retry, or the final failure.
+    let r = sqlx::query!(
+        "UPDATE jobs SET state = 'queued', owner = NULL, epoch = NULL, run_after_ms = ?4 + ?5, error = ?6
+          WHERE id = ?1 AND state = 'running' AND owner = ?2 AND epoch = ?3 AND attempt < max_attempts
+            AND cancel_requested_ms IS NULL",
+        id,
+        owner,
+        epoch,
+        now,
+        backoff_ms,
+        error
+    )
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() == 1 {
+        return Ok(Some("queued".into()));
+    }
+    let r = sqlx::query!(
+        "UPDATE jobs SET state = CASE WHEN cancel_requested_ms IS NULL THEN 'failed' ELSE 'canceled' END,
+                         finished_ms = ?4,
+                         error = CASE WHEN cancel_requested_ms IS NULL THEN ?5
+                                      ELSE coalesce('Canceled: ' || cancel_reason, 'Canceled') END
+          WHERE id = ?1 AND state = 'running' AND owner = ?2 AND epoch = ?3",
+        id,
+        owner,
+        epoch,
+        now,
+        error
+    )
+    .execute(conn)
+    .await?;
+    Ok((r.rows_affected() == 1).then(|| "failed".into()))
+}
+
+/// Running jobs not owned by (`owner`, `epoch`): orphans of an earlier leader.
+pub async fn orphans(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<JobRow>> {
+    Ok(sqlx::query_as!(
+        JobRow,
+        "SELECT * FROM jobs WHERE state = 'running' AND NOT (owner = ?1 AND epoch = ?2)",
+        owner,
+        epoch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The live worker processes recorded for a job's attempt: (pid, start time).
+pub async fn worker_pids(conn: &mut SqliteConnection, job_id: &str, attempt: i64) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT pid AS "pid!", pid_start AS "pid_start!" FROM workers
+            WHERE job_id = ?1 AND attempt = ?2 AND pid IS NOT NULL AND pid_start IS NOT NULL"#,
+        job_id,
+        attempt
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.pid, r.pid_start)).collect())
+}
+
+/// Ask for a job to be canceled. A queued job ends `canceled` at once; a running one gets the
+/// request (its owner stops the process group, then writes `canceled`). Returns the state the
+/// job is in afterwards, or None when unknown.
+pub async fn request_cancel(
+    conn: &mut SqliteConnection,
+    id: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Option<String>> {
+    let error = match reason {
+        Some(r) => format!("Canceled: {r}"),
+        None => "Canceled".to_string(),
+    };
+    sqlx::query!(
+        "UPDATE jobs SET state = 'canceled', finished_ms = ?2, error = ?3, cancel_requested_ms = ?2, cancel_reason = ?4
+          WHERE id = ?1 AND state = 'queued'",
+        id,
+        now,
+        error,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE jobs SET cancel_requested_ms = ?2, cancel_reason = ?3
+          WHERE id = ?1 AND state = 'running' AND cancel_requested_ms IS NULL",
+        id,
+        now,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar!("SELECT state FROM jobs WHERE id = ?1", id).fetch_optional(conn).await?)
+}
+
+/// Running jobs of this owner with a cancel request.
+pub async fn cancel_requests(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM jobs WHERE state = 'running' AND owner = ?1 AND epoch = ?2 AND cancel_requested_ms IS NOT NULL",
+        owner,
+        epoch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Live worker rows, newest first, for `task list --view workers`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerRow {
+    pub id: String,
+    pub profile: String,
+    pub kind: String,
+    pub state: String,
+    pub pid: Option<i64>,
+    pub job_id: Option<String>,
+    pub model: Option<String>,
+    pub session: Option<String>,
+    pub started_ms: i64,
+    pub last_activity_ms: i64,
+}
+
+pub async fn live_workers(conn: &mut SqliteConnection) -> Result<Vec<WorkerRow>> {
+    Ok(sqlx::query_as!(
+        WorkerRow,
+        "SELECT id, profile, kind, state, pid, job_id, model, session, started_ms, last_activity_ms
+           FROM workers WHERE state IN ('starting', 'ready', 'busy') ORDER BY seq DESC"
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Finished jobs that pruning may delete now, oldest first, at most `batch`: past `max_age`, or
+/// beyond the newest `max_jobs`, and never younger than `min_age` or part of a workflow run.
+pub async fn prunable(
+    conn: &mut SqliteConnection,
+    now: i64,
+    max_age_ms: i64,
+    min_age_ms: i64,
+    max_jobs: i64,
+    batch: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM jobs
+          WHERE finished_ms IS NOT NULL AND finished_ms <= ?1 - ?3 AND workflow_run_id IS NULL
+            AND (finished_ms < ?1 - ?2
+                 OR seq NOT IN (SELECT seq FROM jobs WHERE finished_ms IS NOT NULL
+                                 ORDER BY finished_ms DESC, seq DESC LIMIT ?4))
+          ORDER BY finished_ms, seq
+          LIMIT ?5",
+        now,
+        max_age_ms,
+        min_age_ms,
+        max_jobs,
+        batch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Delete jobs (their oneshot worker rows go with them, by trigger).
+pub async fn delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64> {
+    let ids = serde_json::to_string(ids)?;
+    let r = sqlx::query!("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?1))", ids).execute(conn).await?;
+    Ok(r.rows_affected())
+}
+
+/// Ids of every job (to find log directories left without a row).
+pub async fn all_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!("SELECT id FROM jobs").fetch_all(conn).await?)
+}
+
+/// Give free pages back and fold the WAL into the file.
+pub async fn vacuum(conn: &mut SqliteConnection) -> Result<()> {
+    sqlx::query("PRAGMA incremental_vacuum").execute(&mut *conn).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! The dispatcher lease row: who leads the queue, under which epoch.
+
+use sqlx::SqliteConnection;
+
+use crate::error::Result;
+
+/// The lease as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Lease {
+    pub owner: String,
+    pub epoch: i64,
+    pub pid: i64,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+}
+
+/// Take the lease for `owner` (the caller holds the dispatcher lock) and return the new epoch,
+/// one above any before it.
+#[tracing::instrument(skip_all, fields(owner = %owner), err)]
+pub async fn acquire(conn: &mut SqliteConnection, owner: &str, pid: i64, now: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar!(
+        r#"INSERT INTO dispatcher_lease (singleton, owner, epoch, pid, started_ms, heartbeat_ms)
+           VALUES (1, ?1, 1, ?2, ?3, ?3)
+           ON CONFLICT (singleton) DO UPDATE
+              SET owner = excluded.owner, epoch = epoch + 1, pid = excluded.pid,
+                  started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms
+           RETURNING epoch AS "epoch!: i64""#,
+        owner,
+        pid,
+        now
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Renew the lease; false when it is no longer ours (fenced by owner and epoch).
+pub async fn renew(conn: &mut SqliteConnection, owner: &str, epoch: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE dispatcher_lease SET heartbeat_ms = ?3 WHERE singleton = 1 AND owner = ?1 AND epoch = ?2",
+        owner,
+        epoch,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// The current lease, if any dispatcher ever ran.
+pub async fn get(conn: &mut SqliteConnection) -> Result<Option<Lease>> {
+    Ok(sqlx::query_as!(
+        Lease,
+        "SELECT owner, epoch, pid, started_ms, heartbeat_ms FROM dispatcher_lease WHERE singleton = 1"
+    )
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The schema version as the file says now (a newer baton may migrate under a running leader).
+pub async fn schema_version(conn: &mut SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("PRAGMA user_version").fetch_one(conn).await?)
+}
+
+/// `PRAGMA data_version`: changes when another connection commits.
+pub async fn data_version(conn: &mut SqliteConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("PRAGMA data_version").fetch_one(conn).await?)
+}
