@@ -1,0 +1,216 @@
+//! Shared test helpers: an isolated queue per test (its own BATON_DB, HOME and
+//! XDG_CONFIG_HOME, generous timing knobs), the built binary, polling with deadlines, and
+//! cleanup of every dispatcher a test started (killed by pid).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Process-heavy tests take this lock so they run one at a time within a test binary.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+pub fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_baton");
+
+/// Default test configuration: shell runner, autoSpawn off, short but generous timings.
+pub fn default_config() -> serde_json::Value {
+    serde_json::json!({
+        "autoSpawn": false,
+        "runner": ["sh", "-c", "{prompt}"],
+        "jobs": {"killGraceMs": 500, "retryBackoffMs": 100},
+        "dispatcher": {"idleExitMs": 20000, "shutdownGraceMs": 2000, "heartbeatMs": 200, "staleMs": 5000},
+        "limits": {"maxConcurrency": 8}
+    })
+}
+
+/// One isolated queue in a temp dir.
+pub struct TestQueue {
+    pub dir: tempfile::TempDir,
+    pub project: PathBuf,
+    pub db: PathBuf,
+    pub home: PathBuf,
+    children: Mutex<Vec<Child>>,
+}
+
+impl TestQueue {
+    pub fn new() -> TestQueue {
+        Self::with_config(default_config())
+    }
+
+    /// A queue whose project config is `default_config()` merged with `overrides`.
+    pub fn with_overrides(overrides: serde_json::Value) -> TestQueue {
+        let mut cfg = default_config();
+        merge(&mut cfg, &overrides);
+        Self::with_config(cfg)
+    }
+
+    pub fn with_config(config: serde_json::Value) -> TestQueue {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let project = dir.path().join("project");
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(project.join(".git")).unwrap();
+        std::fs::create_dir_all(project.join(".baton")).unwrap();
+        std::fs::create_dir_all(home.join(".config")).unwrap();
+        std::fs::write(project.join(".baton/config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let db = project.join(".baton/baton.db");
+        TestQueue { dir, project, db, home, children: Mutex::new(Vec::new()) }
+    }
+
+    /// A `baton` command isolated to this queue.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.current_dir(&self.project)
+            .env("BATON_DB", &self.db)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("BATON_LOG", "info")
+            .env_remove("BATON_WORKER")
+            .env_remove("BATON_SESSION")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run `baton <args>` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run baton")
+    }
+
+    /// Run and expect exit 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(o.status.success(), "baton {args:?} failed: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// `baton task start ... ` and return the id.
+    pub fn start(&self, args: &[&str]) -> String {
+        let mut a = vec!["task", "start"];
+        a.extend_from_slice(args);
+        self.ok(&a).trim().to_string()
+    }
+
+    /// `--json` output parsed.
+    pub fn json(&self, args: &[&str]) -> (serde_json::Value, i32) {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let o = self.run(&a);
+        let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        });
+        (v, o.status.code().unwrap_or(-1))
+    }
+
+    /// Start `baton run` in the foreground as a child (stderr to a log file in the temp dir).
+    pub fn dispatcher(&self) -> u32 {
+        let log = std::fs::File::create(self.dir.path().join(format!("dispatcher-{}.log", now_nanos()))).unwrap();
+        let child = self.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().expect("spawn dispatcher");
+        let pid = child.id();
+        self.children.lock().unwrap().push(child);
+        pid
+    }
+
+    /// A raw SQLite connection to the queue (no baton logic).
+    pub fn raw(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(&self.db).expect("open raw");
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c
+    }
+
+    pub fn scalar_i64(&self, sql: &str) -> i64 {
+        self.raw().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    pub fn state(&self, id: &str) -> String {
+        self.raw().query_row("SELECT state FROM jobs WHERE id = ?1", [id], |r| r.get(0)).unwrap()
+    }
+
+    /// Write an executable helper script in the temp dir; returns its path.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// The pid of the leading dispatcher, from the lease row.
+    pub fn lease_pid(&self) -> Option<i32> {
+        self.raw().query_row("SELECT pid FROM dispatcher_lease", [], |r| r.get(0)).ok()
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        for mut c in self.children.lock().unwrap().drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // An auto-started dispatcher: kill it by the pid in the lease, if it is ours.
+        if self.db.exists()
+            && let Some(pid) = self.lease_pid()
+            && std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| {
+                let needle = format!("BATON_DB={}", self.db.display());
+                e.split(|b| *b == 0).any(|v| v == needle.as_bytes())
+            })
+        {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Poll `cond` every 20 ms until it holds or `secs` pass; panics with `what` on timeout.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if cond() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// Dead means gone or a zombie.
+pub fn is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s.rfind(')').and_then(|i| s[i + 2..].chars().next()).is_none_or(|st| st == 'Z' || st == 'X'),
+    }
+}
+
+/// Pids of live processes whose environment has `BATON_DB=<db>` and a `BATON_TASK_ID`
+/// (workers of this queue).
+pub fn live_workers_of(db: &Path) -> Vec<i32> {
+    let needle = format!("BATON_DB={}", db.display());
+    let Ok(rd) = std::fs::read_dir("/proc") else { return Vec::new() };
+    rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| !is_dead(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|e| {
+                let vars: Vec<&[u8]> = e.split(|b| *b == 0).collect();
+                vars.contains(&needle.as_bytes()) && vars.iter().any(|v| v.starts_with(b"BATON_TASK_ID="))
+            })
+        })
+        .collect()
+}
