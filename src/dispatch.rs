@@ -68,6 +68,10 @@ struct Finished {
 
 /// Run the dispatcher until drained (signal), idle (auto mode), or superseded.
 pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
+    if mode == Mode::Auto {
+        // Detached: stderr is /dev/null.
+        crate::logging::to_file(&queue.loc.dispatcher_log());
+    }
     let _lock = match try_lock(&queue)? {
         Some(lock) => lock,
         None if mode == Mode::Auto => {
@@ -96,6 +100,14 @@ struct Dispatcher {
     rx: mpsc::UnboundedReceiver<Finished>,
     watch: SqliteConnection,
     spawn_env: SpawnEnv,
+    /// Modification times of the config files, to reload them when they change.
+    config_stamp: Vec<Option<std::time::SystemTime>>,
+}
+
+/// Modification times of the configuration files (None: absent).
+fn config_stamp(queue: &Queue) -> Vec<Option<std::time::SystemTime>> {
+    let p = &queue.config.paths;
+    [&p.global, &p.project].iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
 }
 
 impl Dispatcher {
@@ -112,7 +124,8 @@ impl Dispatcher {
             db: queue.store.path().to_path_buf(),
             logs_dir: queue.loc.logs_dir(),
         };
-        Ok(Dispatcher { queue, mode, owner, epoch, running: HashMap::new(), tx, rx, watch, spawn_env })
+        let config_stamp = config_stamp(&queue);
+        Ok(Dispatcher { queue, mode, owner, epoch, running: HashMap::new(), tx, rx, watch, spawn_env, config_stamp })
     }
 
     async fn run_loop(&mut self) -> Result<()> {
@@ -193,7 +206,25 @@ impl Dispatcher {
             tracing::error!(version, "a newer baton migrated this queue; exiting");
             return Ok(false);
         }
+        self.reload_config_if_changed();
         Ok(true)
+    }
+
+    /// Pick up edited config files; a broken edit keeps the last good configuration.
+    fn reload_config_if_changed(&mut self) {
+        let stamp = config_stamp(&self.queue);
+        if stamp == self.config_stamp {
+            return;
+        }
+        self.config_stamp = stamp;
+        match crate::config::load(&self.queue.config.paths) {
+            Ok(cfg) => {
+                tracing::info!("configuration changed; reloaded");
+                self.spawn_env.guard_var = cfg.config.security.recursive_spawn_env_var.clone();
+                self.queue.config = cfg;
+            }
+            Err(e) => tracing::warn!("configuration changed but does not load; keeping the previous one: {e}"),
+        }
     }
 
     /// Claim what the limits allow and spawn a worker for each.

@@ -15,7 +15,7 @@
 //! - `worker`: spawning and watching one worker process; `proc`: `/proc` and process groups.
 //! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
 //! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
-//! - `location`: where a queue lives; `prune`: retention; `format`: markdown tables.
+//! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
 //! - [`cli`]: the command line, a thin face over `api`.
 //!
 //! # Example
@@ -42,6 +42,7 @@ mod format;
 pub mod handoff;
 pub mod job;
 mod location;
+pub mod logging;
 mod output;
 mod proc;
 pub mod profile;

@@ -4,12 +4,9 @@ use clap::Parser;
 
 fn main() {
     let cli = baton::cli::Cli::parse();
-    let filter =
-        std::env::var("BATON_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "warn".to_string());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // A dispatcher logs what it does; other commands only warnings, unless BATON_LOG says otherwise.
+    let default_level = if matches!(cli.command, baton::cli::Command::Run { .. }) { "info" } else { "warn" };
+    baton::logging::init(default_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
