@@ -92,6 +92,9 @@ pub fn signal_group(pgid: i32, sig: Signal) {
 /// never `waitpid(-1)`, which would steal exit statuses the runtime waits for. `except` is the
 /// leader the runtime itself waits on.
 pub fn reap_group(pgid: i32, except: Option<i32>) {
+    if !group_exists(pgid) {
+        return;
+    }
     for z in group_zombies(pgid) {
         if Some(z) != except {
             let _ = waitpid(Pid::from_raw(z), Some(WaitPidFlag::WNOHANG));
@@ -99,9 +102,18 @@ pub fn reap_group(pgid: i32, except: Option<i32>) {
     }
 }
 
+/// Does any process (zombies included) still belong to the group? One syscall, no `/proc` scan:
+/// the common case after a worker exits cleanly is an empty group.
+pub fn group_exists(pgid: i32) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
 /// Stop a process group: SIGTERM, wait up to `grace`, SIGKILL, then wait (bounded) until no
 /// live member is left. Returns the pids that were still alive when SIGTERM was sent.
 pub async fn terminate_group(pgid: i32, grace: Duration, leader: Option<i32>) -> Vec<i32> {
+    if !group_exists(pgid) {
+        return Vec::new();
+    }
     let members = group_members(pgid);
     if members.is_empty() {
         reap_group(pgid, leader);
@@ -120,7 +132,7 @@ pub async fn wait_group_gone(pgid: i32, limit: Duration, leader: Option<i32>) ->
     let deadline = Instant::now() + limit;
     loop {
         reap_group(pgid, leader);
-        if group_members(pgid).is_empty() {
+        if !group_exists(pgid) || group_members(pgid).is_empty() {
             return true;
         }
         if Instant::now() >= deadline {
