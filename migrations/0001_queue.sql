@@ -67,6 +67,7 @@ CREATE TABLE jobs (
 
 -- The claim scans this in order: higher priority first, then oldest.
 CREATE INDEX jobs_queue ON jobs (priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX jobs_due ON jobs (run_after_ms) WHERE state = 'queued';
 CREATE INDEX jobs_running ON jobs (profile, session) WHERE state = 'running';
 CREATE INDEX jobs_finished ON jobs (finished_ms) WHERE finished_ms IS NOT NULL;
 CREATE INDEX jobs_session ON jobs (session, seq);

@@ -147,8 +147,8 @@ pub async fn counts(conn: &mut SqliteConnection) -> Result<Vec<(String, i64)>> {
 /// Is there any queued or running job? And when is the earliest future run-after?
 pub async fn pending(conn: &mut SqliteConnection, now: i64) -> Result<(bool, Option<i64>)> {
     let r = sqlx::query!(
-        r#"SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'running'
-                          OR (state = 'queued' AND run_after_ms <= ?1)) AS "busy!: bool",
+        r#"SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'running')
+                   OR EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after_ms <= ?1)) AS "busy!: bool",
                   (SELECT min(run_after_ms) FROM jobs WHERE state = 'queued' AND run_after_ms > ?1) AS "next: i64""#,
         now
     )
