@@ -746,33 +746,39 @@ pub async fn status(q: &Queue) -> Result<Value> {
     }))
 }
 
-/// `baton task logs`: the paths of an attempt's logs (latest attempt by default).
-pub async fn log_paths(q: &Queue, id: &str, attempt: Option<i64>) -> Result<(PathBuf, PathBuf, String)> {
+/// One job by id or prefix, for commands about a single task (logs, retry).
+async fn one_row(q: &Queue, caller: &Caller, id: &str) -> Result<JobRow> {
     let resolved = resolve_ids(q, &[id.to_string()]).await?;
     let Some(Ok(full)) = resolved.into_iter().next() else {
-        return Err(Error::Invalid(format!("Unknown task \"{id}\"")));
+        return Err(Error::UnknownTask(id.to_string()));
     };
     let mut conn = q.store.pool().acquire().await?;
-    let row =
-        store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::Invalid(format!("Unknown task \"{id}\"")))?;
+    let row = store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::UnknownTask(id.to_string()))?;
+    if q.config.config.security.session_isolation && row.session != caller.session {
+        return Err(Error::UnknownTask(id.to_string()));
+    }
+    Ok(row)
+}
+
+/// `baton task logs`: the paths of an attempt's logs (latest attempt by default) and the job's state.
+pub async fn log_paths(
+    q: &Queue,
+    caller: &Caller,
+    id: &str,
+    attempt: Option<i64>,
+) -> Result<(PathBuf, PathBuf, String)> {
+    let row = one_row(q, caller, id).await?;
     let attempt = attempt.unwrap_or(row.attempt);
     if attempt < 1 {
-        return Err(Error::Invalid(format!("Task {full} has not started yet: no logs")));
+        return Err(Error::Invalid(format!("Task {} has not started yet: no logs", row.id)));
     }
     let logs = q.loc.logs_dir();
-    Ok((job::log_file(&logs, &full, attempt, "out"), job::log_file(&logs, &full, attempt, "err"), row.state))
+    Ok((job::log_file(&logs, &row.id, attempt, "out"), job::log_file(&logs, &row.id, attempt, "err"), row.state))
 }
 
 /// `baton task retry`: a new job with the same task and profile.
 pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
-    let resolved = resolve_ids(q, &[id.to_string()]).await?;
-    let Some(Ok(full)) = resolved.into_iter().next() else {
-        return Err(Error::Invalid(format!("Unknown task \"{id}\"")));
-    };
-    let mut conn = q.store.pool().acquire().await?;
-    let row =
-        store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::Invalid(format!("Unknown task \"{id}\"")))?;
-    drop(conn);
+    let row = one_row(q, caller, id).await?;
     let attachments: Vec<String> = serde_json::from_str(&row.attachments).unwrap_or_default();
     let project = Path::new(&row.project_dir);
     let attachments = attachments

@@ -462,8 +462,8 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             Ok(answers_exit(&answers))
         }
         TaskCommand::Logs { id, attempt, follow } => {
-            let (o, e, _) = api::log_paths(q, &id, attempt).await?;
-            logs(q, &id, &o, &e, follow).await
+            let (o, e, _) = api::log_paths(q, caller, &id, attempt).await?;
+            logs(q, caller, &id, &o, &e, follow).await
         }
         TaskCommand::Retry { id, json } => {
             let answer = api::retry(q, caller, &id).await?;
@@ -475,7 +475,14 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
 
 /// Print stdout then stderr of an attempt; with `follow`, keep printing stdout as it grows until
 /// the task is terminal.
-async fn logs(q: &Queue, id: &str, o: &std::path::Path, e: &std::path::Path, follow: bool) -> Result<ExitCode> {
+async fn logs(
+    q: &Queue,
+    caller: &Caller,
+    id: &str,
+    o: &std::path::Path,
+    e: &std::path::Path,
+    follow: bool,
+) -> Result<ExitCode> {
     let mut so = std::io::stdout().lock();
     let mut printed = 0u64;
     loop {
@@ -493,7 +500,7 @@ async fn logs(q: &Queue, id: &str, o: &std::path::Path, e: &std::path::Path, fol
         if !follow {
             break;
         }
-        let (_, _, state) = api::log_paths(q, id, None).await?;
+        let (_, _, state) = api::log_paths(q, caller, id, None).await?;
         if job::is_terminal(&state) {
             // One last read picks up what was written before the end.
             if let Ok(meta) = std::fs::metadata(o)

@@ -30,6 +30,9 @@ pub enum Error {
     /// Another dispatcher leads this queue.
     #[error("another dispatcher already leads this queue (pid {pid})")]
     NotLeader { pid: i64 },
+    /// No task has this id (or the caller may not see it).
+    #[error("Unknown task \"{0}\"")]
+    UnknownTask(String),
     /// An id prefix matched more than one job.
     #[error("Ambiguous task id prefix \"{0}\": it matches several tasks; give more characters.")]
     AmbiguousId(String),
@@ -44,6 +47,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// The CLI exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::UnknownTask(_) => ExitCode::Unknown,
+            _ => ExitCode::Usage,
+        }
+    }
+
     /// Wrap an IO error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }

@@ -18,7 +18,7 @@ fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("baton: {e}");
-            baton::ExitCode::Usage
+            e.exit_code()
         }
     };
     // Do not wait for lingering blocking tasks (a standby lock wait, say).

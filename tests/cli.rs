@@ -400,3 +400,35 @@ fn prune_dry_run_lists_without_deleting() {
     q.ok(&["prune"]);
     assert_eq!(job_count(&q), 1);
 }
+
+#[test]
+fn logs_retry_and_report_of_a_finished_task() {
+    let _g = common::heavy();
+    let q = TestQueue::new();
+    q.dispatcher();
+    let id = q.start(&["printf '## Summary\\ndid it\\n## Risks\\nnone\\n'; echo oops >&2"]);
+    let (v, code) = q.json(&["task", "await", &id, "--timeout", "30000"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["exitCode"], 0);
+    assert_eq!(v["responseText"], "## Summary\ndid it\n## Risks\nnone");
+    assert_eq!(v["report"], json!({"summary": "did it", "details": null, "issues": "none", "notes": null}));
+    assert!(v["outputTail"].as_str().unwrap().ends_with("oops"), "{v}");
+    let log = v["logPath"].as_str().unwrap();
+    assert!(log.ends_with(&format!("logs/{id}/1.out")), "{log}");
+    let o = q.run(&["task", "logs", &id[..8]]);
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "## Summary\ndid it\n## Risks\nnone\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "oops\n");
+    let (r, code) = q.json(&["task", "retry", &id]);
+    assert_eq!(code, 0);
+    assert_ne!(r["taskId"], id.as_str());
+    let task: String = q
+        .raw()
+        .query_row("SELECT task FROM jobs WHERE id = ?1", [r["taskId"].as_str().unwrap()], |r| r.get(0))
+        .unwrap();
+    assert!(task.starts_with("printf"));
+    let o = q.run(&["task", "logs", "00000000-dead-beef"]);
+    assert_eq!(o.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Unknown task"));
+}
