@@ -57,6 +57,8 @@ async fn wait_lock(queue: &Queue) -> Result<Flock<File>> {
 
 /// A job this dispatcher is running.
 struct Running {
+    /// The worker's leader pid (its process group id).
+    pid: i32,
     cancel: Option<oneshot::Sender<()>>,
 }
 
@@ -207,6 +209,11 @@ impl Dispatcher {
             return Ok(false);
         }
         self.reload_config_if_changed();
+        let leaders: Vec<i32> = self.running.values().map(|r| r.pid).collect();
+        let reaped = proc::reap_adopted(&leaders);
+        if reaped > 0 {
+            tracing::debug!(reaped, "reaped adopted zombies");
+        }
         Ok(true)
     }
 
@@ -291,7 +298,7 @@ impl Dispatcher {
         let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
         let stragglers = jobs_cfg.kill_stragglers;
         let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.running.insert(job.id.clone(), Running { cancel: Some(cancel_tx) });
+        self.running.insert(job.id.clone(), Running { pid: spawned.pid, cancel: Some(cancel_tx) });
         let tx = self.tx.clone();
         tokio::spawn(async move {
             let ending = worker::watch(spawned, timeout, grace, stragglers, cancel_rx).await;

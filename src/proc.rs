@@ -9,15 +9,21 @@ use nix::unistd::Pid;
 
 /// Fields of `/proc/PID/stat` after the command name: (state, pgid, start time in ticks).
 fn stat(pid: i32) -> Option<(char, i32, u64)> {
+    stat_full(pid).map(|(st, _, g, start)| (st, g, start))
+}
+
+/// (state, ppid, pgid, start time in ticks).
+fn stat_full(pid: i32) -> Option<(char, i32, i32, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: the fields start after the last ')'.
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); pgid is field 5, starttime field 22.
     let state = f.first()?.chars().next()?;
+    let ppid = f.get(1)?.parse().ok()?;
     let pgid = f.get(2)?.parse().ok()?;
     let start = f.get(19)?.parse().ok()?;
-    Some((state, pgid, start))
+    Some((state, ppid, pgid, start))
 }
 
 /// The start time of a process (clock ticks since boot), if it exists.
@@ -140,6 +146,23 @@ pub async fn wait_group_gone(pgid: i32, limit: Duration, leader: Option<i32>) ->
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Reap zombies re-parented to us (grandchildren of workers that left their group), by pid.
+/// `except` holds the worker leaders the runtime waits on itself.
+pub fn reap_adopted(except: &[i32]) -> usize {
+    let me = std::process::id() as i32;
+    let mut reaped = 0;
+    for pid in all_pids() {
+        if let Some(('Z', ppid, _, _)) = stat_full(pid)
+            && ppid == me
+            && !except.contains(&pid)
+            && waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).is_ok()
+        {
+            reaped += 1;
+        }
+    }
+    reaped
 }
 
 /// Make this process a child subreaper, so grandchildren of its workers are re-parented to it
