@@ -233,7 +233,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::Ok)
         }
-        Command::Profiles { json } => list_view(&q, &caller, "profiles", json).await,
+        Command::Profiles { json } => {
+            let code = list_view(&q, &caller, "profiles", json).await?;
+            let advisory: Vec<&str> =
+                q.profiles.all().iter().filter(|p| crate::profile::is_restricted(p)).map(|p| p.id.as_str()).collect();
+            if !json && !advisory.is_empty() {
+                out(&format!(
+                    "\nNote: the tool limits and temperature of {} are advisory: a plain runner cannot pass them to \
+                     the agent CLI. Give such profiles a runner that enforces them (e.g. a read-only sandbox flag).",
+                    advisory.join(", ")
+                ));
+            }
+            Ok(code)
+        }
         Command::Workers { json } => list_view(&q, &caller, "workers", json).await,
         Command::Prune { dry_run } => {
             let r = crate::prune::prune(&q, job::now_ms(), dry_run).await?;
