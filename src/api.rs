@@ -14,7 +14,8 @@ use crate::location::{self, Location};
 use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet, Runner};
 use crate::store::jobs::Inserted;
 use crate::store::{self, Durability, Store};
-use crate::{attach, dispatch};
+use crate::workflow::{self, WorkflowDef};
+use crate::{attach, dispatch, runs};
 
 /// An open queue with the configuration of the caller's project.
 #[derive(Debug, Clone)]
@@ -23,6 +24,8 @@ pub struct Queue {
     pub loc: Location,
     pub config: LoadedConfig,
     pub profiles: ProfileSet,
+    /// Workflow definitions: the built-in and the configured ones.
+    pub workflows: Vec<WorkflowDef>,
 }
 
 /// Where to open a queue from.
@@ -58,7 +61,13 @@ impl Queue {
         for w in profiles.warnings() {
             tracing::warn!("{w}");
         }
-        Ok(Queue { store, loc, config, profiles })
+        let (workflows, wf_warnings) = workflow::definitions(&config.config, |id| {
+            config.workflow_origins.get(id).map_or("global", |l| l.name()).to_string()
+        })?;
+        for w in wf_warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(Queue { store, loc, config, profiles, workflows })
     }
 
     fn record_options(&self, live: bool, full: bool) -> RecordOptions {
@@ -186,9 +195,6 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
             return Err(Error::Invalid(format!("Unknown kind \"{other}\": use auto, worker or workflow")));
         }
     };
-    if kind == "workflow" {
-        return Err(Error::Invalid("Workflow tasks are not available in this version of baton".into()));
-    }
     if kind == "worker" && p.worker_id.as_deref().is_none_or(str::is_empty) {
         return Err(Error::Invalid("Missing workerId".into()));
     }
@@ -233,6 +239,16 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     }
 
     let id = uuid::Uuid::new_v4().to_string();
+    if kind == "workflow" {
+        if p.delay_ms.is_some() || p.run_at.is_some() || p.dedup_key.is_some() {
+            return Err(Error::Invalid("delayMs, runAt and dedupKey do not apply to workflows".into()));
+        }
+        let def = check_workflow(q, &p)?;
+        for (i, (a, b)) in base64_parts.into_iter().enumerate() {
+            attachment_paths.push(write_base64(q, &id, i, a, b)?);
+        }
+        return start_workflow(q, caller, &p, def, &id, &attachment_paths, max_attempts, now).await;
+    }
     let kinds: Vec<AttachmentKind> = p
         .attachments
         .iter()
@@ -250,11 +266,7 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     let profile = q.profiles.get(&worker_id);
     let (argv, prompt_stdin, model, env, timeout, profile_limit) = match profile {
         Some(pr) => {
-            let runner = match &pr.command {
-                Some(r) => r.clone(),
-                None => Runner::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?,
-            };
-            let model = profile::resolve_model(&pr.model, &cfg.models);
+            let (runner, model) = resolve_runner(q, pr)?;
             let ph = Placeholders {
                 prompt: p.task.clone(),
                 model: model.clone(),
@@ -321,6 +333,126 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
         ensure_dispatcher(q)?;
     }
     Ok(answer)
+}
+
+/// A profile's runner (its own `command`, else the configured runner) and its resolved model.
+fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<(Runner, Option<String>)> {
+    let cfg = &q.config.config;
+    let runner = match &pr.command {
+        Some(r) => r.clone(),
+        None => Runner::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?,
+    };
+    Ok((runner, profile::resolve_model(&pr.model, &cfg.models)))
+}
+
+/// Validate a workflow start (SPEC 8 messages); nothing is written.
+fn check_workflow<'q>(q: &'q Queue, p: &StartParams) -> Result<&'q WorkflowDef> {
+    let Some(wf) = p.workflow_id.as_deref().filter(|w| !w.is_empty()) else {
+        return Err(Error::Invalid("Missing workflowId".into()));
+    };
+    let def = q
+        .workflows
+        .iter()
+        .find(|d| d.id.eq_ignore_ascii_case(wf))
+        .ok_or_else(|| Error::Invalid(format!("Unknown workflow \"{wf}\".")))?;
+    let lim = &q.config.config.workflows.limits;
+    if chars(&p.task) as u64 > lim.max_task_chars {
+        return Err(Error::Invalid(format!("Task exceeds maxTaskChars ({}).", lim.max_task_chars)));
+    }
+    if def.steps.len() > lim.max_steps as usize {
+        return Err(Error::Invalid(format!("Workflow has {} steps (maxSteps={}).", def.steps.len(), lim.max_steps)));
+    }
+    for s in &def.steps {
+        if q.profiles.get(&s.worker_id).is_none() {
+            return Err(Error::Invalid(format!(
+                "Unknown worker \"{}\" in step \"{}\" of workflow \"{}\". Available profiles: {}",
+                s.worker_id,
+                s.id,
+                def.id,
+                q.profiles.ids().join(", ")
+            )));
+        }
+    }
+    Ok(def)
+}
+
+/// Write a run, its steps and its first step's job in one transaction.
+#[allow(clippy::too_many_arguments)]
+async fn start_workflow(
+    q: &Queue,
+    caller: &Caller,
+    p: &StartParams,
+    def: &WorkflowDef,
+    run_id: &str,
+    attachments: &[PathBuf],
+    max_attempts: i64,
+    now: i64,
+) -> Result<Value> {
+    let cfg = &q.config.config;
+    let lim = &cfg.workflows.limits;
+    let project_dir = q.loc.project_dir.display().to_string();
+    let mut resolved = Vec::with_capacity(def.steps.len());
+    for s in &def.steps {
+        let pr = q
+            .profiles
+            .get(&s.worker_id)
+            .ok_or_else(|| Error::Invalid(format!("Unknown worker \"{}\"", s.worker_id)))?;
+        let (runner, model) = resolve_runner(q, pr)?;
+        resolved.push((pr, runner, model));
+    }
+    let attachments_json = serde_json::to_string(attachments)?;
+    let mut tx = q.store.pool().begin().await?;
+    store::workflow::insert_run(
+        &mut tx,
+        &store::workflow::NewRun {
+            id: run_id,
+            workflow_id: &def.id,
+            name: &def.name,
+            task: &p.task,
+            session: caller.session.as_deref(),
+            requested_by: &caller.requested_by,
+            project_dir: &project_dir,
+            priority: p.priority.unwrap_or(0),
+            max_attempts,
+            max_carry_chars: lim.max_carry_chars as i64,
+            now,
+        },
+    )
+    .await?;
+    for (i, (s, (pr, runner, model))) in def.steps.iter().zip(&resolved).enumerate() {
+        let runner = serde_json::to_string(&runner.to_json())?;
+        let env = serde_json::to_string(&pr.env)?;
+        store::workflow::insert_step(
+            &mut tx,
+            &store::workflow::NewStep {
+                run_id,
+                idx: i as i64,
+                step_id: &s.id,
+                title: &s.title,
+                worker_id: &pr.id,
+                prompt: &s.prompt,
+                carry: s.carry,
+                timeout_ms: workflow::step_timeout(s.timeout_ms, lim.per_step_timeout_ms),
+                runner: &runner,
+                model: model.as_deref(),
+                system_prompt: pr.system_prompt.as_deref(),
+                prompt_via: if pr.prompt_via == profile::PromptVia::Stdin { "stdin" } else { "arg" },
+                env: &env,
+                profile_limit: pr.max_concurrency.map(i64::from),
+                // Attachments go to step 0 only.
+                attachments: if i == 0 { &attachments_json } else { "[]" },
+            },
+        )
+        .await?;
+    }
+    runs::begin(&mut tx, run_id, now).await?;
+    tx.commit().await?;
+    if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
+        ensure_dispatcher(q)?;
+    }
+    Ok(
+        json!({"taskId": run_id, "kind": "workflow", "workerId": format!("workflow:{}", def.id), "status": "running", "next": "task_await"}),
+    )
 }
 
 fn write_base64(q: &Queue, job_id: &str, index: usize, a: &Attachment, b: &str) -> Result<PathBuf> {
@@ -427,7 +559,11 @@ async fn resolve_ids(q: &Queue, given: &[String]) -> Result<Vec<std::result::Res
     for g in given {
         let g_norm = g.trim().to_lowercase();
         let valid = g_norm.len() >= 8 && g_norm.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-        let found = if valid { store::jobs::ids_with_prefix(&mut conn, &g_norm).await? } else { Vec::new() };
+        let mut found = Vec::new();
+        if valid {
+            found.extend(store::jobs::ids_with_prefix(&mut conn, &g_norm).await?);
+            found.extend(store::workflow::ids_with_prefix(&mut conn, &g_norm).await?);
+        }
         out.push(match found.as_slice() {
             [one] => Ok(one.clone()),
             [_, _, ..] => return Err(Error::AmbiguousId(g.clone())),
@@ -448,18 +584,32 @@ async fn answers(
     let ids: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
     let mut conn = q.store.pool().acquire().await?;
     let rows = store::jobs::get_many(&mut conn, &ids).await?;
+    let runs = store::workflow::get_runs(&mut conn, &ids).await?;
+    let mut run_steps = Vec::with_capacity(runs.len());
+    for r in &runs {
+        run_steps.push(store::workflow::steps(&mut conn, &r.id).await?);
+    }
     let isolated = q.config.config.security.session_isolation;
+    let cap = (!full).then_some(q.config.config.ui.max_response_chars as usize);
+    let now = now_ms();
     Ok(resolved
         .iter()
-        .map(|r| match r {
-            Err(m) => Answer::Missing(m.clone()),
-            Ok(id) => match rows.iter().find(|row| &row.id == id) {
-                None => Answer::Missing(Missing { id: id.clone(), status: "unknown" }),
-                Some(row) if isolated && row.session != caller.session => {
-                    Answer::Missing(Missing { id: id.clone(), status: "forbidden" })
-                }
-                Some(row) => Answer::Record(Box::new(q.record(row, live, full))),
-            },
+        .map(|r| {
+            let id = match r {
+                Err(m) => return Answer::Missing(m.clone()),
+                Ok(id) => id,
+            };
+            let (session, record) = if let Some(row) = rows.iter().find(|row| &row.id == id) {
+                (&row.session, q.record(row, live, full))
+            } else if let Some(i) = runs.iter().position(|run| &run.id == id) {
+                (&runs[i].session, runs::record(&runs[i], &run_steps[i], cap, live, now))
+            } else {
+                return Answer::Missing(Missing { id: id.clone(), status: "unknown" });
+            };
+            if isolated && *session != caller.session {
+                return Answer::Missing(Missing { id: id.clone(), status: "forbidden" });
+            }
+            Answer::Record(Box::new(record))
         })
         .collect())
 }
@@ -581,10 +731,28 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
     let now = now_ms();
     let mut conn = q.store.pool().acquire().await?;
     let mut running = Vec::new();
+    let mut waited = Vec::new();
     for id in &targets {
-        if store::jobs::request_cancel(&mut conn, id, reason, now).await?.as_deref() == Some("running") {
-            running.push(id.clone());
+        // A workflow run is canceled through its current step's job (the
+        // `jobs_cancel_workflow` trigger ends the run with it).
+        let job = match store::workflow::get_run(&mut conn, id).await? {
+            Some(run) if !job::is_terminal(&run.state) => {
+                match store::workflow::request_cancel(&mut conn, id, reason, now).await? {
+                    Some(job) => job,
+                    None => {
+                        let error = reason.map_or("Canceled".to_string(), |r| format!("Canceled: {r}"));
+                        store::workflow::end_run(&mut conn, id, "canceled", None, Some(&error), now).await?;
+                        continue;
+                    }
+                }
+            }
+            Some(_) => continue,
+            None => id.clone(),
+        };
+        if store::jobs::request_cancel(&mut conn, &job, reason, now).await?.as_deref() == Some("running") {
+            running.push(job);
         }
+        waited.push(id.clone());
     }
     drop(conn);
     let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
@@ -592,7 +760,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
         // No live owner: kill the proven groups ourselves.
         cancel_orphans(q, &running, grace).await?;
     }
-    wait_terminal(q, &running, grace + Duration::from_secs(5), None).await?;
+    wait_terminal(q, &waited, grace + Duration::from_secs(5), None).await?;
     answers(q, caller, &resolved, false, false).await
 }
 
@@ -694,7 +862,10 @@ pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &st
             let profiles = q.profiles.all();
             Ok(Listing { markdown: crate::format::profiles_table(profiles), json: serde_json::to_value(profiles)? })
         }
-        "workflows" => Ok(Listing { markdown: "No workflows defined.".into(), json: json!([]) }),
+        "workflows" => Ok(Listing {
+            markdown: crate::format::workflows_table(&q.workflows),
+            json: serde_json::to_value(&q.workflows)?,
+        }),
         "status" => {
             let workers = store::jobs::live_workers(&mut conn).await?;
             let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }).await?;
@@ -721,6 +892,48 @@ fn workers_json(workers: &[store::jobs::WorkerRow]) -> Value {
             })
             .collect(),
     )
+}
+
+/// Workflow runs, newest first (the caller's session only under session isolation).
+pub async fn workflow_runs(q: &Queue, caller: &Caller, limit: i64) -> Result<Vec<Record>> {
+    check_session(q, caller)?;
+    let mut conn = q.store.pool().acquire().await?;
+    let session = if q.config.config.security.session_isolation { caller.session.as_deref() } else { None };
+    let runs = store::workflow::list_runs(&mut conn, session, limit.max(1)).await?;
+    let mut out = Vec::with_capacity(runs.len());
+    for r in &runs {
+        let steps = store::workflow::steps(&mut conn, &r.id).await?;
+        out.push(runs::record(r, &steps, Some(q.config.config.ui.max_response_chars as usize), false, now_ms()));
+    }
+    Ok(out)
+}
+
+/// One run with every step and the carry that went into it.
+pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
+    check_session(q, caller)?;
+    let resolved = resolve_ids(q, &[id.to_string()]).await?;
+    let Some(Ok(full)) = resolved.into_iter().next() else { return Err(Error::UnknownTask(id.into())) };
+    let mut conn = q.store.pool().acquire().await?;
+    let run = store::workflow::get_run(&mut conn, &full).await?.ok_or_else(|| Error::UnknownTask(id.into()))?;
+    if q.config.config.security.session_isolation && run.session != caller.session {
+        return Err(Error::UnknownTask(id.into()));
+    }
+    let steps = store::workflow::steps(&mut conn, &run.id).await?;
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "index": s.idx, "id": s.step_id, "title": s.title, "workerId": s.worker_id, "status": s.state,
+                "taskId": s.job_id, "carryIn": s.carry_in, "warning": s.warning, "error": s.error,
+                "startedAt": s.started_ms.map(job::iso), "finishedAt": s.finished_ms.map(job::iso),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "id": run.id, "workflowId": run.workflow_id, "name": run.name, "status": run.state, "task": run.task,
+        "createdAt": job::iso(run.created_ms), "finishedAt": run.finished_ms.map(job::iso),
+        "error": run.error, "carry": run.carry, "steps": steps,
+    }))
 }
 
 /// `baton status`: the dispatcher, counts by state, the database path.

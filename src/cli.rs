@@ -71,6 +71,9 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run workflows (plan -> implement -> review -> fix...) and look at their runs.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
     /// Show, check or locate the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -181,6 +184,43 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Start a run of a workflow; prints its task id (await, peek and cancel it like any task).
+    Run {
+        /// The workflow id (e.g. roocode-boomerang).
+        workflow: String,
+        /// The task text, or - to read it from stdin.
+        task: String,
+        /// A file attachment for the first step (repeatable).
+        #[arg(long = "attach", value_name = "PATH")]
+        attach: Vec<String>,
+        #[arg(long)]
+        no_auto_spawn: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workflow definitions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List workflow runs, newest first.
+    Runs {
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: every step, its state, and the carry that went into it.
+    Show {
+        #[arg(value_name = "RUN")]
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// The merged configuration and where each value came from.
     Show {
@@ -233,6 +273,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::Ok)
         }
+        Command::Workflow(w) => workflow_command(&q, &caller, w).await,
         Command::Profiles { json } => {
             let code = list_view(&q, &caller, "profiles", json).await?;
             let advisory: Vec<&str> =
@@ -388,29 +429,8 @@ fn record_text(r: &job::Record) -> String {
 async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<ExitCode> {
     match t {
         TaskCommand::Start(a) => {
-            let task = if a.task == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io("reading the task from stdin", e))?;
-                s
-            } else {
-                a.task
-            };
-            let attachments = a
-                .attach
-                .into_iter()
-                .map(|p| {
-                    let image = matches!(
-                        std::path::Path::new(&p).extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref(),
-                        Some("png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp")
-                    );
-                    api::Attachment {
-                        kind: if image { api::AttachmentType::Image } else { api::AttachmentType::File },
-                        path: Some(p),
-                        base64: None,
-                        mime_type: None,
-                    }
-                })
-                .collect();
+            let task = read_task(a.task)?;
+            let attachments = file_attachments(a.attach);
             let params = StartParams {
                 task,
                 kind: a.kind,
@@ -579,4 +599,112 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
     out(&l.markdown);
     out(&format!("\nInspect it: sqlite3 {} 'select * from v_jobs'", q.store.path().display()));
     Ok(ExitCode::Ok)
+}
+
+fn read_task(task: String) -> Result<String> {
+    if task != "-" {
+        return Ok(task);
+    }
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| Error::io("reading the task from stdin", e))?;
+    Ok(s)
+}
+
+fn file_attachments(paths: Vec<String>) -> Vec<api::Attachment> {
+    paths
+        .into_iter()
+        .map(|p| {
+            let image = matches!(
+                std::path::Path::new(&p).extension().and_then(|e| e.to_str()).map(str::to_lowercase).as_deref(),
+                Some("png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp")
+            );
+            api::Attachment {
+                kind: if image { api::AttachmentType::Image } else { api::AttachmentType::File },
+                path: Some(p),
+                base64: None,
+                mime_type: None,
+            }
+        })
+        .collect()
+}
+
+async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Result<ExitCode> {
+    match w {
+        WorkflowCommand::Run { workflow, task, attach, no_auto_spawn, json } => {
+            let params = StartParams {
+                task: read_task(task)?,
+                kind: Some("workflow".into()),
+                workflow_id: Some(workflow),
+                attachments: file_attachments(attach),
+                auto_spawn: no_auto_spawn.then_some(false),
+                ..Default::default()
+            };
+            let answer = api::start(q, caller, params).await?;
+            out(&if json { pretty(&answer) } else { answer["taskId"].as_str().unwrap_or_default().to_string() });
+            Ok(ExitCode::Ok)
+        }
+        WorkflowCommand::List { json } => list_view(q, caller, "workflows", json).await,
+        WorkflowCommand::Runs { limit, json } => {
+            let runs = api::workflow_runs(q, caller, limit).await?;
+            if json {
+                out(&pretty(&runs));
+            } else if runs.is_empty() {
+                out("No workflow runs recorded yet.");
+            } else {
+                let rows: Vec<Vec<String>> = runs
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.id.clone(),
+                            r.worker_id.trim_start_matches("workflow:").to_string(),
+                            r.status.clone(),
+                            r.started_at.clone().unwrap_or_default(),
+                            r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
+                            r.message.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(60).collect(),
+                        ]
+                    })
+                    .collect();
+                out(&crate::format::table(&["Run", "Workflow", "Status", "Started", "ms", "Message"], &rows));
+            }
+            Ok(ExitCode::Ok)
+        }
+        WorkflowCommand::Show { run, json } => {
+            let shown = api::workflow_show(q, caller, &run).await?;
+            if json {
+                out(&pretty(&shown));
+                return Ok(ExitCode::Ok);
+            }
+            out(&format!(
+                "{}  {}  {}\nTask: {}",
+                shown["id"].as_str().unwrap_or(""),
+                shown["workflowId"].as_str().unwrap_or(""),
+                shown["status"].as_str().unwrap_or(""),
+                shown["task"].as_str().unwrap_or("")
+            ));
+            if let Some(e) = shown["error"].as_str() {
+                out(&format!("error: {e}"));
+            }
+            for s in shown["steps"].as_array().into_iter().flatten() {
+                out(&format!(
+                    "\n## Step {} {} ({}, {}) {}{}",
+                    s["index"],
+                    s["title"].as_str().unwrap_or(""),
+                    s["workerId"].as_str().unwrap_or(""),
+                    s["status"].as_str().unwrap_or(""),
+                    s["taskId"].as_str().unwrap_or(""),
+                    s["warning"].as_str().map(|w| format!("\nwarning: {w}")).unwrap_or_default()
+                ));
+                if let Some(e) = s["error"].as_str() {
+                    out(&format!("error: {e}"));
+                }
+                match s["carryIn"].as_str() {
+                    Some("") => out("carry in: (empty)"),
+                    Some(c) => out(&format!("carry in:\n{c}")),
+                    None => {}
+                }
+            }
+            out(&format!("\n## Carry now\n{}", shown["carry"].as_str().unwrap_or("")));
+            Ok(ExitCode::Ok)
+        }
+    }
 }

@@ -328,9 +328,12 @@ impl Dispatcher {
         let outcomes: Vec<Outcome> = batch.iter().map(|f| outcome(&f.job, &f.ending, &logs)).collect();
         let now = now_ms();
         let mut tx = self.queue.store.pool().begin().await?;
-        for o in &outcomes {
+        for (o, f) in outcomes.iter().zip(&batch) {
             if !store::jobs::finish(&mut tx, o, &self.owner, self.epoch, now).await? {
                 tracing::warn!(task_id = %o.id, "result dropped: the job was no longer ours or already finished");
+            } else if f.job.workflow_run_id.is_some() {
+                // The step's end, the new carry and the next step's job commit with the result.
+                crate::runs::advance(&mut tx, &o.id, &logs, now).await?;
             }
         }
         tx.commit().await?;
@@ -366,7 +369,13 @@ impl Dispatcher {
             let backoff = backoff_ms(jobs_cfg.retry_backoff_ms, job.attempt);
             let error =
                 format!("Worker lost: its dispatcher went away during attempt {} of {}", job.attempt, job.max_attempts);
-            let to = store::jobs::requeue_lost(&mut conn, &job.id, &owner, epoch, now_ms(), backoff, &error).await?;
+            let now = now_ms();
+            let mut tx = self.queue.store.pool().begin().await?;
+            let to = store::jobs::requeue_lost(&mut tx, &job.id, &owner, epoch, now, backoff, &error).await?;
+            if job.workflow_run_id.is_some() {
+                crate::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
+            }
+            tx.commit().await?;
             tracing::info!(task_id = %job.id, to = ?to, "recovered a lost job");
         }
         Ok(())

@@ -98,6 +98,17 @@ pub fn profiles_table(profiles: &[Profile]) -> String {
     table(&["ID", "Name", "Model", "Vision", "Web", "Purpose"], &rows)
 }
 
+pub fn workflows_table(defs: &[crate::workflow::WorkflowDef]) -> String {
+    if defs.is_empty() {
+        return "No workflows defined.".into();
+    }
+    let rows: Vec<Vec<String>> = defs
+        .iter()
+        .map(|d| vec![d.id.clone(), d.name.clone(), d.steps.len().to_string(), d.description.clone()])
+        .collect();
+    table(&["ID", "Name", "Steps", "Description"], &rows)
+}
+
 pub fn status_view(workers: &[WorkerRow], records: &[Record]) -> String {
     let w = if workers.is_empty() { "(none)".to_string() } else { workers_table(workers) };
     let t = if records.is_empty() { "(none)".to_string() } else { tasks_table(records) };

@@ -189,6 +189,12 @@ pub struct Record {
     /// Added by peek when the job is queued and no dispatcher is alive: `"none"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatcher: Option<String>,
+    /// A running workflow run's current step (peek and await answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<serde_json::Value>,
+    /// A running workflow run's carry so far (peek and await answers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carry: Option<String>,
 }
 
 /// How much live detail a record carries.
@@ -254,6 +260,8 @@ impl Record {
             cost_usd: row.cost_usd,
             timed_out: None,
             dispatcher: None,
+            current_step: None,
+            carry: None,
         };
         if opts.live && !row.is_terminal() {
             rec.elapsed_ms = Some(opts.now - row.started_ms.unwrap_or(row.created_ms));

@@ -47,8 +47,10 @@ mod output;
 mod proc;
 pub mod profile;
 mod prune;
+mod runs;
 pub mod store;
 mod worker;
+pub mod workflow;
 
 pub use error::{Error, ExitCode, Result};
 pub use store::{APPLICATION_ID, SCHEMA_VERSION};

@@ -15,6 +15,8 @@ const BATCH: i64 = 100;
 #[serde(rename_all = "camelCase")]
 pub struct PruneReport {
     pub jobs: Vec<String>,
+    /// Finished workflow runs deleted whole (their steps' jobs are not listed in `jobs`).
+    pub runs: Vec<String>,
     pub swept_dirs: usize,
     pub dry_run: bool,
 }
@@ -27,7 +29,21 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
     let mut conn = q.store.pool().acquire().await?;
     if dry_run {
         report.jobs = store::jobs::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
+        report.runs = store::workflow::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
         return Ok(report);
+    }
+    loop {
+        let runs = store::workflow::prunable(&mut conn, now, max_age, min_age, max_jobs, BATCH).await?;
+        if runs.is_empty() {
+            break;
+        }
+        let mut tx = q.store.pool().begin().await?;
+        let jobs = store::workflow::delete_runs(&mut tx, &runs).await?;
+        tx.commit().await?;
+        for id in jobs.iter().chain(&runs) {
+            remove_files(q, id);
+        }
+        report.runs.extend(runs);
     }
     loop {
         let ids = store::jobs::prunable(&mut conn, now, max_age, min_age, max_jobs, BATCH).await?;
@@ -41,9 +57,9 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         report.jobs.extend(ids);
     }
     report.swept_dirs = sweep(q, &mut conn).await?;
-    if !report.jobs.is_empty() || report.swept_dirs > 0 {
+    if !report.jobs.is_empty() || !report.runs.is_empty() || report.swept_dirs > 0 {
         store::jobs::vacuum(&mut conn).await?;
-        tracing::info!(jobs = report.jobs.len(), swept = report.swept_dirs, "pruned");
+        tracing::info!(jobs = report.jobs.len(), runs = report.runs.len(), swept = report.swept_dirs, "pruned");
     }
     Ok(report)
 }

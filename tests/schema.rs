@@ -6,6 +6,9 @@ mod common;
 use common::TestQueue;
 use rusqlite::params;
 
+/// How many migration files baton ships.
+const MIGRATIONS: i64 = 2;
+
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
 }
@@ -20,7 +23,18 @@ fn migrations_create_tables_indexes_and_triggers() {
         st.query_map([kind], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     let tables = names("table");
-    for t in ["jobs", "workers", "dispatcher_lease", "job_transitions", "worker_transitions", "_sqlx_migrations"] {
+    for t in [
+        "jobs",
+        "workers",
+        "dispatcher_lease",
+        "job_transitions",
+        "worker_transitions",
+        "workflow_runs",
+        "workflow_steps",
+        "run_transitions",
+        "step_transitions",
+        "_sqlx_migrations",
+    ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
     }
     let indexes = names("index");
@@ -39,7 +53,7 @@ fn migrations_create_tables_indexes_and_triggers() {
     assert_eq!((app, ver), (baton::APPLICATION_ID, baton::SCHEMA_VERSION));
     // Opening again skips the migrator: still exactly one applied migration.
     init(&q);
-    assert_eq!(q.scalar_i64("SELECT count(*) FROM _sqlx_migrations"), 1);
+    assert_eq!(q.scalar_i64("SELECT count(*) FROM _sqlx_migrations"), MIGRATIONS);
 }
 
 #[tokio::test]
@@ -242,7 +256,7 @@ fn two_processes_opening_a_new_queue_at_once_both_succeed() {
             let o = k.wait_with_output().unwrap();
             assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
         }
-        assert_eq!(q.scalar_i64("SELECT count(*) FROM _sqlx_migrations"), 1);
+        assert_eq!(q.scalar_i64("SELECT count(*) FROM _sqlx_migrations"), MIGRATIONS);
         assert_eq!(q.scalar_i64("PRAGMA user_version"), baton::SCHEMA_VERSION);
     }
 }

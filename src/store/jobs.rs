@@ -93,12 +93,18 @@ pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec
         .await?)
 }
 
-/// The states of several jobs (the awaiter's cheap re-read).
+/// The states of several jobs or workflow runs (the awaiter's cheap re-read, one statement).
 pub async fn states(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<(String, String)>> {
     let ids = serde_json::to_string(ids)?;
-    let rows = sqlx::query!("SELECT id, state FROM jobs WHERE id IN (SELECT value FROM json_each(?1))", ids)
-        .fetch_all(conn)
-        .await?;
+    // UNION ALL columns come back as nullable to sqlx: both sides are NOT NULL columns.
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", state AS "state!" FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
+           UNION ALL
+           SELECT id, state FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.id, r.state)).collect())
 }
 
@@ -492,9 +498,12 @@ pub async fn delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64> 
     Ok(r.rows_affected())
 }
 
-/// Ids of every job (to find log directories left without a row).
+/// Ids of every job and workflow run (to find log and attachment directories left without a row).
 pub async fn all_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!("SELECT id FROM jobs").fetch_all(conn).await?)
+    // UNION ALL columns come back as nullable to sqlx: both are NOT NULL columns.
+    Ok(sqlx::query_scalar!(r#"SELECT id AS "id!" FROM jobs UNION ALL SELECT id FROM workflow_runs"#)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Give free pages back and fold the WAL into the file.

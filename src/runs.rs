@@ -1,0 +1,203 @@
+//! Durable workflow runs: starting one (run, steps and the first step's job in one transaction),
+//! advancing it when a step's job ends (the step's end, the new carry and the next step's job in
+//! the caller's transaction), and the record a run answers with.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use sqlx::SqliteConnection;
+
+use crate::error::{Error, Result};
+use crate::job::{self, NewJob, Record};
+use crate::profile::{Placeholders, PromptVia, Runner};
+use crate::store;
+use crate::store::workflow::{RunRow, StepRow};
+use crate::{handoff, output};
+
+/// Queue the job of step `idx` with the current carry, and mark the step running.
+async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow, carry: &str, now: i64) -> Result<()> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let prompt = handoff::template(&step.prompt, &run.task, carry);
+    let runner = Runner::parse(&serde_json::from_str(&step.runner)?)
+        .map_err(|e| Error::Invalid(format!("step \"{}\": runner: {e}", step.step_id)))?;
+    let via = if step.prompt_via == "stdin" { PromptVia::Stdin } else { PromptVia::Arg };
+    let ph = Placeholders {
+        prompt: prompt.clone(),
+        model: step.model.clone(),
+        system_prompt: step.system_prompt.clone(),
+        profile: step.worker_id.clone(),
+        task_id: job_id.clone(),
+        cwd: run.project_dir.clone(),
+        attachments: serde_json::from_str(&step.attachments)?,
+    };
+    let (argv, stdin) = runner.expand(&ph, via);
+    let new = NewJob {
+        id: job_id.clone(),
+        kind: "worker".into(),
+        profile: step.worker_id.clone(),
+        task: prompt,
+        session: run.session.clone(),
+        requested_by: run.requested_by.clone(),
+        project_dir: run.project_dir.clone(),
+        argv: serde_json::to_string(&argv)?,
+        prompt_stdin: stdin,
+        model: step.model.clone(),
+        env: step.env.clone(),
+        attachments: step.attachments.clone(),
+        priority: run.priority,
+        max_attempts: run.max_attempts,
+        run_after_ms: now,
+        timeout_ms: step.timeout_ms,
+        profile_limit: step.profile_limit,
+        created_ms: now,
+        dedup_key: None,
+        workflow_run_id: Some(run.id.clone()),
+        workflow_step: Some(step.idx),
+    };
+    store::jobs::insert(conn, &new).await?;
+    store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;
+    Ok(())
+}
+
+/// Start a run whose rows (run + pending steps) the caller inserted in this transaction: queue
+/// step 0, or finish an empty workflow at once.
+pub async fn begin(conn: &mut SqliteConnection, run_id: &str, now: i64) -> Result<()> {
+    let run = store::workflow::get_run(conn, run_id).await?.ok_or_else(|| Error::UnknownTask(run_id.into()))?;
+    let steps = store::workflow::steps(conn, run_id).await?;
+    match steps.first() {
+        Some(first) => enqueue_step(conn, &run, first, "", now).await,
+        None => {
+            store::workflow::end_run(conn, run_id, "succeeded", None, None, now).await?;
+            Ok(())
+        }
+    }
+}
+
+/// A step's job has reached a terminal state (written in this same transaction): end the step,
+/// grow the carry, and queue the next step or finish the run. Cancellation is handled by the
+/// `jobs_cancel_workflow` trigger. Idempotent: a step no longer running is left alone.
+#[tracing::instrument(skip_all, fields(task_id = %job_id), err)]
+pub async fn advance(conn: &mut SqliteConnection, job_id: &str, logs_dir: &Path, now: i64) -> Result<()> {
+    let Some(job) = store::jobs::get(conn, job_id).await? else { return Ok(()) };
+    let (Some(run_id), Some(idx)) = (job.workflow_run_id.clone(), job.workflow_step) else { return Ok(()) };
+    if !matches!(job.state.as_str(), "succeeded" | "failed") {
+        return Ok(());
+    }
+    let Some(run) = store::workflow::get_run(conn, &run_id).await? else { return Ok(()) };
+    let steps = store::workflow::steps(conn, &run_id).await?;
+    let Some(step) = steps.iter().find(|s| s.idx == idx && s.state == "running") else { return Ok(()) };
+    if job.state == "failed" {
+        let error = job.error.clone().unwrap_or_else(|| "failed".into());
+        store::workflow::end_step(conn, &run_id, idx, "failed", None, Some(&error), now).await?;
+        store::workflow::skip_pending(conn, &run_id, now).await?;
+        let run_error = format!("Step \"{}\" failed: {error}", step.title);
+        store::workflow::end_run(conn, &run_id, "failed", job.response.as_deref(), Some(&run_error), now).await?;
+        return Ok(());
+    }
+    // The full response is in the log; the row holds at most 1 MiB of it.
+    let response = match &job.response {
+        Some(r) => r.clone(),
+        None => output::read_response(&job::log_file(logs_dir, &job.id, job.attempt, "out")).0,
+    };
+    let mut carry = run.carry.clone();
+    let mut warning = None;
+    if step.carry != 0 {
+        let max = run.max_carry_chars.max(15) as usize;
+        let block = handoff::block(&step.title, &response, max);
+        let appended = handoff::append(&run.carry, &block.text, max);
+        if block.truncated || appended.truncated {
+            tracing::info!(
+                run = %run_id,
+                step = %step.step_id,
+                dropped_blocks = appended.dropped,
+                truncated_sections = ?block.truncated_sections,
+                "carry trimmed"
+            );
+            warning = Some(format!(
+                "carry trimmed: {} older block(s) dropped, truncated sections: [{}]",
+                appended.dropped,
+                block.truncated_sections.join(", ")
+            ));
+        }
+        carry = appended.text;
+        store::workflow::set_carry(conn, &run_id, &carry).await?;
+    }
+    store::workflow::end_step(conn, &run_id, idx, "succeeded", warning.as_deref(), None, now).await?;
+    match steps.iter().find(|s| s.idx == idx + 1) {
+        Some(next) => {
+            let run = RunRow { carry: carry.clone(), ..run };
+            enqueue_step(conn, &run, next, &carry, now).await
+        }
+        None => {
+            store::workflow::end_run(conn, &run_id, "succeeded", Some(&response), None, now).await?;
+            Ok(())
+        }
+    }
+}
+
+/// The per-step summary of a run's `report`.
+pub fn report(steps: &[StepRow]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.step_id, "title": s.title, "workerId": s.worker_id, "status": s.state,
+                "durationMs": s.started_ms.zip(s.finished_ms).map(|(a, b)| b - a),
+                "warning": s.warning, "error": s.error,
+            })
+        })
+        .collect();
+    json!({ "steps": steps })
+}
+
+/// The record of a run: the job record's shape (`kind: workflow`, `workerId: workflow:<id>`),
+/// with its report; `live` adds the current step and the carry so far.
+pub fn record(run: &RunRow, steps: &[StepRow], max_response_chars: Option<usize>, live: bool, now: i64) -> Record {
+    let (response_text, truncated) = match (&run.response, max_response_chars) {
+        (Some(r), Some(max)) => {
+            let (t, cut) = job::cap_chars(r, max);
+            (Some(t.to_string()), cut)
+        }
+        (r, _) => (r.clone(), false),
+    };
+    let terminal = job::is_terminal(&run.state);
+    let current = steps.iter().find(|s| s.state == "running");
+    let started = steps.first().and_then(|s| s.started_ms).unwrap_or(run.created_ms);
+    Record {
+        id: run.id.clone(),
+        worker_id: format!("workflow:{}", run.workflow_id),
+        kind: "workflow".into(),
+        message: run.task.clone(),
+        status: run.state.clone(),
+        session_id: run.session.clone(),
+        requested_by: run.requested_by.clone(),
+        created_at: job::iso(run.created_ms),
+        started_at: Some(job::iso(started)),
+        finished_at: run.finished_ms.map(job::iso),
+        duration_ms: run.finished_ms.map(|f| f - started),
+        elapsed_ms: (live && !terminal).then_some(now - started),
+        response_chars: run.response.as_ref().map(|r| r.chars().count() as i64),
+        response_text,
+        response_truncated: truncated,
+        error: run.error.clone(),
+        report: Some(report(steps)),
+        exit_code: None,
+        attempt: 1,
+        max_attempts: run.max_attempts,
+        priority: run.priority,
+        workflow_run_id: Some(run.id.clone()),
+        log_path: None,
+        last_activity_at: None,
+        stalled: false,
+        output_tail: None,
+        cancel_requested: run.cancel_requested_ms.is_some() && !terminal,
+        tokens: None,
+        cost_usd: None,
+        timed_out: None,
+        dispatcher: None,
+        current_step: (live && !terminal)
+            .then(|| current.map(|s| json!({"index": s.idx, "id": s.step_id, "title": s.title, "taskId": s.job_id})))
+            .flatten(),
+        carry: (live && !terminal).then(|| run.carry.clone()),
+    }
+}

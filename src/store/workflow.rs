@@ -1,0 +1,343 @@
+//! Statements on `workflow_runs` and `workflow_steps`. Every state change is guarded by the
+//! expected state, like jobs.
+
+use sqlx::SqliteConnection;
+
+use crate::error::Result;
+
+/// A `workflow_runs` row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub seq: i64,
+    pub id: String,
+    pub workflow_id: String,
+    pub name: String,
+    pub state: String,
+    pub task: String,
+    pub session: Option<String>,
+    pub requested_by: String,
+    pub project_dir: String,
+    pub priority: i64,
+    pub max_attempts: i64,
+    pub max_carry_chars: i64,
+    pub carry: String,
+    pub current_step: Option<i64>,
+    pub created_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub response: Option<String>,
+    pub error: Option<String>,
+    pub cancel_requested_ms: Option<i64>,
+    pub cancel_reason: Option<String>,
+}
+
+/// A `workflow_steps` row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub run_id: String,
+    pub idx: i64,
+    pub step_id: String,
+    pub title: String,
+    pub worker_id: String,
+    pub prompt: String,
+    pub carry: i64,
+    pub timeout_ms: i64,
+    pub runner: String,
+    pub model: Option<String>,
+    pub system_prompt: Option<String>,
+    pub prompt_via: String,
+    pub env: String,
+    pub profile_limit: Option<i64>,
+    pub attachments: String,
+    pub state: String,
+    pub job_id: Option<String>,
+    pub carry_in: Option<String>,
+    pub warning: Option<String>,
+    pub error: Option<String>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+/// A run about to be inserted (state `running`).
+#[derive(Debug, Clone)]
+pub struct NewRun<'a> {
+    pub id: &'a str,
+    pub workflow_id: &'a str,
+    pub name: &'a str,
+    pub task: &'a str,
+    pub session: Option<&'a str>,
+    pub requested_by: &'a str,
+    pub project_dir: &'a str,
+    pub priority: i64,
+    pub max_attempts: i64,
+    pub max_carry_chars: i64,
+    pub now: i64,
+}
+
+pub async fn insert_run(conn: &mut SqliteConnection, r: &NewRun<'_>) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO workflow_runs (id, workflow_id, name, state, task, session, requested_by, project_dir, priority,
+                                    max_attempts, max_carry_chars, created_ms)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        r.id,
+        r.workflow_id,
+        r.name,
+        r.task,
+        r.session,
+        r.requested_by,
+        r.project_dir,
+        r.priority,
+        r.max_attempts,
+        r.max_carry_chars,
+        r.now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A step about to be inserted (state `pending`).
+#[derive(Debug, Clone)]
+pub struct NewStep<'a> {
+    pub run_id: &'a str,
+    pub idx: i64,
+    pub step_id: &'a str,
+    pub title: &'a str,
+    pub worker_id: &'a str,
+    pub prompt: &'a str,
+    pub carry: bool,
+    pub timeout_ms: i64,
+    pub runner: &'a str,
+    pub model: Option<&'a str>,
+    pub system_prompt: Option<&'a str>,
+    pub prompt_via: &'a str,
+    pub env: &'a str,
+    pub profile_limit: Option<i64>,
+    pub attachments: &'a str,
+}
+
+pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result<()> {
+    sqlx::query!(
+        "INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
+                                     system_prompt, prompt_via, env, profile_limit, attachments, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending')",
+        s.run_id,
+        s.idx,
+        s.step_id,
+        s.title,
+        s.worker_id,
+        s.prompt,
+        s.carry,
+        s.timeout_ms,
+        s.runner,
+        s.model,
+        s.system_prompt,
+        s.prompt_via,
+        s.env,
+        s.profile_limit,
+        s.attachments
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get_run(conn: &mut SqliteConnection, id: &str) -> Result<Option<RunRow>> {
+    Ok(sqlx::query_as!(RunRow, "SELECT * FROM workflow_runs WHERE id = ?1", id).fetch_optional(conn).await?)
+}
+
+/// Several runs by exact id.
+pub async fn get_runs(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<RunRow>> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_as!(RunRow, "SELECT * FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))", ids)
+        .fetch_all(conn)
+        .await?)
+}
+
+pub async fn steps(conn: &mut SqliteConnection, run_id: &str) -> Result<Vec<StepRow>> {
+    Ok(sqlx::query_as!(StepRow, "SELECT * FROM workflow_steps WHERE run_id = ?1 ORDER BY idx", run_id)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Runs, newest first.
+pub async fn list_runs(conn: &mut SqliteConnection, session: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
+    Ok(sqlx::query_as!(
+        RunRow,
+        "SELECT * FROM workflow_runs WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2",
+        session,
+        limit
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Run ids starting with `prefix` (at most two).
+pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Result<Vec<String>> {
+    let hi = format!("{prefix}\u{10FFFF}");
+    Ok(sqlx::query_scalar!("SELECT id FROM workflow_runs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT 2", prefix, hi)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// `pending -> running`: the step's job exists now.
+pub async fn start_step(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    idx: i64,
+    job_id: &str,
+    carry_in: &str,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workflow_steps SET state = 'running', job_id = ?3, carry_in = ?4, started_ms = ?5
+          WHERE run_id = ?1 AND idx = ?2 AND state = 'pending'",
+        run_id,
+        idx,
+        job_id,
+        carry_in,
+        now
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("UPDATE workflow_runs SET current_step = ?2 WHERE id = ?1 AND state = 'running'", run_id, idx)
+        .execute(conn)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// `running -> succeeded | failed` for a step.
+pub async fn end_step(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    idx: i64,
+    state: &str,
+    warning: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workflow_steps SET state = ?3, warning = ?4, error = ?5, finished_ms = ?6
+          WHERE run_id = ?1 AND idx = ?2 AND state = 'running'",
+        run_id,
+        idx,
+        state,
+        warning,
+        error,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Store the carry after a step.
+pub async fn set_carry(conn: &mut SqliteConnection, run_id: &str, carry: &str) -> Result<()> {
+    sqlx::query!("UPDATE workflow_runs SET carry = ?2 WHERE id = ?1 AND state = 'running'", run_id, carry)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Skip every pending step of a run (after a failed step).
+pub async fn skip_pending(conn: &mut SqliteConnection, run_id: &str, now: i64) -> Result<()> {
+    sqlx::query!(
+        "UPDATE workflow_steps SET state = 'skipped', finished_ms = ?2 WHERE run_id = ?1 AND state = 'pending'",
+        run_id,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `running -> succeeded | failed | canceled` for a run.
+pub async fn end_run(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    state: &str,
+    response: Option<&str>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workflow_runs SET state = ?2, response = ?3, error = ?4, finished_ms = ?5, current_step = NULL
+          WHERE id = ?1 AND state = 'running'",
+        run_id,
+        state,
+        response,
+        error,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Record a cancel request on a run; returns the job of its running step, if any.
+pub async fn request_cancel(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Option<String>> {
+    sqlx::query!(
+        "UPDATE workflow_runs SET cancel_requested_ms = coalesce(cancel_requested_ms, ?2),
+                                  cancel_reason = coalesce(cancel_reason, ?3)
+          WHERE id = ?1 AND state = 'running'",
+        run_id,
+        now,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar!(
+        "SELECT job_id FROM workflow_steps WHERE run_id = ?1 AND state = 'running' AND job_id IS NOT NULL",
+        run_id
+    )
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
+/// Finished runs that pruning may delete (with their steps and jobs), oldest first.
+pub async fn prunable(
+    conn: &mut SqliteConnection,
+    now: i64,
+    max_age_ms: i64,
+    min_age_ms: i64,
+    max_runs: i64,
+    batch: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM workflow_runs
+          WHERE finished_ms IS NOT NULL AND finished_ms <= ?1 - ?3
+            AND (finished_ms < ?1 - ?2
+                 OR seq NOT IN (SELECT seq FROM workflow_runs WHERE finished_ms IS NOT NULL
+                                 ORDER BY finished_ms DESC, seq DESC LIMIT ?4))
+          ORDER BY finished_ms, seq
+          LIMIT ?5",
+        now,
+        max_age_ms,
+        min_age_ms,
+        max_runs,
+        batch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Delete runs with their steps and their steps' jobs; returns the deleted job ids (for their logs).
+pub async fn delete_runs(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<String>> {
+    let ids = serde_json::to_string(ids)?;
+    let jobs = sqlx::query_scalar!(
+        "DELETE FROM jobs WHERE workflow_run_id IN (SELECT value FROM json_each(?1)) RETURNING id AS \"id!\"",
+        ids
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query!("DELETE FROM workflow_steps WHERE run_id IN (SELECT value FROM json_each(?1))", ids)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query!("DELETE FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))", ids).execute(conn).await?;
+    Ok(jobs)
+}
