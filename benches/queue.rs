@@ -1,0 +1,1152 @@
+//! baton's benchmark: every figure next to a baseline measured in the same run.
+//!
+//! `cargo bench --bench queue` (release). Real SQLite files in temp dirs, the real `baton`
+//! binary for the dispatcher and the CLI, real worker processes; no mocks. One line per figure.
+//!
+//! (a) job lifecycle, one autocommit statement per step, vs. raw rusqlite with the same SQL
+//! (b) batched enqueue / claim 64 / grouped finish, vs. raw rusqlite with the same batching
+//! (c) end-to-end jobs/s with a `/bin/true` worker, vs. a raw spawn-and-wait loop
+//! (d) cross-process await wake latency
+//! (e) `baton task start` wall time
+//! (f) dispatcher RSS and idle CPU
+//! (g) claim+finish throughput against growing backlogs
+
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
+use baton::job::{JobRow, NewJob, now_ms};
+use baton::store::jobs::{self, ClaimLimits, Outcome};
+use baton::store::{Durability, Store};
+use rusqlite::ffi;
+use sqlx::SqliteConnection;
+use tokio::runtime::Runtime;
+
+// ---------------------------------------------------------------------------------------------
+// Sizes (printed in the header).
+
+/// (a) lifecycles per round (ROUNDS rounds per side, alternating; the median is printed).
+const A_JOBS: usize = 3000;
+/// (b) jobs per round (ROUNDS rounds per side, alternating; the median is printed).
+const B_JOBS: usize = 10_000;
+/// (c) jobs through the real dispatcher, and its concurrency.
+const C_JOBS: usize = 300;
+const C_CONCURRENCY: usize = 4;
+/// (d) await samples.
+const D_SAMPLES: usize = 40;
+/// (e) `baton task start` runs.
+const E_RUNS: usize = 30;
+/// (f) idle window.
+const F_IDLE: Duration = Duration::from_secs(5);
+/// (g) backlog sizes and how many jobs to drain from each.
+const G_BACKLOGS: [usize; 3] = [1000, 10_000, 100_000];
+const G_DRAIN: usize = 10_000;
+const ROUNDS: usize = 5;
+
+const OWNER: &str = "bench-owner";
+const EPOCH: i64 = 1;
+
+// ---------------------------------------------------------------------------------------------
+// The statements, copied verbatim from src/store/jobs.rs (insert, claim, finish).
+
+const INSERT_SQL: &str = "INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
+                           prompt_stdin, model, env, attachments, priority, max_attempts, run_after_ms,
+                           timeout_ms, profile_limit, created_ms, dedup_key, workflow_run_id, workflow_step)
+         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
+
+const CLAIM_SQL: &str = r#"
+WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
+     rs AS (SELECT session, count(*) AS n FROM workers
+             WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
+     cand AS (
+        SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit,
+               coalesce(rp.n, 0) AS p0, coalesce(rs.n, 0) AS s0
+          FROM jobs j
+          LEFT JOIN rp ON rp.profile = j.profile
+          LEFT JOIN rs ON rs.session = j.session
+         WHERE j.state = 'queued' AND j.run_after_ms <= ?3
+           AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
+           AND (j.session IS NULL OR coalesce(rs.n, 0) < ?6)
+         ORDER BY j.priority DESC, j.seq
+         LIMIT 256),
+     ranked AS (
+        SELECT seq, priority, session, profile_limit,
+               p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,
+               s0 + row_number() OVER (PARTITION BY session ORDER BY priority DESC, seq) AS sn
+          FROM cand),
+     pick AS (
+        SELECT seq FROM ranked
+         WHERE (profile_limit IS NULL OR pn <= profile_limit) AND (session IS NULL OR sn <= ?6)
+         ORDER BY priority DESC, CASE WHEN session IS NULL THEN 0 ELSE sn END, seq
+         LIMIT max(0, min(?7,
+                          ?4 - (SELECT count(*) FROM jobs WHERE state = 'running'),
+                          ?5 - (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')))))
+UPDATE jobs
+   SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
+       finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
+ WHERE seq IN pick AND state = 'queued'
+RETURNING *"#;
+
+const FINISH_SQL: &str = "UPDATE jobs
+            SET state = ?2, finished_ms = ?3, response = ?4, response_chars = ?5, report = ?7,
+                error = CASE WHEN ?2 = 'canceled' THEN coalesce('Canceled: ' || cancel_reason, 'Canceled') ELSE ?6 END,
+                exit_code = ?8, output_tail = ?9, tokens = ?10, cost_usd = ?11
+          WHERE id = ?1 AND state = 'running' AND owner = ?12 AND epoch = ?13";
+
+/// The migration files baton applies, in order (`migrations/*.sql`): the raw baseline gets the
+/// very same schema, whatever version the crate is at.
+fn migration_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("read migrations/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.ends_with(".sql") && !name.ends_with(".down.sql")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting SQLite statements (round trips) with sqlite3_trace_v2. sqlx and rusqlite link the
+// same libsqlite3-sys, so one callback serves both.
+
+static BATON_STMTS: AtomicU64 = AtomicU64::new(0);
+static RAW_STMTS: AtomicU64 = AtomicU64::new(0);
+
+/// SQLITE_TRACE_STMT fires when a statement starts, and again at the start of each trigger
+/// subprogram (text "-- TRIGGER ..."): count only top-level statements.
+unsafe extern "C" fn count_stmt(mask: c_uint, ctx: *mut c_void, _stmt: *mut c_void, sql: *mut c_void) -> c_int {
+    if mask == ffi::SQLITE_TRACE_STMT as c_uint {
+        // SAFETY: for SQLITE_TRACE_STMT, `sql` is the statement's NUL-terminated text.
+        let trigger = !sql.is_null() && unsafe { CStr::from_ptr(sql as *const c_char) }.to_bytes().starts_with(b"--");
+        if !trigger {
+            // SAFETY: `ctx` is one of the static counters above (see `count_statements`).
+            unsafe { &*(ctx as *const AtomicU64) }.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    0
+}
+
+/// Install the statement counter on a connection handle.
+///
+/// # Safety
+/// `db` must be a live connection that no other thread uses during this call.
+unsafe fn count_statements(db: *mut ffi::sqlite3, counter: &'static AtomicU64) {
+    let ctx = counter as *const AtomicU64 as *mut c_void;
+    // SAFETY: per this function's contract; the callback and its context live for the program.
+    let rc = unsafe { ffi::sqlite3_trace_v2(db, ffi::SQLITE_TRACE_STMT as c_uint, Some(count_stmt), ctx) };
+    assert_eq!(rc, ffi::SQLITE_OK, "sqlite3_trace_v2");
+}
+
+async fn trace_sqlx(conn: &mut SqliteConnection) {
+    let mut handle = conn.lock_handle().await.expect("lock handle");
+    // SAFETY: the locked handle guarantees sqlx's worker thread is not using the connection.
+    unsafe { count_statements(handle.as_raw_handle().as_ptr(), &BATON_STMTS) };
+}
+
+/// Trace every connection of a store's pool: hold all of them at once, install, release.
+async fn trace_pool(store: &Store) {
+    let max = store.pool().options().get_max_connections();
+    let mut held = Vec::new();
+    for _ in 0..max {
+        held.push(store.pool().acquire().await.expect("acquire"));
+    }
+    for c in &mut held {
+        trace_sqlx(c).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers.
+
+fn limits(batch: i64) -> ClaimLimits {
+    ClaimLimits { batch, max_running: 64, max_workers: 1000, max_per_session: 1000 }
+}
+
+fn new_job(i: usize, now: i64) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::new_v4().to_string(),
+        kind: "worker".into(),
+        profile: "coder".into(),
+        task: format!("bench task {i}"),
+        session: None,
+        requested_by: "cli:bench".into(),
+        project_dir: "/tmp/baton-bench-project".into(),
+        argv: r#"["/bin/true","bench task"]"#.into(),
+        prompt_stdin: false,
+        model: None,
+        env: "{}".into(),
+        attachments: "[]".into(),
+        priority: 0,
+        max_attempts: 3,
+        run_after_ms: now,
+        timeout_ms: 600_000,
+        profile_limit: None,
+        created_ms: now,
+        dedup_key: None,
+        workflow_run_id: None,
+        workflow_step: None,
+    }
+}
+
+fn new_jobs(n: usize) -> Vec<NewJob> {
+    let now = now_ms();
+    (0..n).map(|i| new_job(i, now)).collect()
+}
+
+fn outcome(id: &str) -> Outcome {
+    Outcome {
+        id: id.to_string(),
+        state: "succeeded",
+        response: Some("ok".into()),
+        response_chars: Some(2),
+        error: None,
+        report: None,
+        exit_code: Some(0),
+        output_tail: None,
+        tokens: None,
+        cost_usd: None,
+    }
+}
+
+/// `12345.6` -> `"12 346"`.
+fn group(x: f64) -> String {
+    let digits = format!("{:.0}", x.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn pct<T: Copy>(sorted: &[T], p: f64) -> T {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn open_store(dir: &Path) -> Store {
+    Store::open(&dir.join("baton.db"), &dir.join("migrate.lock"), Durability::Normal).await.expect("Store::open")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw rusqlite baseline: same schema, same pragmas, same statements, same binds.
+
+fn open_raw(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).expect("open raw");
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    // auto_vacuum first: it only takes effect before the first table exists.
+    c.execute_batch("PRAGMA auto_vacuum = INCREMENTAL").unwrap();
+    let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    c.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON").unwrap();
+    for f in migration_files() {
+        let sql = std::fs::read_to_string(&f).expect("read migration");
+        c.execute_batch(&sql).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    // SAFETY: the connection was just opened on this thread and is used only here.
+    unsafe { count_statements(c.handle(), &RAW_STMTS) };
+    c
+}
+
+fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
+    let mut st = c.prepare_cached(INSERT_SQL).unwrap();
+    st.execute(rusqlite::params![
+        j.id,
+        j.kind,
+        j.profile,
+        j.task,
+        j.session,
+        j.requested_by,
+        j.project_dir,
+        j.argv,
+        j.prompt_stdin,
+        j.model,
+        j.env,
+        j.attachments,
+        j.priority,
+        j.max_attempts,
+        j.run_after_ms,
+        j.timeout_ms,
+        j.profile_limit,
+        j.created_ms,
+        j.dedup_key,
+        j.workflow_run_id,
+        j.workflow_step,
+    ])
+    .unwrap();
+}
+
+fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        state: r.get(2)?,
+        kind: r.get(3)?,
+        profile: r.get(4)?,
+        task: r.get(5)?,
+        session: r.get(6)?,
+        requested_by: r.get(7)?,
+        project_dir: r.get(8)?,
+        argv: r.get(9)?,
+        prompt_stdin: r.get(10)?,
+        model: r.get(11)?,
+        env: r.get(12)?,
+        attachments: r.get(13)?,
+        priority: r.get(14)?,
+        attempt: r.get(15)?,
+        max_attempts: r.get(16)?,
+        run_after_ms: r.get(17)?,
+        timeout_ms: r.get(18)?,
+        profile_limit: r.get(19)?,
+        created_ms: r.get(20)?,
+        started_ms: r.get(21)?,
+        finished_ms: r.get(22)?,
+        response: r.get(23)?,
+        response_chars: r.get(24)?,
+        error: r.get(25)?,
+        report: r.get(26)?,
+        exit_code: r.get(27)?,
+        owner: r.get(28)?,
+        epoch: r.get(29)?,
+        output_tail: r.get(30)?,
+        cancel_requested_ms: r.get(31)?,
+        cancel_reason: r.get(32)?,
+        workflow_run_id: r.get(33)?,
+        workflow_step: r.get(34)?,
+        dedup_key: r.get(35)?,
+        tokens: r.get(36)?,
+        cost_usd: r.get(37)?,
+    })
+}
+
+fn raw_claim(c: &rusqlite::Connection, now: i64, l: ClaimLimits) -> Vec<JobRow> {
+    let mut st = c.prepare_cached(CLAIM_SQL).unwrap();
+    let mut rows: Vec<JobRow> = st
+        .query_map(
+            rusqlite::params![OWNER, EPOCH, now, l.max_running, l.max_workers, l.max_per_session, l.batch],
+            raw_row,
+        )
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+    rows
+}
+
+fn raw_finish(c: &rusqlite::Connection, o: &Outcome, now: i64) -> bool {
+    let mut st = c.prepare_cached(FINISH_SQL).unwrap();
+    let n = st
+        .execute(rusqlite::params![
+            o.id,
+            o.state,
+            now,
+            o.response,
+            o.response_chars,
+            o.error,
+            o.report,
+            o.exit_code,
+            o.output_tail,
+            o.tokens,
+            o.cost_usd,
+            OWNER,
+            EPOCH,
+        ])
+        .unwrap();
+    n == 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// (a) lifecycle, one statement per step.
+
+/// Time spent in each step: insert, claim, finish.
+type Steps = [Duration; 3];
+
+async fn baton_lifecycles(conn: &mut SqliteConnection, batch: &[NewJob]) -> Steps {
+    let mut steps = [Duration::ZERO; 3];
+    for j in batch {
+        let t = Instant::now();
+        jobs::insert(conn, j).await.expect("insert");
+        let t1 = Instant::now();
+        let claimed = jobs::claim(conn, OWNER, EPOCH, now_ms(), limits(1)).await.expect("claim");
+        let t2 = Instant::now();
+        assert_eq!(claimed.len(), 1, "claim batch 1");
+        assert!(jobs::finish(conn, &outcome(&claimed[0].id), OWNER, EPOCH, now_ms()).await.expect("finish"));
+        let t3 = Instant::now();
+        steps[0] += t1 - t;
+        steps[1] += t2 - t1;
+        steps[2] += t3 - t2;
+    }
+    steps
+}
+
+fn raw_lifecycles(c: &rusqlite::Connection, batch: &[NewJob]) -> Steps {
+    let mut steps = [Duration::ZERO; 3];
+    for j in batch {
+        let t = Instant::now();
+        raw_insert(c, j);
+        let t1 = Instant::now();
+        let claimed = raw_claim(c, now_ms(), limits(1));
+        let t2 = Instant::now();
+        assert_eq!(claimed.len(), 1, "raw claim batch 1");
+        assert!(raw_finish(c, &outcome(&claimed[0].id), now_ms()));
+        let t3 = Instant::now();
+        steps[0] += t1 - t;
+        steps[1] += t2 - t1;
+        steps[2] += t3 - t2;
+    }
+    steps
+}
+
+fn total(s: &Steps) -> Duration {
+    s.iter().sum()
+}
+
+fn bench_lifecycle(rt: &Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = open_raw(&dir.path().join("raw.db"));
+    rt.block_on(async {
+        let store = open_store(dir.path()).await;
+        trace_pool(&store).await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        // Warm both sides (statement caches, file growth).
+        baton_lifecycles(&mut conn, &new_jobs(200)).await;
+        raw_lifecycles(&raw, &new_jobs(200));
+        let (mut b_runs, mut r_runs): (Vec<Steps>, Vec<Steps>) = (Vec::new(), Vec::new());
+        let (mut b_stmts, mut r_stmts) = (0, 0);
+        for _ in 0..ROUNDS {
+            let batch = new_jobs(A_JOBS);
+            let s0 = BATON_STMTS.load(Ordering::Relaxed);
+            b_runs.push(baton_lifecycles(&mut conn, &batch).await);
+            b_stmts += BATON_STMTS.load(Ordering::Relaxed) - s0;
+            let batch = new_jobs(A_JOBS);
+            let s0 = RAW_STMTS.load(Ordering::Relaxed);
+            r_runs.push(raw_lifecycles(&raw, &batch));
+            r_stmts += RAW_STMTS.load(Ordering::Relaxed) - s0;
+        }
+        let b = median(b_runs.iter().map(|s| rate(A_JOBS, total(s))).collect());
+        let r = median(r_runs.iter().map(|s| rate(A_JOBS, total(s))).collect());
+        let per = |n: u64| n as f64 / (ROUNDS * A_JOBS) as f64;
+        println!(
+            "(a) lifecycle, one tx per step:  baton {} jobs/s | raw rusqlite {} jobs/s | ratio {:.2}x (target >= 0.35x)",
+            group(b),
+            group(r),
+            b / r
+        );
+        println!(
+            "    SQLite statements (round trips) per lifecycle: baton {:.2} | raw {:.2}  [insert, claim batch 1, finish; one pooled connection held]",
+            per(b_stmts),
+            per(r_stmts)
+        );
+        let us = |runs: &[Steps], k: usize| {
+            runs.iter().map(|s| s[k]).sum::<Duration>().as_secs_f64() * 1e6 / (ROUNDS * A_JOBS) as f64
+        };
+        println!(
+            "    mean us per step (insert / claim / finish): baton {:.0} / {:.0} / {:.0} | raw {:.0} / {:.0} / {:.0}",
+            us(&b_runs, 0),
+            us(&b_runs, 1),
+            us(&b_runs, 2),
+            us(&r_runs, 0),
+            us(&r_runs, 1),
+            us(&r_runs, 2)
+        );
+        drop(conn);
+        store.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b) batched.
+
+/// Returns (enqueue time, drain time).
+async fn baton_batched(store: &Store, batch: &[NewJob]) -> (Duration, Duration) {
+    let t = Instant::now();
+    let mut tx = store.pool().begin().await.unwrap();
+    for j in batch {
+        jobs::insert(&mut tx, j).await.expect("insert");
+    }
+    tx.commit().await.unwrap();
+    let enqueue = t.elapsed();
+    let t = Instant::now();
+    let mut done = 0;
+    loop {
+        let mut conn = store.pool().acquire().await.unwrap();
+        let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(64)).await.expect("claim");
+        drop(conn);
+        if claimed.is_empty() {
+            break;
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        let now = now_ms();
+        for j in &claimed {
+            assert!(jobs::finish(&mut tx, &outcome(&j.id), OWNER, EPOCH, now).await.expect("finish"));
+        }
+        tx.commit().await.unwrap();
+        done += claimed.len();
+    }
+    assert_eq!(done, batch.len());
+    (enqueue, t.elapsed())
+}
+
+fn raw_batched(c: &mut rusqlite::Connection, batch: &[NewJob]) -> (Duration, Duration) {
+    let t = Instant::now();
+    let tx = c.transaction().unwrap();
+    for j in batch {
+        raw_insert(&tx, j);
+    }
+    tx.commit().unwrap();
+    let enqueue = t.elapsed();
+    let t = Instant::now();
+    let mut done = 0;
+    loop {
+        let claimed = raw_claim(c, now_ms(), limits(64));
+        if claimed.is_empty() {
+            break;
+        }
+        let tx = c.transaction().unwrap();
+        let now = now_ms();
+        for j in &claimed {
+            assert!(raw_finish(&tx, &outcome(&j.id), now));
+        }
+        tx.commit().unwrap();
+        done += claimed.len();
+    }
+    assert_eq!(done, batch.len());
+    (enqueue, t.elapsed())
+}
+
+fn bench_batched(rt: &Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut raw = open_raw(&dir.path().join("raw.db"));
+    rt.block_on(async {
+        let store = open_store(dir.path()).await;
+        trace_pool(&store).await;
+        baton_batched(&store, &new_jobs(500)).await;
+        raw_batched(&mut raw, &new_jobs(500));
+        let mut rows: Vec<[f64; 6]> = Vec::new();
+        let (mut b_stmts, mut r_stmts) = (0, 0);
+        for _ in 0..ROUNDS {
+            let batch = new_jobs(B_JOBS);
+            let s0 = BATON_STMTS.load(Ordering::Relaxed);
+            let (be, bd) = baton_batched(&store, &batch).await;
+            b_stmts += BATON_STMTS.load(Ordering::Relaxed) - s0;
+            let batch = new_jobs(B_JOBS);
+            let s0 = RAW_STMTS.load(Ordering::Relaxed);
+            let (re, rd) = raw_batched(&mut raw, &batch);
+            r_stmts += RAW_STMTS.load(Ordering::Relaxed) - s0;
+            rows.push([
+                rate(B_JOBS, be + bd),
+                rate(B_JOBS, re + rd),
+                rate(B_JOBS, be),
+                rate(B_JOBS, re),
+                rate(B_JOBS, bd),
+                rate(B_JOBS, rd),
+            ]);
+        }
+        let m = |k: usize| median(rows.iter().map(|r| r[k]).collect());
+        println!(
+            "(b) batched (enqueue in 1 tx, claim 64, finish per batch in 1 tx):  baton {} jobs/s | raw rusqlite {} jobs/s | ratio {:.2}x (target >= 0.5x)",
+            group(m(0)),
+            group(m(1)),
+            m(0) / m(1)
+        );
+        println!(
+            "    enqueue only: baton {} | raw {} jobs/s (ratio {:.2}x);  claim+finish only: baton {} | raw {} jobs/s (ratio {:.2}x)",
+            group(m(2)),
+            group(m(3)),
+            m(2) / m(3),
+            group(m(4)),
+            group(m(5)),
+            m(4) / m(5)
+        );
+        let per = |n: u64| n as f64 / (ROUNDS * B_JOBS) as f64;
+        println!("    SQLite statements per job: baton {:.3} | raw {:.3}", per(b_stmts), per(r_stmts));
+        store.close().await;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real queues and the real binary, for (c) to (f).
+
+/// The release `baton` binary cargo built with this bench.
+fn baton_bin() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_baton") {
+        return PathBuf::from(p);
+    }
+    // target/release/deps/queue-<hash> -> target/release/baton
+    let exe = std::env::current_exe().expect("current_exe");
+    let p = exe.parent().and_then(Path::parent).expect("target dir").join("baton");
+    assert!(p.is_file(), "baton binary not found at {}", p.display());
+    p
+}
+
+/// A temp project with `.git/` and `.baton/config.json` (HOME and XDG_CONFIG_HOME are set for
+/// the whole bench process in `main`).
+struct Project {
+    dir: tempfile::TempDir,
+    project: PathBuf,
+    db: PathBuf,
+}
+
+impl Project {
+    fn new(config: serde_json::Value) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("project");
+        std::fs::create_dir_all(project.join(".git")).unwrap();
+        std::fs::create_dir_all(project.join(".baton")).unwrap();
+        std::fs::write(project.join(".baton/config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let db = project.join(".baton/baton.db");
+        Project { dir, project, db }
+    }
+
+    async fn queue(&self) -> Queue {
+        Queue::open(&OpenOptions { cwd: self.project.clone(), db: Some(self.db.clone()) }).await.expect("Queue::open")
+    }
+
+    fn cmd(&self, bin: &Path) -> Command {
+        let mut c = Command::new(bin);
+        c.current_dir(&self.project).env("BATON_DB", &self.db).env("BATON_LOG", "warn").stdin(Stdio::null());
+        c
+    }
+
+    fn raw(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(&self.db).expect("open raw");
+        c.busy_timeout(Duration::from_secs(30)).unwrap();
+        c
+    }
+}
+
+/// A running `baton run`; killed (SIGKILL) if still alive when dropped.
+struct Dispatcher {
+    child: Child,
+}
+
+impl Dispatcher {
+    fn start(p: &Project, bin: &Path) -> Dispatcher {
+        let log = std::fs::File::create(p.dir.path().join("dispatcher.log")).unwrap();
+        let child = p.cmd(bin).arg("run").stdout(Stdio::null()).stderr(log).spawn().expect("spawn dispatcher");
+        Dispatcher { child }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (up to 10 s) for a clean drain.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("dispatcher {} did not stop on SIGTERM within 10 s; killing it", self.child.id());
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn caller() -> Caller {
+    Caller { session: None, requested_by: "cli:bench".into() }
+}
+
+fn worker_params(task: &str) -> StartParams {
+    StartParams {
+        task: task.into(),
+        kind: Some("worker".into()),
+        worker_id: Some("coder".into()),
+        ..Default::default()
+    }
+}
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    let after = &s[s.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime field 15.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn clock_ticks_per_s() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) end to end with /bin/true workers.
+
+/// The (c) baseline: C_CONCURRENCY threads each spawning `/bin/true` and waiting for it, C_JOBS
+/// in all. With `logs`, each run first gets its own directory and two log files as stdout and
+/// stderr, as a baton worker does.
+fn spawn_loop(logs: Option<&Path>) -> Duration {
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..C_CONCURRENCY {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= C_JOBS {
+                        break;
+                    }
+                    let mut cmd = Command::new("/bin/true");
+                    cmd.stdin(Stdio::null());
+                    match logs {
+                        Some(dir) => {
+                            let d = dir.join(format!("job-{i}"));
+                            std::fs::create_dir(&d).unwrap();
+                            let f = |n: &str| std::fs::File::create(d.join(n)).unwrap();
+                            cmd.stdout(f("1.out")).stderr(f("1.err"));
+                        }
+                        None => {
+                            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+                        }
+                    }
+                    assert!(cmd.status().expect("spawn /bin/true").success());
+                }
+            });
+        }
+    });
+    t.elapsed()
+}
+
+fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
+    let p = Project::new(serde_json::json!({
+        "runner": ["/bin/true"],
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": C_CONCURRENCY},
+    }));
+    let enqueue = rt.block_on(async {
+        let q = p.queue().await;
+        let t = Instant::now();
+        for i in 0..C_JOBS {
+            let a = api::start(&q, &caller(), worker_params(&format!("bench job {i}"))).await.expect("api::start");
+            assert_eq!(a["status"], "queued", "{a}");
+        }
+        let d = t.elapsed();
+        q.store.close().await;
+        d
+    });
+    let raw = p.raw();
+    let open = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')", [], |r| r.get(0)).unwrap()
+    };
+    let t = Instant::now();
+    let d = Dispatcher::start(&p, bin);
+    let deadline = t + Duration::from_secs(120);
+    while open(&raw) > 0 {
+        assert!(Instant::now() < deadline, "(c): jobs still unfinished after 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let wall = t.elapsed();
+    let rss_kb = status_kb(d.pid(), "VmRSS");
+    let hwm_kb = status_kb(d.pid(), "VmHWM");
+    d.stop();
+    let (ok, first_start, last_finish): (i64, i64, i64) = raw
+        .query_row(
+            "SELECT count(*) FILTER (WHERE state = 'succeeded'), min(started_ms), max(finished_ms) FROM jobs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(ok as usize, C_JOBS, "(c): not every job succeeded (see {})", p.dir.path().display());
+    let steady = Duration::from_millis((last_finish - first_start).max(1) as u64);
+
+    let mean_job_ms: f64 = raw.query_row("SELECT avg(finished_ms - started_ms) FROM jobs", [], |r| r.get(0)).unwrap();
+
+    let base = spawn_loop(None);
+    let logs_dir = p.dir.path().join("baseline-logs");
+    std::fs::create_dir_all(&logs_dir).unwrap();
+    let base_logs = spawn_loop(Some(&logs_dir));
+    let (b, r) = (rate(C_JOBS, wall), rate(C_JOBS, base));
+    println!(
+        "(c) end-to-end /bin/true, {C_JOBS} jobs, concurrency {C_CONCURRENCY}:  baton {} jobs/s | raw spawn+wait loop {} jobs/s | ratio {:.2}x (target >= 0.8x)",
+        group(b),
+        group(r),
+        b / r
+    );
+    println!(
+        "    baton wall {:.0} ms from dispatcher spawn to all terminal (first claim -> last finish: {} ms, {} jobs/s, ratio {:.2}x); mean claim -> finish per job {:.1} ms",
+        ms(wall),
+        steady.as_millis(),
+        group(rate(C_JOBS, steady)),
+        rate(C_JOBS, steady) / r,
+        mean_job_ms
+    );
+    println!(
+        "    extra baseline, spawn+wait with a per-job log dir and 2 log files as stdout/stderr (what a worker needs): {} jobs/s (baton ratio {:.2}x); enqueue via api::start {} jobs/s",
+        group(rate(C_JOBS, base_logs)),
+        b / rate(C_JOBS, base_logs),
+        group(rate(C_JOBS, enqueue))
+    );
+    println!(
+        "    dispatcher after {C_JOBS} jobs: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        rss_kb as f64 / 1024.0,
+        hwm_kb as f64 / 1024.0
+    );
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) await wake latency, (f) dispatcher RSS and idle CPU.
+
+fn bench_await(rt: &Runtime, bin: &Path) -> (Project, Dispatcher) {
+    let p = Project::new(serde_json::json!({
+        "runner": ["sh", "-c", "{prompt}"],
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": 4},
+    }));
+    // Create the queue (migrated) before the dispatcher opens it.
+    let q = rt.block_on(p.queue());
+    let d = Dispatcher::start(&p, bin);
+    let raw = p.raw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while raw.query_row("SELECT count(*) FROM dispatcher_lease", [], |r| r.get::<_, i64>(0)).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "(d): the dispatcher never took the lease");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut lat: Vec<i64> = Vec::with_capacity(D_SAMPLES);
+    rt.block_on(async {
+        for _ in 0..D_SAMPLES {
+            let a = api::start(&q, &caller(), worker_params("sleep 0.2")).await.expect("api::start");
+            let id = a["taskId"].as_str().expect("taskId").to_string();
+            let ans = api::await_jobs(&q, &caller(), std::slice::from_ref(&id), Some(30_000.0), false, None)
+                .await
+                .expect("await_jobs");
+            let woke = now_ms();
+            assert_eq!(ans[0].status(), "succeeded", "(d): the job did not succeed");
+            let finished: i64 =
+                raw.query_row("SELECT finished_ms FROM jobs WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+            lat.push(woke - finished);
+        }
+    });
+    lat.sort_unstable();
+    println!(
+        "(d) cross-process await wake latency (row finished_ms -> api::await_jobs returns in the bench process), {} samples:  p50 {} ms | p99 {} ms | max {} ms (target p99 < 20 ms)",
+        lat.len(),
+        pct(&lat, 50.0),
+        pct(&lat, 99.0),
+        lat[lat.len() - 1]
+    );
+    rt.block_on(q.store.close());
+    (p, d)
+}
+
+/// CPU time of all threads of a process in ns, from /proc/PID/task/*/schedstat (finer than
+/// the clock ticks of /proc/PID/stat).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    dir.filter_map(|e| {
+        let s = std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok()?;
+        s.split_whitespace().next()?.parse::<u64>().ok()
+    })
+    .sum()
+}
+
+fn bench_idle(d: &Dispatcher) {
+    let pid = d.pid();
+    // Let the last jobs' aftermath settle, then measure a quiet window.
+    std::thread::sleep(Duration::from_millis(500));
+    let (c0, n0) = (cpu_ticks(pid), cpu_ns(pid));
+    let t = Instant::now();
+    std::thread::sleep(F_IDLE);
+    let (c1, n1) = (cpu_ticks(pid), cpu_ns(pid));
+    let secs = t.elapsed().as_secs_f64();
+    let hz = clock_ticks_per_s();
+    let cpu = (c1 - c0) as f64 / hz / secs * 100.0;
+    let cpu_fine = n1.saturating_sub(n0) as f64 / 1e9 / secs * 100.0;
+    println!(
+        "(f) dispatcher idle {:.1} s: CPU {:.2}% of a core from utime+stime ({} ticks at {hz} Hz), {:.2}% from schedstat (target < 1%) | VmRSS {:.1} MiB, VmHWM {:.1} MiB",
+        secs,
+        cpu,
+        c1 - c0,
+        cpu_fine,
+        status_kb(pid, "VmRSS") as f64 / 1024.0,
+        status_kb(pid, "VmHWM") as f64 / 1024.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) `baton task start` wall time.
+
+/// Wall times of `baton task start --no-auto-spawn <task> <i>`, E_RUNS runs after one warm-up.
+fn cli_start_times(p: &Project, bin: &Path, task: &str) -> Vec<Duration> {
+    let run = |text: String| -> Duration {
+        let mut c = p.cmd(bin);
+        c.args(["task", "start", "--no-auto-spawn", &text]);
+        let t = Instant::now();
+        let o = c.output().expect("run baton task start");
+        let d = t.elapsed();
+        assert!(o.status.success(), "baton task start failed: {}", String::from_utf8_lossy(&o.stderr));
+        d
+    };
+    run(format!("{task} warm-up"));
+    let mut v: Vec<Duration> = (0..E_RUNS).map(|i| run(format!("{task} {i}"))).collect();
+    v.sort_unstable();
+    v
+}
+
+/// `idle`: a queue with no dispatcher; `live`: a queue whose dispatcher runs (and runs the jobs).
+fn bench_cli_start(idle: &Project, live: &Project, bin: &Path) {
+    let no_dispatcher = cli_start_times(idle, bin, "bench start");
+    // `sh -c "true <i>"`: each job the live dispatcher runs ends at once.
+    let with_dispatcher = cli_start_times(live, bin, "true");
+    let mut floor: Vec<Duration> = (0..E_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let o = Command::new("/bin/true").stdin(Stdio::null()).output().expect("run /bin/true");
+            assert!(o.status.success());
+            t.elapsed()
+        })
+        .collect();
+    floor.sort_unstable();
+    let v = &no_dispatcher;
+    println!(
+        "(e) `baton task start --no-auto-spawn` wall, {E_RUNS} runs, existing queue, no dispatcher:  p50 {:.2} ms | p90 {:.2} ms | min {:.2} ms (target p50 < 10 ms)",
+        ms(pct(v, 50.0)),
+        ms(pct(v, 90.0)),
+        ms(v[0])
+    );
+    let v = &with_dispatcher;
+    println!(
+        "    same with a dispatcher running on the queue: p50 {:.2} ms | p90 {:.2} ms | min {:.2} ms;  /bin/true spawn+wait floor p50 {:.2} ms",
+        ms(pct(v, 50.0)),
+        ms(pct(v, 90.0)),
+        ms(v[0]),
+        ms(pct(&floor, 50.0))
+    );
+    // Let the live dispatcher finish those jobs before the idle measurement.
+    let raw = live.raw();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while raw
+        .query_row("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')", [], |r| r.get::<_, i64>(0))
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "(e): the live dispatcher did not finish the started jobs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (g) backlog drain.
+
+async fn drain(store: &Store, target: usize) -> Duration {
+    let t = Instant::now();
+    let mut done = 0;
+    while done < target {
+        let mut conn = store.pool().acquire().await.unwrap();
+        let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(64)).await.expect("claim");
+        drop(conn);
+        assert!(!claimed.is_empty(), "(g): the queue ran dry at {done}");
+        let mut tx = store.pool().begin().await.unwrap();
+        let now = now_ms();
+        for j in &claimed {
+            assert!(jobs::finish(&mut tx, &outcome(&j.id), OWNER, EPOCH, now).await.expect("finish"));
+        }
+        tx.commit().await.unwrap();
+        done += claimed.len();
+    }
+    t.elapsed()
+}
+
+fn raw_drain(c: &mut rusqlite::Connection, target: usize) -> Duration {
+    let t = Instant::now();
+    let mut done = 0;
+    while done < target {
+        let claimed = raw_claim(c, now_ms(), limits(64));
+        assert!(!claimed.is_empty(), "(g): the raw queue ran dry at {done}");
+        let tx = c.transaction().unwrap();
+        let now = now_ms();
+        for j in &claimed {
+            assert!(raw_finish(&tx, &outcome(&j.id), now));
+        }
+        tx.commit().unwrap();
+        done += claimed.len();
+    }
+    t.elapsed()
+}
+
+/// Enqueue `backlog` jobs in transactions of 10 000 through the library, then drain; the same
+/// on a raw file. Returns (baton enqueue, baton drain, raw drain) times.
+fn backlog_once(rt: &Runtime, backlog: usize, target: usize) -> (Duration, Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let (enq, drained) = rt.block_on(async {
+        let store = open_store(dir.path()).await;
+        let t = Instant::now();
+        let mut left = backlog;
+        while left > 0 {
+            let n = left.min(10_000);
+            let batch = new_jobs(n);
+            let mut tx = store.pool().begin().await.unwrap();
+            for j in &batch {
+                jobs::insert(&mut tx, j).await.expect("insert");
+            }
+            tx.commit().await.unwrap();
+            left -= n;
+        }
+        let enq = t.elapsed();
+        let d = drain(&store, target).await;
+        store.close().await;
+        (enq, d)
+    });
+    let mut raw = open_raw(&dir.path().join("raw.db"));
+    let mut left = backlog;
+    while left > 0 {
+        let n = left.min(10_000);
+        let batch = new_jobs(n);
+        let tx = raw.transaction().unwrap();
+        for j in &batch {
+            raw_insert(&tx, j);
+        }
+        tx.commit().unwrap();
+        left -= n;
+    }
+    let raw_d = raw_drain(&mut raw, target);
+    (enq, drained, raw_d)
+}
+
+fn bench_backlog(rt: &Runtime) {
+    let (mut b_rates, mut r_rates, mut parts, mut enq) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for backlog in G_BACKLOGS {
+        let target = backlog.min(G_DRAIN);
+        let (e, b, r) = backlog_once(rt, backlog, target);
+        let (b, r) = (rate(target, b), rate(target, r));
+        b_rates.push(b);
+        r_rates.push(r);
+        parts.push(format!("{}: baton {} | raw {} jobs/s", group(backlog as f64), group(b), group(r)));
+        enq.push(format!("{}: {} jobs/s", group(backlog as f64), group(rate(backlog, e))));
+    }
+    let last = b_rates.len() - 1;
+    println!(
+        "(g) backlog drain (claim 64 + grouped finish, first {} jobs), queued backlog ->  {} | baton last/first {:.2}x (should not fall; raw last/first {:.2}x)",
+        group(G_DRAIN as f64),
+        parts.join(" ; "),
+        b_rates[last] / b_rates[0],
+        r_rates[last] / r_rates[0]
+    );
+    println!("    backlog enqueue through the library (10 000 inserts per tx): {}", enq.join(" | "));
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn header(rt: &Runtime, bin: &Path) {
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("model name")?.split(':').nth(1).map(|m| m.trim().to_string()))
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let raw_version: String =
+        rusqlite::Connection::open_in_memory().unwrap().query_row("SELECT sqlite_version()", [], |r| r.get(0)).unwrap();
+    let (sqlx_version, open_writes): (String, bool) = rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path()).await;
+        let v = sqlx::query_scalar("SELECT sqlite_version()").fetch_one(store.pool()).await.unwrap();
+        // Does opening one more connection on an existing queue commit a write? Another
+        // connection's `PRAGMA data_version` moves only when someone else commits.
+        let raw = rusqlite::Connection::open(dir.path().join("baton.db")).unwrap();
+        let dv = |c: &rusqlite::Connection| c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0)).unwrap();
+        let before = dv(&raw);
+        let extra = store.dedicated_connection().await.expect("dedicated connection");
+        let moved = dv(&raw) != before;
+        drop(extra);
+        store.close().await;
+        (v, moved)
+    });
+    println!("baton queue benchmark (release build)");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    println!(
+        "machine: nproc {nproc}, {cpu}; SQLite {sqlx_version} (sqlx) / {raw_version} (rusqlite); load average {load}"
+    );
+    println!("binary: {}", bin.display());
+    let names: Vec<String> =
+        migration_files().iter().filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned())).collect();
+    println!("raw baseline schema: {} applied with execute_batch (same pragmas as baton)", names.join(" + "));
+    println!(
+        "note: opening a baton connection on an existing queue commits a write (other connections' data_version moves): {}",
+        if open_writes { "YES" } else { "no" }
+    );
+    println!(
+        "sizes: (a) {} lifecycles x {ROUNDS} rounds per side, median | (b) {} jobs x {ROUNDS} rounds, median | (c) {C_JOBS} jobs at concurrency {C_CONCURRENCY} | (d) {D_SAMPLES} samples | (e) {E_RUNS} runs | (f) {} s idle | (g) backlogs {:?}, drain {}",
+        A_JOBS,
+        B_JOBS,
+        F_IDLE.as_secs(),
+        G_BACKLOGS,
+        G_DRAIN
+    );
+}
+
+fn main() {
+    let started = Instant::now();
+    // The queues' HOME and XDG_CONFIG_HOME: no user configuration leaks in. The bench process
+    // itself opens queues through the library, so it sets them for itself (its children inherit).
+    let home = tempfile::tempdir().expect("home tempdir");
+    std::fs::create_dir_all(home.path().join(".config")).unwrap();
+    // SAFETY: no other thread exists yet (the runtime is built below).
+    unsafe {
+        std::env::set_var("HOME", home.path());
+        std::env::set_var("XDG_CONFIG_HOME", home.path().join(".config"));
+        for v in ["BATON_DB", "BATON_WORKER", "BATON_SESSION", "BATON_LOG", "RUST_LOG"] {
+            std::env::remove_var(v);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let bin = baton_bin();
+    header(&rt, &bin);
+
+    bench_lifecycle(&rt);
+    bench_batched(&rt);
+    let c_queue = bench_end_to_end(&rt, &bin);
+    let (d_queue, dispatcher) = bench_await(&rt, &bin);
+    bench_cli_start(&c_queue, &d_queue, &bin);
+    bench_idle(&dispatcher);
+    dispatcher.stop();
+    drop((c_queue, d_queue));
+    bench_backlog(&rt);
+
+    println!("total bench run: {:.1} s", started.elapsed().as_secs_f64());
+}
