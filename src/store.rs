@@ -36,13 +36,10 @@ pub enum Durability {
 }
 
 /// The one builder of connection options: every connection baton opens gets these pragmas.
-/// `auto_vacuum` must be set here: sqlx applies it before `journal_mode`, which is the only
-/// moment it takes effect on a new file.
 pub fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
-        .auto_vacuum(SqliteAutoVacuum::Incremental)
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(match durability {
             Durability::Normal => SqliteSynchronous::Normal,
@@ -50,6 +47,15 @@ pub fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOpti
         })
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(30))
+}
+
+/// The options of the connection that migrates a queue: `connect_options` plus
+/// `auto_vacuum = INCREMENTAL`. sqlx applies it before `journal_mode`, the only moment it takes
+/// effect on a new file, and the mode then lives in the file's header. It is not on every
+/// connection because setting it, even to the current mode, writes page 1: every open would be
+/// a write transaction that wakes every watcher.
+pub fn migrate_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
+    connect_options(path, durability).auto_vacuum(SqliteAutoVacuum::Incremental)
 }
 
 /// What the identity check found.
@@ -85,11 +91,11 @@ impl Store {
             let _lock = lock_file(migrate_lock).await?;
             // Someone may have migrated while we waited for the lock.
             if check_identity(path).await? != Identity::Current {
-                migrate(path, &options).await?;
+                migrate(path, &migrate_options(path, durability)).await?;
             }
         }
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options.clone())

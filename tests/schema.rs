@@ -73,6 +73,12 @@ async fn pragmas_read_back_from_a_fresh_connection() {
     assert_eq!(fk, 1);
     assert_eq!(vacuum, 2, "auto_vacuum=INCREMENTAL");
     assert!(busy >= 5000, "busy timeout {busy}");
+    // Opening a connection on an existing queue writes nothing (it would wake every watcher).
+    let before: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut conn).await.unwrap();
+    let other = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
+    other.close().await.unwrap();
+    let after: i64 = sqlx::query_scalar("PRAGMA data_version").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(before, after, "a new connection committed a write");
     // FULL by configuration.
     let opts = baton::store::connect_options(&q.db, baton::store::Durability::Full);
     let mut conn = sqlx::SqliteConnection::connect_with(&opts).await.unwrap();
