@@ -2,8 +2,9 @@
 //! epoch fences every owner write), the claim loop, worker exits, cancels, timeouts, recovery
 //! of orphans after a crash, draining on SIGINT/SIGTERM, and scheduled pruning.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -57,9 +58,25 @@ async fn wait_lock(queue: &Queue) -> Result<Flock<File>> {
 
 /// A job this dispatcher is running.
 struct Running {
-    /// The worker's leader pid (its process group id).
-    pid: i32,
     cancel: Option<oneshot::Sender<()>>,
+}
+
+/// Pids of worker leaders the runtime waits on itself. The zombie reaper skips them, and a
+/// spawn registers its pid under the same lock, so a leader that exits at once is never reaped
+/// behind the runtime's back.
+type Leaders = Arc<std::sync::Mutex<HashSet<i32>>>;
+
+/// What a job's own task needs to spawn, record and watch its worker.
+#[derive(Clone)]
+struct JobContext {
+    pool: sqlx::SqlitePool,
+    spawn_env: SpawnEnv,
+    owner: String,
+    epoch: i64,
+    grace: Duration,
+    kill_stragglers: bool,
+    leaders: Leaders,
+    done: mpsc::UnboundedSender<Finished>,
 }
 
 /// A worker's end, as the watcher task reports it.
@@ -102,6 +119,7 @@ struct Dispatcher {
     rx: mpsc::UnboundedReceiver<Finished>,
     watch: SqliteConnection,
     spawn_env: SpawnEnv,
+    leaders: Leaders,
     /// Modification times of the config files, to reload them when they change.
     config_stamp: Vec<Option<std::time::SystemTime>>,
 }
@@ -127,7 +145,19 @@ impl Dispatcher {
             logs_dir: queue.loc.logs_dir(),
         };
         let config_stamp = config_stamp(&queue);
-        Ok(Dispatcher { queue, mode, owner, epoch, running: HashMap::new(), tx, rx, watch, spawn_env, config_stamp })
+        Ok(Dispatcher {
+            queue,
+            mode,
+            owner,
+            epoch,
+            running: HashMap::new(),
+            tx,
+            rx,
+            watch,
+            spawn_env,
+            leaders: Leaders::default(),
+            config_stamp,
+        })
     }
 
     async fn run_loop(&mut self) -> Result<()> {
@@ -209,8 +239,10 @@ impl Dispatcher {
             return Ok(false);
         }
         self.reload_config_if_changed();
-        let leaders: Vec<i32> = self.running.values().map(|r| r.pid).collect();
-        let reaped = proc::reap_adopted(&leaders);
+        let reaped = {
+            let leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
+            proc::reap_adopted(&leaders)
+        };
         if reaped > 0 {
             tracing::debug!(reaped, "reaped adopted zombies");
         }
@@ -245,65 +277,28 @@ impl Dispatcher {
         };
         let mut conn = self.queue.store.pool().acquire().await?;
         let claimed = store::jobs::claim(&mut conn, &self.owner, self.epoch, now_ms(), limits).await?;
-        for job in claimed {
-            self.spawn_one(&mut conn, job).await?;
+        drop(conn);
+        if claimed.is_empty() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    async fn spawn_one(&mut self, conn: &mut SqliteConnection, job: JobRow) -> Result<()> {
-        let spawned = match worker::spawn(&job, &self.spawn_env) {
-            Ok(s) => s,
-            Err(e) => {
-                let o = Outcome {
-                    id: job.id.clone(),
-                    state: "failed",
-                    response: None,
-                    response_chars: None,
-                    error: Some(format!("Failed to start worker: {e}")),
-                    report: None,
-                    exit_code: None,
-                    output_tail: None,
-                    tokens: None,
-                    cost_usd: None,
-                };
-                store::jobs::finish(conn, &o, &self.owner, self.epoch, now_ms()).await?;
-                return Ok(());
-            }
-        };
-        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-            // Test hook: widen the window between spawn and pid record.
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-        let worker_id = uuid::Uuid::new_v4().to_string();
-        store::jobs::insert_oneshot_worker(
-            conn,
-            &store::jobs::NewWorker {
-                id: &worker_id,
-                profile: &job.profile,
-                pid: i64::from(spawned.pid),
-                pid_start: spawned.start as i64,
-                owner: &self.owner,
-                epoch: self.epoch,
-                session: job.session.as_deref(),
-                job_id: &job.id,
-                attempt: job.attempt,
-                model: job.model.as_deref(),
-                now: now_ms(),
-            },
-        )
-        .await?;
         let jobs_cfg = &self.queue.config.config.jobs;
-        let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
-        let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
-        let stragglers = jobs_cfg.kill_stragglers;
-        let (cancel_tx, cancel_rx) = oneshot::channel();
-        self.running.insert(job.id.clone(), Running { pid: spawned.pid, cancel: Some(cancel_tx) });
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            let ending = worker::watch(spawned, timeout, grace, stragglers, cancel_rx).await;
-            let _ = tx.send(Finished { job, ending });
-        });
+        let ctx = JobContext {
+            pool: self.queue.store.pool().clone(),
+            spawn_env: self.spawn_env.clone(),
+            owner: self.owner.clone(),
+            epoch: self.epoch,
+            grace: Duration::from_millis(jobs_cfg.kill_grace_ms),
+            kill_stragglers: jobs_cfg.kill_stragglers,
+            leaders: self.leaders.clone(),
+            done: self.tx.clone(),
+        };
+        // Each job spawns, records and watches its worker in a task of its own, so a batch
+        // starts together rather than one log directory and one insert after another.
+        for job in claimed {
+            let (cancel_tx, cancel_rx) = oneshot::channel();
+            self.running.insert(job.id.clone(), Running { cancel: Some(cancel_tx) });
+            tokio::spawn(run_job(ctx.clone(), job, cancel_rx));
+        }
         Ok(())
     }
 
@@ -400,6 +395,62 @@ impl Dispatcher {
     }
 }
 
+/// One claimed job's life in the dispatcher: prepare its logs, spawn its worker, record the
+/// worker row (the attempt itself was recorded by the claim), watch it, report its end.
+async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
+    let ending = match start_worker(&ctx, &job).await {
+        Ok(spawned) => {
+            let pid = spawned.pid;
+            let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
+            let ending = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel).await;
+            ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+            ending
+        }
+        Err(e) => Ending::SpawnFailed(e.to_string()),
+    };
+    let _ = ctx.done.send(Finished { job, ending });
+}
+
+async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned> {
+    let (j, env) = (job.clone(), ctx.spawn_env.clone());
+    let logs = tokio::task::spawn_blocking(move || worker::prepare_logs(&j, &env))
+        .await
+        .map_err(|e| Error::io("preparing logs", std::io::Error::other(e)))??;
+    let spawned = {
+        let mut leaders = ctx.leaders.lock().unwrap_or_else(|e| e.into_inner());
+        let s = worker::spawn(job, &ctx.spawn_env, logs)?;
+        leaders.insert(s.pid);
+        s
+    };
+    if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        // Test hook: widen the window between spawn and pid record.
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let worker_id = uuid::Uuid::new_v4().to_string();
+    let row = store::jobs::NewWorker {
+        id: &worker_id,
+        profile: &job.profile,
+        pid: i64::from(spawned.pid),
+        pid_start: spawned.start as i64,
+        owner: &ctx.owner,
+        epoch: ctx.epoch,
+        session: job.session.as_deref(),
+        job_id: &job.id,
+        attempt: job.attempt,
+        model: job.model.as_deref(),
+        now: now_ms(),
+    };
+    let recorded = match ctx.pool.acquire().await {
+        Ok(mut conn) => store::jobs::insert_oneshot_worker(&mut conn, &row).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = recorded {
+        // The worker runs on; recovery can still find it by its attempt tag.
+        tracing::warn!(task_id = %job.id, "could not record the worker row: {e}");
+    }
+    Ok(spawned)
+}
+
 /// Backoff before retry number `attempt` (1-based): base, doubling, capped at an hour.
 pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
     let shift = (attempt.clamp(1, 20) - 1) as u32;
@@ -443,6 +494,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         Ending::TimedOut => o.error = Some(format!("Task timed out after {}ms", job.timeout_ms)),
         // The error text is written from the row's cancel reason by the store.
         Ending::Canceled => o.state = "canceled",
+        Ending::SpawnFailed(e) => o.error = Some(format!("Failed to start worker: {e}")),
     }
     o
 }

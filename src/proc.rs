@@ -149,8 +149,14 @@ pub async fn wait_group_gone(pgid: i32, limit: Duration, leader: Option<i32>) ->
 }
 
 /// Reap zombies re-parented to us (grandchildren of workers that left their group), by pid.
-/// `except` holds the worker leaders the runtime waits on itself.
-pub fn reap_adopted(except: &[i32]) -> usize {
+/// `except` holds the worker leaders the runtime waits on itself. A `waitid(WNOWAIT)` peek
+/// first: with no exited child at all, there is no `/proc` scan.
+pub fn reap_adopted(except: &std::collections::HashSet<i32>) -> usize {
+    use nix::sys::wait::{Id, WaitStatus, waitid};
+    match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT) {
+        Ok(WaitStatus::StillAlive) | Err(_) => return 0,
+        Ok(_) => {}
+    }
     let me = std::process::id() as i32;
     let mut reaped = 0;
     for pid in all_pids() {

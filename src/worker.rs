@@ -44,19 +44,31 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(format!("opening log {}", path.display()), e))
 }
 
+/// The attempt's open log files, made ready before the spawn (blocking filesystem work, done
+/// off the runtime's threads).
+pub struct Logs {
+    out: std::fs::File,
+    err: std::fs::File,
+}
+
+/// Create the attempt's log directory and files (0600).
+pub fn prepare_logs(job: &JobRow, env: &SpawnEnv) -> Result<Logs> {
+    crate::location::create_private_dir(&env.logs_dir.join(&job.id))?;
+    Ok(Logs {
+        out: open_log(&log_file(&env.logs_dir, &job.id, job.attempt, "out"))?,
+        err: open_log(&log_file(&env.logs_dir, &job.id, job.attempt, "err"))?,
+    })
+}
+
 /// Spawn the worker of a claimed job: argv resolved at enqueue, in the job's project directory,
 /// in a process group of its own, stdout/stderr to the attempt's log files.
 #[tracing::instrument(skip_all, fields(task_id = %job.id, attempt = job.attempt), err)]
-pub fn spawn(job: &JobRow, env: &SpawnEnv) -> Result<Spawned> {
+pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs) -> Result<Spawned> {
     let argv: Vec<String> = serde_json::from_str(&job.argv)?;
     let Some((program, args)) = argv.split_first() else {
         return Err(Error::Invalid("the job's runner argv is empty".into()));
     };
     let profile_env: BTreeMap<String, String> = serde_json::from_str(&job.env)?;
-    let dir = env.logs_dir.join(&job.id);
-    crate::location::create_private_dir(&dir)?;
-    let out = open_log(&log_file(&env.logs_dir, &job.id, job.attempt, "out"))?;
-    let err = open_log(&log_file(&env.logs_dir, &job.id, job.attempt, "err"))?;
     let stdin_prompt = job.prompt_stdin != 0;
 
     let mut cmd = Command::new(program);
@@ -69,8 +81,8 @@ pub fn spawn(job: &JobRow, env: &SpawnEnv) -> Result<Spawned> {
         .env("BATON_PROFILE", &job.profile)
         .envs(&profile_env)
         .stdin(if stdin_prompt { Stdio::piped() } else { Stdio::null() })
-        .stdout(out)
-        .stderr(err)
+        .stdout(logs.out)
+        .stderr(logs.err)
         .process_group(0)
         .kill_on_drop(false);
     for var in REMOVED_ENV {
@@ -93,6 +105,8 @@ pub fn spawn(job: &JobRow, env: &SpawnEnv) -> Result<Spawned> {
 /// How a watched worker ended.
 #[derive(Debug)]
 pub enum Ending {
+    /// It could not be started at all.
+    SpawnFailed(String),
     /// The process exited on its own (or by a signal baton did not send).
     Exited(ExitStatus),
     /// Past its timeout: the group was killed.
@@ -132,6 +146,7 @@ pub async fn watch(
                 proc::reap_group(pgid, None);
             }
         }
+        Ending::SpawnFailed(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;
             // The leader is the runtime's child: collect its status so it does not linger.
