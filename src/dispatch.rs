@@ -322,16 +322,25 @@ impl Dispatcher {
         let logs = self.queue.loc.logs_dir();
         let outcomes: Vec<Outcome> = batch.iter().map(|f| outcome(&f.job, &f.ending, &logs)).collect();
         let now = now_ms();
-        let mut tx = self.queue.store.pool().begin().await?;
-        for (o, f) in outcomes.iter().zip(&batch) {
-            if !store::jobs::finish(&mut tx, o, &self.owner, self.epoch, now).await? {
-                tracing::warn!(task_id = %o.id, "result dropped: the job was no longer ours or already finished");
-            } else if f.job.workflow_run_id.is_some() {
-                // The step's end, the new carry and the next step's job commit with the result.
-                crate::runs::advance(&mut tx, &o.id, &logs, now).await?;
+        let steps: Vec<&str> =
+            batch.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
+        // One statement for the whole batch; a transaction only when workflow steps must advance
+        // with it (the step's end, the new carry and the next step's job commit with the result).
+        let written = if steps.is_empty() {
+            let mut conn = self.queue.store.pool().acquire().await?;
+            store::jobs::finish_many(&mut conn, &outcomes, &self.owner, self.epoch, now).await?
+        } else {
+            let mut tx = self.queue.store.pool().begin().await?;
+            let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
+            for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
+                crate::runs::advance(&mut tx, id, &logs, now).await?;
             }
+            tx.commit().await?;
+            written
+        };
+        for o in outcomes.iter().filter(|o| !written.contains(&o.id)) {
+            tracing::warn!(task_id = %o.id, "result dropped: the job was no longer ours or already finished");
         }
-        tx.commit().await?;
         for f in &batch {
             self.running.remove(&f.job.id);
         }

@@ -278,7 +278,7 @@ pub async fn insert_oneshot_worker(conn: &mut SqliteConnection, w: &NewWorker<'_
 }
 
 /// How a running job ended, as its owner saw it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Outcome {
     pub id: String,
     /// `succeeded`, `failed` or `canceled`.
@@ -295,31 +295,45 @@ pub struct Outcome {
 
 /// Write a running job's result, fenced by its owner and epoch. False when the job was not ours
 /// any more (recovered by a newer leader, or already terminal): the first terminal state wins.
-#[tracing::instrument(skip_all, fields(task_id = %o.id, state = o.state), err)]
 pub async fn finish(conn: &mut SqliteConnection, o: &Outcome, owner: &str, epoch: i64, now: i64) -> Result<bool> {
-    let r = sqlx::query!(
-        "UPDATE jobs
-            SET state = ?2, finished_ms = ?3, response = ?4, response_chars = ?5, report = ?7,
-                error = CASE WHEN ?2 = 'canceled' THEN coalesce('Canceled: ' || cancel_reason, 'Canceled') ELSE ?6 END,
-                exit_code = ?8, output_tail = ?9, tokens = ?10, cost_usd = ?11
-          WHERE id = ?1 AND state = 'running' AND owner = ?12 AND epoch = ?13",
-        o.id,
-        o.state,
+    Ok(!finish_many(conn, std::slice::from_ref(o), owner, epoch, now).await?.is_empty())
+}
+
+/// Write several running jobs' results in one statement (the dispatcher's grouped
+/// completions), each fenced by owner and epoch; returns the ids that were written. A canceled
+/// job's error comes from its recorded cancel reason.
+#[tracing::instrument(skip_all, fields(jobs = outcomes.len()), err)]
+pub async fn finish_many(
+    conn: &mut SqliteConnection,
+    outcomes: &[Outcome],
+    owner: &str,
+    epoch: i64,
+    now: i64,
+) -> Result<Vec<String>> {
+    let batch = serde_json::to_string(outcomes)?;
+    // RETURNING columns come back as nullable to sqlx: jobs.id is NOT NULL.
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE jobs
+              SET state = o.state, finished_ms = ?2, response = o.response, response_chars = o.response_chars,
+                  report = o.report, exit_code = o.exit_code, output_tail = o.output_tail, tokens = o.tokens,
+                  cost_usd = o.cost_usd,
+                  error = CASE WHEN o.state = 'canceled' THEN coalesce('Canceled: ' || jobs.cancel_reason, 'Canceled')
+                               ELSE o.error END
+             FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'response' AS response,
+                          value ->> 'response_chars' AS response_chars, value ->> 'error' AS error,
+                          value ->> 'report' AS report, value ->> 'exit_code' AS exit_code,
+                          value ->> 'output_tail' AS output_tail, value ->> 'tokens' AS tokens,
+                          value ->> 'cost_usd' AS cost_usd
+                     FROM json_each(?1)) AS o
+            WHERE jobs.id = o.id AND jobs.state = 'running' AND jobs.owner = ?3 AND jobs.epoch = ?4
+           RETURNING jobs.id AS "id!: String""#,
+        batch,
         now,
-        o.response,
-        o.response_chars,
-        o.error,
-        o.report,
-        o.exit_code,
-        o.output_tail,
-        o.tokens,
-        o.cost_usd,
         owner,
         epoch
     )
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts
