@@ -682,6 +682,9 @@ pub async fn wait_terminal(
     let started = Instant::now();
     let mut conn = q.store.dedicated_connection().await?;
     let mut version = store::lease::data_version(&mut conn).await?;
+    let mut waker = crate::wake::Waker::new(q.store.path());
+    // With inotify, every commit wakes the watcher; the poll is only a safety net.
+    let poll = if waker.is_live() { Duration::from_millis(50) } else { Duration::from_millis(5) };
     let mut spawned_check = false;
     let mut last_progress = Instant::now();
     loop {
@@ -697,7 +700,7 @@ pub async fn wait_terminal(
             }
         }
         loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            waker.wait(poll.min(timeout.saturating_sub(started.elapsed()))).await;
             if let Some(p) = progress.as_mut()
                 && last_progress.elapsed() >= Duration::from_secs(1)
             {

@@ -19,8 +19,10 @@ use crate::store::{self, SCHEMA_VERSION};
 use crate::worker::{self, Ending, SpawnEnv};
 use crate::{handoff, output, proc};
 
-/// How often the dispatcher looks for new work (a `PRAGMA data_version` poll).
-const POLL: Duration = Duration::from_millis(25);
+/// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
+/// wakes it on every commit, only as a safety net; without inotify, the whole mechanism.
+const POLL_LIVE: Duration = Duration::from_millis(50);
+const POLL_BLIND: Duration = Duration::from_millis(25);
 
 /// How the dispatcher was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +120,7 @@ struct Dispatcher {
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
     watch: SqliteConnection,
+    waker: crate::wake::Waker,
     spawn_env: SpawnEnv,
     leaders: Leaders,
     /// Modification times of the config files, to reload them when they change.
@@ -137,7 +140,10 @@ impl Dispatcher {
         let epoch = store::lease::acquire(&mut conn, &owner, i64::from(std::process::id()), now_ms()).await?;
         drop(conn);
         tracing::info!(%owner, epoch, db = %queue.store.path().display(), "dispatcher leads the queue");
-        let watch = queue.store.dedicated_connection().await?;
+        let mut watch = queue.store.dedicated_connection().await?;
+        // A read on the watch connection makes sure the -wal file exists before it is watched.
+        store::lease::data_version(&mut watch).await?;
+        let waker = crate::wake::Waker::new(queue.store.path());
         let (tx, rx) = mpsc::unbounded_channel();
         let spawn_env = SpawnEnv {
             guard_var: queue.config.config.security.recursive_spawn_env_var.clone(),
@@ -154,6 +160,7 @@ impl Dispatcher {
             tx,
             rx,
             watch,
+            waker,
             spawn_env,
             leaders: Leaders::default(),
             config_stamp,
@@ -179,10 +186,14 @@ impl Dispatcher {
                 dirty = false;
                 self.check_cancels().await?;
                 self.claim_and_spawn().await?;
-                let mut conn = self.queue.store.pool().acquire().await?;
-                let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
-                next_due = next;
-                idle_since = if busy || !self.running.is_empty() { None } else { idle_since.or(Some(Instant::now())) };
+                if self.running.is_empty() {
+                    let mut conn = self.queue.store.pool().acquire().await?;
+                    let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
+                    next_due = next;
+                    idle_since = if busy { None } else { idle_since.or(Some(Instant::now())) };
+                } else {
+                    idle_since = None;
+                }
             }
             if self.mode == Mode::Auto
                 && next_due.is_none()
@@ -213,7 +224,7 @@ impl Dispatcher {
                     self.finish(batch).await?;
                     dirty = true;
                 }
-                _ = tokio::time::sleep(POLL) => {
+                _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
                     let v = store::lease::data_version(&mut self.watch).await?;
                     if v != last_version {
                         last_version = v;

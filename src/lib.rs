@@ -13,6 +13,7 @@
 //! - `store`: all SQL: opening a queue file safely, migrations, every statement.
 //! - `dispatch`: the leader lock and lease, the claim loop, recovery, draining.
 //! - `worker`: spawning and watching one worker process; `proc`: `/proc` and process groups.
+//! - `wake`: waking on queue changes (inotify on the WAL, a bounded `data_version` poll).
 //! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
 //! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
 //! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
@@ -49,6 +50,7 @@ pub mod profile;
 mod prune;
 mod runs;
 pub mod store;
+mod wake;
 mod worker;
 pub mod workflow;
 
