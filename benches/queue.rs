@@ -10,6 +10,7 @@
 //! (e) `baton task start` wall time
 //! (f) dispatcher RSS and idle CPU
 //! (g) claim+finish throughput against growing backlogs
+//! (h) two-step workflow runs/s vs. spawning the same steps by hand
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ const F_IDLE: Duration = Duration::from_secs(5);
 const G_BACKLOGS: [usize; 3] = [1000, 10_000, 100_000];
 const G_DRAIN: usize = 10_000;
 const ROUNDS: usize = 5;
+/// (h) two-step workflow runs.
+const H_RUNS: usize = 100;
 
 const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
@@ -704,6 +707,112 @@ fn clock_ticks_per_s() -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (h) two-step workflows with no-op steps that print a short handoff.
+
+/// The no-op step: prints a one-line handoff.
+const H_STEP: [&str; 3] = ["/bin/sh", "-c", "printf '## Summary\\nok\\n'"];
+
+/// The (h) baseline: the same steps spawned by hand, C_CONCURRENCY threads each running whole
+/// runs (step a, then step b), H_RUNS runs in all; with `logs`, each step gets its own log
+/// directory and files as a baton worker does.
+fn two_step_loop(logs: Option<&Path>) -> Duration {
+    let next = AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..C_CONCURRENCY {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= H_RUNS {
+                        break;
+                    }
+                    for step in 0..2 {
+                        let mut cmd = Command::new(H_STEP[0]);
+                        cmd.args(&H_STEP[1..]).stdin(Stdio::null());
+                        match logs {
+                            Some(dir) => {
+                                let d = dir.join(format!("run-{i}-{step}"));
+                                std::fs::create_dir(&d).unwrap();
+                                let f = |n: &str| std::fs::File::create(d.join(n)).unwrap();
+                                cmd.stdout(f("1.out")).stderr(f("1.err"));
+                            }
+                            None => {
+                                cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+                            }
+                        }
+                        assert!(cmd.output().expect("spawn step").status.success());
+                    }
+                }
+            });
+        }
+    });
+    t.elapsed()
+}
+
+fn bench_workflows(rt: &Runtime, bin: &Path) {
+    let p = Project::new(serde_json::json!({
+        "runner": H_STEP,
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": C_CONCURRENCY},
+        "workflows": {"definitions": [{"id": "two", "steps": [{"id": "a", "carry": true}, {"id": "b", "carry": true}]}]},
+    }));
+    rt.block_on(async {
+        let q = p.queue().await;
+        for i in 0..H_RUNS {
+            let params = StartParams {
+                task: format!("run {i}"),
+                kind: Some("workflow".into()),
+                workflow_id: Some("two".into()),
+                ..Default::default()
+            };
+            let a = api::start(&q, &caller(), params).await.expect("api::start workflow");
+            assert_eq!(a["status"], "running", "{a}");
+        }
+        q.store.close().await;
+    });
+    let raw = p.raw();
+    let t = Instant::now();
+    let d = Dispatcher::start(&p, bin);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: i64 = raw
+            .query_row("SELECT count(*) FROM workflow_runs WHERE state IN ('succeeded', 'failed', 'canceled')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        if done as usize == H_RUNS {
+            break;
+        }
+        assert!(Instant::now() < deadline, "(h): runs still unfinished after 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let wall = t.elapsed();
+    d.stop();
+    let ok: i64 = raw.query_row("SELECT count(*) FROM workflow_runs WHERE state = 'succeeded'", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok as usize, H_RUNS, "(h): every run succeeds");
+    let (first, last): (i64, i64) = raw
+        .query_row("SELECT min(started_ms), max(finished_ms) FROM jobs", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    let steady = Duration::from_millis((last - first).max(1) as u64);
+    let by_hand = two_step_loop(None);
+    let logs = tempfile::tempdir().unwrap();
+    let by_hand_logs = two_step_loop(Some(logs.path()));
+    let (b, h, hl) = (rate(H_RUNS, steady), rate(H_RUNS, by_hand), rate(H_RUNS, by_hand_logs));
+    println!(
+        "(h) two-step workflows (no-op steps printing a handoff), {H_RUNS} runs, concurrency {C_CONCURRENCY}:  baton {} runs/s | steps by hand {} runs/s | machinery overhead {:+.0}% (target < +20%)",
+        group(b),
+        group(h),
+        (h / b - 1.0) * 100.0
+    );
+    println!(
+        "    baton wall {:.0} ms from dispatcher spawn; by hand with per-step log files as a worker has: {} runs/s (overhead {:+.0}%)",
+        ms(wall),
+        group(hl),
+        (hl / b - 1.0) * 100.0
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // (c) end to end with /bin/true workers.
 
 /// The (c) baseline: C_CONCURRENCY threads each spawning `/bin/true` and waiting for it, C_JOBS
@@ -1125,6 +1234,7 @@ fn main() {
     bench_lifecycle(&rt);
     bench_batched(&rt);
     let c_queue = bench_end_to_end(&rt, &bin);
+    bench_workflows(&rt, &bin);
     let (d_queue, dispatcher) = bench_await(&rt, &bin);
     bench_cli_start(&c_queue, &d_queue, &bin);
     bench_idle(&dispatcher);
