@@ -53,60 +53,11 @@ const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
 
 // ---------------------------------------------------------------------------------------------
-// The statements, copied verbatim from src/store/jobs.rs (insert, claim, finish).
+// The very statements baton runs (src/store/jobs.rs loads the same files).
 
-const INSERT_SQL: &str = "INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
-                           prompt_stdin, model, env, attachments, priority, max_attempts, run_after_ms,
-                           timeout_ms, profile_limit, created_ms, dedup_key, workflow_run_id, workflow_step)
-         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)";
-
-const CLAIM_SQL: &str = r#"
-WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
-     rs AS (SELECT session, count(*) AS n FROM workers
-             WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
-     cand AS (
-        SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit,
-               coalesce(rp.n, 0) AS p0, coalesce(rs.n, 0) AS s0
-          FROM jobs j
-          LEFT JOIN rp ON rp.profile = j.profile
-          LEFT JOIN rs ON rs.session = j.session
-         WHERE j.state = 'queued' AND j.run_after_ms <= ?3
-           AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
-           AND (j.session IS NULL OR coalesce(rs.n, 0) < ?6)
-         ORDER BY j.priority DESC, j.seq
-         LIMIT 256),
-     ranked AS (
-        SELECT seq, priority, session, profile_limit,
-               p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,
-               s0 + row_number() OVER (PARTITION BY session ORDER BY priority DESC, seq) AS sn
-          FROM cand),
-     pick AS (
-        SELECT seq FROM ranked
-         WHERE (profile_limit IS NULL OR pn <= profile_limit) AND (session IS NULL OR sn <= ?6)
-         ORDER BY priority DESC, CASE WHEN session IS NULL THEN 0 ELSE sn END, seq
-         LIMIT max(0, min(?7,
-                          ?4 - (SELECT count(*) FROM jobs WHERE state = 'running'),
-                          ?5 - (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')))))
-UPDATE jobs
-   SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
-       finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
- WHERE seq IN pick AND state = 'queued'
-RETURNING *"#;
-
-const FINISH_SQL: &str = r#"UPDATE jobs
-              SET state = o.state, finished_ms = ?2, response = o.response, response_chars = o.response_chars,
-                  report = o.report, exit_code = o.exit_code, output_tail = o.output_tail, tokens = o.tokens,
-                  cost_usd = o.cost_usd,
-                  error = CASE WHEN o.state = 'canceled' THEN coalesce('Canceled: ' || jobs.cancel_reason, 'Canceled')
-                               ELSE o.error END
-             FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'response' AS response,
-                          value ->> 'response_chars' AS response_chars, value ->> 'error' AS error,
-                          value ->> 'report' AS report, value ->> 'exit_code' AS exit_code,
-                          value ->> 'output_tail' AS output_tail, value ->> 'tokens' AS tokens,
-                          value ->> 'cost_usd' AS cost_usd
-                     FROM json_each(?1)) AS o
-            WHERE jobs.id = o.id AND jobs.state = 'running' AND jobs.owner = ?3 AND jobs.epoch = ?4
-           RETURNING jobs.id AS "id!: String""#;
+const INSERT_SQL: &str = include_str!("../queries/jobs/insert.sql");
+const CLAIM_SQL: &str = include_str!("../queries/jobs/claim.sql");
+const FINISH_SQL: &str = include_str!("../queries/jobs/finish_many.sql");
 
 /// The migration files baton applies, in order (`migrations/*.sql`): the raw baseline gets the
 /// very same schema, whatever version the crate is at.
@@ -776,9 +727,11 @@ fn bench_workflows(rt: &Runtime, bin: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done: i64 = raw
-            .query_row("SELECT count(*) FROM workflow_runs WHERE state IN ('succeeded', 'failed', 'canceled')", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM workflow_runs WHERE state IN ('succeeded', 'failed', 'canceled')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         if done as usize == H_RUNS {
             break;
@@ -788,7 +741,8 @@ fn bench_workflows(rt: &Runtime, bin: &Path) {
     }
     let wall = t.elapsed();
     d.stop();
-    let ok: i64 = raw.query_row("SELECT count(*) FROM workflow_runs WHERE state = 'succeeded'", [], |r| r.get(0)).unwrap();
+    let ok: i64 =
+        raw.query_row("SELECT count(*) FROM workflow_runs WHERE state = 'succeeded'", [], |r| r.get(0)).unwrap();
     assert_eq!(ok as usize, H_RUNS, "(h): every run succeeds");
     let (first, last): (i64, i64) = raw
         .query_row("SELECT min(started_ms), max(finished_ms) FROM jobs", [], |r| Ok((r.get(0)?, r.get(1)?)))

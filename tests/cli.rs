@@ -196,39 +196,8 @@ fn record_has_every_documented_key() {
     let q = TestQueue::new();
     let id = q.start(&["echo hi"]);
     let (v, _) = q.json(&["task", "peek", &id]);
-    let keys = [
-        "id",
-        "workerId",
-        "kind",
-        "message",
-        "status",
-        "sessionId",
-        "requestedBy",
-        "createdAt",
-        "startedAt",
-        "finishedAt",
-        "durationMs",
-        "elapsedMs",
-        "responseText",
-        "responseTruncated",
-        "responseChars",
-        "error",
-        "report",
-        "exitCode",
-        "attempt",
-        "maxAttempts",
-        "priority",
-        "workflowRunId",
-        "logPath",
-        "lastActivityAt",
-        "stalled",
-        "outputTail",
-        "cancelRequested",
-        "tokens",
-        "costUsd",
-    ];
     let obj = v.as_object().unwrap();
-    for k in keys {
+    for k in common::RECORD_KEYS {
         assert!(obj.contains_key(k), "missing key {k}");
     }
     assert_eq!(v["startedAt"], Value::Null);

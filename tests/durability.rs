@@ -461,38 +461,6 @@ fn timeout_kills_the_whole_group() {
 
 // 7 ------------------------------------------------------------------------------------------
 
-const RECORD_KEYS: [&str; 29] = [
-    "id",
-    "workerId",
-    "kind",
-    "message",
-    "status",
-    "sessionId",
-    "requestedBy",
-    "createdAt",
-    "startedAt",
-    "finishedAt",
-    "durationMs",
-    "elapsedMs",
-    "responseText",
-    "responseTruncated",
-    "responseChars",
-    "error",
-    "report",
-    "exitCode",
-    "attempt",
-    "maxAttempts",
-    "priority",
-    "workflowRunId",
-    "logPath",
-    "lastActivityAt",
-    "stalled",
-    "outputTail",
-    "cancelRequested",
-    "tokens",
-    "costUsd",
-];
-
 /// `task await` from another process: the full record, a timed-out wait (124, job untouched),
 /// unknown ids (4), several ids in input order.
 #[test]
@@ -504,7 +472,7 @@ fn await_from_another_process() {
     let (v, code) = q.json(&["task", "await", &a, "--timeout", "30000"]);
     assert_eq!(code, 0, "{v}");
     let obj = v.as_object().expect("one object for one id");
-    for k in RECORD_KEYS {
+    for k in common::RECORD_KEYS {
         assert!(obj.contains_key(k), "missing key {k}: {v}");
     }
     assert_eq!(v["id"], a.as_str());

@@ -20,11 +20,8 @@ pub enum Inserted {
 /// whether a dedup key is taken.
 #[tracing::instrument(skip_all, fields(task_id = %job.id), err)]
 pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserted> {
-    let res = sqlx::query!(
-        "INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
-                           prompt_stdin, model, env, attachments, priority, max_attempts, run_after_ms,
-                           timeout_ms, profile_limit, created_ms, dedup_key, workflow_run_id, workflow_step)
-         VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+    let res = sqlx::query_file!(
+        "queries/jobs/insert.sql",
         job.id,
         job.kind,
         job.profile,
@@ -191,38 +188,7 @@ pub async fn claim(
     now: i64,
     limits: ClaimLimits,
 ) -> Result<Vec<JobRow>> {
-    const SQL: &str = r#"
-WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
-     rs AS (SELECT session, count(*) AS n FROM workers
-             WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
-     cand AS (
-        SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit,
-               coalesce(rp.n, 0) AS p0, coalesce(rs.n, 0) AS s0
-          FROM jobs j
-          LEFT JOIN rp ON rp.profile = j.profile
-          LEFT JOIN rs ON rs.session = j.session
-         WHERE j.state = 'queued' AND j.run_after_ms <= ?3
-           AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
-           AND (j.session IS NULL OR coalesce(rs.n, 0) < ?6)
-         ORDER BY j.priority DESC, j.seq
-         LIMIT 256),
-     ranked AS (
-        SELECT seq, priority, session, profile_limit,
-               p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,
-               s0 + row_number() OVER (PARTITION BY session ORDER BY priority DESC, seq) AS sn
-          FROM cand),
-     pick AS (
-        SELECT seq FROM ranked
-         WHERE (profile_limit IS NULL OR pn <= profile_limit) AND (session IS NULL OR sn <= ?6)
-         ORDER BY priority DESC, CASE WHEN session IS NULL THEN 0 ELSE sn END, seq
-         LIMIT max(0, min(?7,
-                          ?4 - (SELECT count(*) FROM jobs WHERE state = 'running'),
-                          ?5 - (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')))))
-UPDATE jobs
-   SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
-       finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
- WHERE seq IN pick AND state = 'queued'
-RETURNING *"#;
+    const SQL: &str = include_str!("../../queries/jobs/claim.sql");
     let mut rows: Vec<JobRow> = sqlx::query_as(SQL)
         .bind(owner)
         .bind(epoch)
@@ -311,29 +277,7 @@ pub async fn finish_many(
     now: i64,
 ) -> Result<Vec<String>> {
     let batch = serde_json::to_string(outcomes)?;
-    // RETURNING columns come back as nullable to sqlx: jobs.id is NOT NULL.
-    Ok(sqlx::query_scalar!(
-        r#"UPDATE jobs
-              SET state = o.state, finished_ms = ?2, response = o.response, response_chars = o.response_chars,
-                  report = o.report, exit_code = o.exit_code, output_tail = o.output_tail, tokens = o.tokens,
-                  cost_usd = o.cost_usd,
-                  error = CASE WHEN o.state = 'canceled' THEN coalesce('Canceled: ' || jobs.cancel_reason, 'Canceled')
-                               ELSE o.error END
-             FROM (SELECT value ->> 'id' AS id, value ->> 'state' AS state, value ->> 'response' AS response,
-                          value ->> 'response_chars' AS response_chars, value ->> 'error' AS error,
-                          value ->> 'report' AS report, value ->> 'exit_code' AS exit_code,
-                          value ->> 'output_tail' AS output_tail, value ->> 'tokens' AS tokens,
-                          value ->> 'cost_usd' AS cost_usd
-                     FROM json_each(?1)) AS o
-            WHERE jobs.id = o.id AND jobs.state = 'running' AND jobs.owner = ?3 AND jobs.epoch = ?4
-           RETURNING jobs.id AS "id!: String""#,
-        batch,
-        now,
-        owner,
-        epoch
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_file_scalar!("queries/jobs/finish_many.sql", batch, now, owner, epoch).fetch_all(conn).await?)
 }
 
 /// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts

@@ -17,6 +17,39 @@ pub fn heavy() -> MutexGuard<'static, ()> {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_baton");
 
+/// Every key of a job record (SPEC 4): always present, `null` when unset.
+pub const RECORD_KEYS: [&str; 29] = [
+    "id",
+    "workerId",
+    "kind",
+    "message",
+    "status",
+    "sessionId",
+    "requestedBy",
+    "createdAt",
+    "startedAt",
+    "finishedAt",
+    "durationMs",
+    "elapsedMs",
+    "responseText",
+    "responseTruncated",
+    "responseChars",
+    "error",
+    "report",
+    "exitCode",
+    "attempt",
+    "maxAttempts",
+    "priority",
+    "workflowRunId",
+    "logPath",
+    "lastActivityAt",
+    "stalled",
+    "outputTail",
+    "cancelRequested",
+    "tokens",
+    "costUsd",
+];
+
 /// Default test configuration: shell runner, autoSpawn off, short but generous timings.
 pub fn default_config() -> serde_json::Value {
     serde_json::json!({
