@@ -566,7 +566,9 @@ impl Project {
     }
 
     async fn queue(&self) -> Queue {
-        Queue::open(&OpenOptions { cwd: self.project.clone(), db: Some(self.db.clone()) }).await.expect("Queue::open")
+        Queue::open(&OpenOptions { cwd: self.project.clone(), db: Some(self.db.clone()), config_paths: None })
+            .await
+            .expect("Queue::open")
     }
 
     fn cmd(&self, bin: &Path) -> Command {

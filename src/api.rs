@@ -35,13 +35,16 @@ pub struct OpenOptions {
     pub cwd: PathBuf,
     /// `--db`.
     pub db: Option<PathBuf>,
+    /// Where the config files are; `None`: from HOME / XDG_CONFIG_HOME and the project.
+    pub config_paths: Option<ConfigPaths>,
 }
 
 impl Queue {
     /// Discover the project, load its configuration, locate and open the queue file.
     pub async fn open(opts: &OpenOptions) -> Result<Queue> {
         let project = location::find_project(&opts.cwd);
-        let config = config::load(&ConfigPaths::from_env(&project))?;
+        let paths = opts.config_paths.clone().unwrap_or_else(|| ConfigPaths::from_env(&project));
+        let config = config::load(&paths)?;
         let env_db = std::env::var_os("BATON_DB").filter(|v| !v.is_empty()).map(PathBuf::from);
         let loc = location::resolve(&project, opts.db.as_deref(), env_db.as_deref(), config.config.database.as_deref());
         location::ensure_state_dir(&loc)?;

@@ -247,7 +247,7 @@ fn pretty(v: &impl serde::Serialize) -> String {
 /// Run a parsed command line; the exit code follows SPEC 4.
 pub async fn run(cli: Cli) -> Result<ExitCode> {
     let cwd = std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
-    let opts = OpenOptions { cwd: cwd.clone(), db: cli.db.clone() };
+    let opts = OpenOptions { cwd: cwd.clone(), db: cli.db.clone(), config_paths: None };
     let caller = Caller::cli(cli.session.clone());
     match cli.command {
         Command::Config(c) => return config_command(&cwd, c),
@@ -566,7 +566,12 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
 }
 "#;
     std::fs::write(state.join("config.json"), config).map_err(|e| Error::io("writing the demo config", e))?;
-    let q = Queue::open(&OpenOptions { cwd: dir.clone(), db: Some(state.join(crate::location::DB_FILE)) }).await?;
+    let q = Queue::open(&OpenOptions {
+        cwd: dir.clone(),
+        db: Some(state.join(crate::location::DB_FILE)),
+        config_paths: None,
+    })
+    .await?;
     out(&format!("Demo project: {}\nQueue file:   {}\n", dir.display(), q.store.path().display()));
     let tasks = [
         ("coder", "echo 'Summary'; echo 'wrote hello.txt'; echo hello > hello.txt"),

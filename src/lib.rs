@@ -24,7 +24,7 @@
 //! ```no_run
 //! # async fn demo() -> baton::Result<()> {
 //! use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
-//! let q = Queue::open(&OpenOptions { cwd: std::env::current_dir().unwrap(), db: None }).await?;
+//! let q = Queue::open(&OpenOptions { cwd: std::env::current_dir().unwrap(), db: None, config_paths: None }).await?;
 //! let caller = Caller::cli(None);
 //! let started = api::start(&q, &caller, StartParams { task: "say hello".into(), ..Default::default() }).await?;
 //! let id = started["taskId"].as_str().unwrap().to_string();

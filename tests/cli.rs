@@ -401,3 +401,40 @@ fn logs_retry_and_report_of_a_finished_task() {
     assert_eq!(o.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&o.stderr).contains("Unknown task"));
 }
+
+#[tokio::test]
+async fn base64_attachments_are_capped_and_stored_as_private_files() {
+    use baton::api::{self, Attachment, AttachmentType, Caller, OpenOptions, Queue, StartParams};
+    let q = TestQueue::with_overrides(json!({"limits": {"maxBase64Chars": 12}}));
+    // The test's own HOME, so no real global config leaks in.
+    let paths = baton::config::ConfigPaths::resolve(&q.project, Some(&q.home), Some(&q.home.join(".config")));
+    let opts = OpenOptions { cwd: q.project.clone(), db: Some(q.db.clone()), config_paths: Some(paths) };
+    let queue = Queue::open(&opts).await.unwrap();
+    let caller = Caller { session: None, requested_by: "test".into() };
+    let att = |b64: &str| Attachment {
+        kind: AttachmentType::Image,
+        path: None,
+        base64: Some(b64.into()),
+        mime_type: Some("image/png".into()),
+    };
+    let params = |b64: &str| StartParams {
+        task: "look".into(),
+        attachments: vec![att(b64)],
+        auto_spawn: Some(false),
+        ..Default::default()
+    };
+    let e = api::start(&queue, &caller, params("aGVsbG8gd29ybGQ=")).await.unwrap_err();
+    assert_eq!(e.to_string(), "Base64 too large");
+    let a = api::start(&queue, &caller, params("aGVsbG8=")).await.unwrap();
+    assert_eq!(a["workerId"], "vision", "an image attachment selects vision");
+    let id = a["taskId"].as_str().unwrap();
+    let stored: String = q.raw().query_row("SELECT attachments FROM jobs WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+    let paths: Vec<String> = serde_json::from_str(&stored).unwrap();
+    let file = std::path::Path::new(&paths[0]);
+    assert!(file.starts_with(q.project.join(".baton/attachments").join(id)), "{file:?}");
+    assert_eq!(std::fs::read(file).unwrap(), b"hello");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    let e = api::start(&queue, &caller, params("not base64!")).await.unwrap_err();
+    assert!(e.to_string().contains("base64"), "{e}");
+}

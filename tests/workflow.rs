@@ -297,3 +297,35 @@ fn illegal_run_and_step_transitions_are_refused_by_the_database() {
     let e = ins_step(0, "pending").unwrap_err().to_string();
     assert!(e.contains("already exists"), "{e}");
 }
+
+#[test]
+fn finished_runs_are_pruned_whole_and_running_ones_kept() {
+    let _g = common::heavy();
+    let q = queue_with_agent(json!({
+        "retention": {"minAgeMs": 0, "maxJobs": 0},
+        "workflows": {"definitions": [{"id": "one", "steps": [{"id": "custom", "carry": true}]}]}
+    }));
+    q.dispatcher();
+    let (v, _) = q.json(&["workflow", "run", "one", "do it"]);
+    let done = v["taskId"].as_str().unwrap().to_string();
+    let (rec, _) = q.json(&["task", "await", &done, "--timeout", "60000"]);
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    let step_job: String =
+        q.raw().query_row("SELECT job_id FROM workflow_steps WHERE run_id = ?1", [&done], |r| r.get(0)).unwrap();
+    assert!(q.project.join(".baton/logs").join(&step_job).is_dir());
+    // A run still going is never pruned.
+    std::fs::write(q.dir.path().join("slow-plan"), "").unwrap();
+    let live = run_boomerang(&q);
+    wait_for(60, "the live run's first step", || runs_log(&q).iter().any(|l| l == "plan start 1"));
+    let out = q.ok(&["prune"]);
+    assert!(out.contains("Deleted"), "{out}");
+    let c = q.raw();
+    let n = |sql: &str, id: &str| -> i64 { c.query_row(sql, [id], |r| r.get(0)).unwrap() };
+    assert_eq!(n("SELECT count(*) FROM workflow_runs WHERE id = ?1", &done), 0);
+    assert_eq!(n("SELECT count(*) FROM workflow_steps WHERE run_id = ?1", &done), 0);
+    assert_eq!(n("SELECT count(*) FROM jobs WHERE workflow_run_id = ?1", &done), 0);
+    assert!(!q.project.join(".baton/logs").join(&step_job).exists(), "its logs went with it");
+    assert_eq!(n("SELECT count(*) FROM workflow_runs WHERE id = ?1", &live), 1);
+    assert_eq!(n("SELECT count(*) FROM jobs WHERE workflow_run_id = ?1", &live), 1);
+    q.run(&["task", "cancel", &live]);
+}
