@@ -83,11 +83,14 @@ static BATON_STMTS: AtomicU64 = AtomicU64::new(0);
 static RAW_STMTS: AtomicU64 = AtomicU64::new(0);
 
 /// SQLITE_TRACE_STMT fires when a statement starts, and again at the start of each trigger
-/// subprogram (text "-- TRIGGER ..."): count only top-level statements.
+/// subprogram (text "-- <trigger name>"): count only top-level statements.
 unsafe extern "C" fn count_stmt(mask: c_uint, ctx: *mut c_void, _stmt: *mut c_void, sql: *mut c_void) -> c_int {
     if mask == ffi::SQLITE_TRACE_STMT as c_uint {
         // SAFETY: for SQLITE_TRACE_STMT, `sql` is the statement's NUL-terminated text.
-        let trigger = !sql.is_null() && unsafe { CStr::from_ptr(sql as *const c_char) }.to_bytes().starts_with(b"--");
+        let text = if sql.is_null() { &b""[..] } else { unsafe { CStr::from_ptr(sql as *const c_char) }.to_bytes() };
+        // A trigger subprogram's text is the one-line comment "-- <trigger name>"; baton's own
+        // statements may open with comment lines, but always go on to SQL on a later line.
+        let trigger = text.starts_with(b"--") && !text.contains(&b'\n');
         if !trigger {
             // SAFETY: `ctx` is one of the static counters above (see `count_statements`).
             unsafe { &*(ctx as *const AtomicU64) }.fetch_add(1, Ordering::Relaxed);
