@@ -438,3 +438,19 @@ async fn base64_attachments_are_capped_and_stored_as_private_files() {
     let e = api::start(&queue, &caller, params("not base64!")).await.unwrap_err();
     assert!(e.to_string().contains("base64"), "{e}");
 }
+
+#[test]
+fn an_auto_started_dispatcher_exits_when_idle_and_a_second_starter_reuses_it() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({"autoSpawn": true, "dispatcher": {"idleExitMs": 1000}}));
+    let a = q.start(&["echo one"]);
+    let b = q.start(&["echo two"]);
+    let (v, code) = q.json(&["task", "await", &a, &b, "--timeout", "30000"]);
+    assert_eq!(code, 0, "{v}");
+    // Both starts raced to start a dispatcher; one leads, the lease says which.
+    let pid = q.lease_pid().expect("a dispatcher took the lease");
+    assert_eq!(q.scalar_i64("SELECT epoch FROM dispatcher_lease"), 1, "one leader, never replaced");
+    common::wait_for(30, "the idle dispatcher to exit", || common::is_dead(pid));
+    let log = std::fs::read_to_string(q.project.join(".baton/dispatcher.log")).unwrap();
+    assert!(log.contains("idle; exiting"), "{log}");
+}
