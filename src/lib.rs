@@ -16,8 +16,10 @@
 //! - `wake`: waking on queue changes (inotify on the WAL, a bounded `data_version` poll).
 //! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
 //! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
+//! - [`extract`]: reading an agent CLI's output (text, JSON, JSON Lines) and the CLI presets.
 //! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
 //! - [`cli`]: the command line, a thin face over `api`.
+//! - [`mcp`]: the MCP server on stdio (`baton mcp`), another thin face over `api`.
 //!
 //! # Example
 //!
@@ -39,11 +41,13 @@ pub mod cli;
 pub mod config;
 mod dispatch;
 mod error;
+pub mod extract;
 mod format;
 pub mod handoff;
 pub mod job;
 mod location;
 pub mod logging;
+pub mod mcp;
 mod output;
 mod proc;
 pub mod profile;
