@@ -158,6 +158,7 @@ fn new_job(i: usize, now: i64) -> NewJob {
         dedup_key: None,
         workflow_run_id: None,
         workflow_step: None,
+        output: None,
     }
 }
 
@@ -261,6 +262,7 @@ fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
         j.dedup_key,
         j.workflow_run_id,
         j.workflow_step,
+        j.output,
     ])
     .unwrap();
 }
@@ -305,6 +307,7 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         dedup_key: r.get(35)?,
         tokens: r.get(36)?,
         cost_usd: r.get(37)?,
+        output: r.get(38)?,
     })
 }
 

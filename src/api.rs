@@ -267,9 +267,9 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     }
 
     let profile = q.profiles.get(&worker_id);
-    let (argv, prompt_stdin, model, env, timeout, profile_limit) = match profile {
+    let (argv, prompt_stdin, model, env, timeout, profile_limit, output) = match profile {
         Some(pr) => {
-            let (runner, model) = resolve_runner(q, pr)?;
+            let (runner, model, output) = resolve_runner(q, pr)?;
             let ph = Placeholders {
                 prompt: p.task.clone(),
                 model: model.clone(),
@@ -285,9 +285,9 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
                 cfg.jobs.timeout_ms,
                 cfg.jobs.max_timeout_ms,
             );
-            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.max_concurrency.map(i64::from))
+            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.max_concurrency.map(i64::from), output)
         }
-        None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None),
+        None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None, None),
     };
     let new = NewJob {
         id: id.clone(),
@@ -311,6 +311,7 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
         dedup_key: p.dedup_key.clone(),
         workflow_run_id: None,
         workflow_step: None,
+        output,
     };
     let mut conn = q.store.pool().acquire().await?;
     if profile.is_none() {
@@ -338,14 +339,29 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     Ok(answer)
 }
 
-/// A profile's runner (its own `command`, else the configured runner) and its resolved model.
-fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<(Runner, Option<String>)> {
+/// How a profile runs: its runner (its own `command`, else the configured `runner`, which may
+/// name a preset such as `"claude"`), its resolved model, and its output spec as JSON (the
+/// profile's `output`, else the preset's; `None`: stdout is the response).
+fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<(Runner, Option<String>, Option<String>)> {
     let cfg = &q.config.config;
-    let runner = match &pr.command {
-        Some(r) => r.clone(),
-        None => Runner::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?,
+    let (runner, preset_output) = match (&pr.command, &cfg.runner) {
+        (Some(r), _) => (r.clone(), None),
+        (None, Value::String(name)) => {
+            let (argv, spec) = crate::extract::preset::get(name).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "config runner: \"{name}\" is not a preset ({}); give an argv array instead",
+                    crate::extract::preset::NAMES.join(", ")
+                ))
+            })?;
+            (Runner::parse(&argv).map_err(|e| Error::Invalid(format!("preset {name}: {e}")))?, Some(spec))
+        }
+        (None, v) => (Runner::parse(v).map_err(|e| Error::Invalid(format!("config runner: {e}")))?, None),
     };
-    Ok((runner, profile::resolve_model(&pr.model, &cfg.models)))
+    let output = match pr.output.as_ref().or(preset_output.as_ref()) {
+        Some(spec) => Some(serde_json::to_string(spec)?),
+        None => None,
+    };
+    Ok((runner, profile::resolve_model(&pr.model, &cfg.models), output))
 }
 
 /// Validate a workflow start (SPEC 8 messages); nothing is written.
@@ -400,8 +416,7 @@ async fn start_workflow(
             .profiles
             .get(&s.worker_id)
             .ok_or_else(|| Error::Invalid(format!("Unknown worker \"{}\"", s.worker_id)))?;
-        let (runner, model) = resolve_runner(q, pr)?;
-        resolved.push((pr, runner, model));
+        resolved.push((pr, resolve_runner(q, pr)?));
     }
     let attachments_json = serde_json::to_string(attachments)?;
     let mut tx = q.store.pool().begin().await?;
@@ -422,7 +437,7 @@ async fn start_workflow(
         },
     )
     .await?;
-    for (i, (s, (pr, runner, model))) in def.steps.iter().zip(&resolved).enumerate() {
+    for (i, (s, (pr, (runner, model, output)))) in def.steps.iter().zip(&resolved).enumerate() {
         let runner = serde_json::to_string(&runner.to_json())?;
         let env = serde_json::to_string(&pr.env)?;
         store::workflow::insert_step(
@@ -444,6 +459,7 @@ async fn start_workflow(
                 profile_limit: pr.max_concurrency.map(i64::from),
                 // Attachments go to step 0 only.
                 attachments: if i == 0 { &attachments_json } else { "[]" },
+                output: output.as_deref(),
             },
         )
         .await?;

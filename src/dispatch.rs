@@ -482,29 +482,34 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
     let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
     let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
     let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
-    let (response, chars) = output::read_response(&out);
+    let (stdout, _) = output::read_response(&out);
+    // A runner with an output spec (a preset, or the profile's `output`) says where the
+    // response, a failure, tokens and cost are; output of another shape stays the response.
+    let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<crate::extract::OutputSpec>(s).ok());
+    let found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
+    let response = found.text.clone().unwrap_or(stdout);
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {
         id: job.id.clone(),
         state: "failed",
+        response_chars: Some(response.chars().count() as i64),
         response: Some(response).filter(|r| !r.is_empty()),
-        response_chars: Some(chars),
         error: None,
         report,
         exit_code: None,
         output_tail: tail,
-        tokens: None,
-        cost_usd: None,
+        tokens: found.tokens,
+        cost_usd: found.cost_usd,
     };
     match ending {
         Ending::Exited(status) => {
             use std::os::unix::process::ExitStatusExt;
             if let Some(code) = status.code() {
                 o.exit_code = Some(i64::from(code));
-                if code == 0 {
-                    o.state = "succeeded";
-                } else {
-                    o.error = Some(format!("Worker exited with code {code}"));
+                match (&found.failure, code) {
+                    (Some(msg), _) => o.error = Some(format!("Agent reported an error: {msg}")),
+                    (None, 0) => o.state = "succeeded",
+                    (None, _) => o.error = Some(format!("Worker exited with code {code}")),
                 }
             } else if let Some(sig) = status.signal() {
                 o.exit_code = Some(128 + i64::from(sig));

@@ -85,6 +85,8 @@ pub struct JobRow {
     pub dedup_key: Option<String>,
     pub tokens: Option<i64>,
     pub cost_usd: Option<f64>,
+    /// JSON output spec (`extract::OutputSpec`); `None`: stdout is the response.
+    pub output: Option<String>,
 }
 
 impl JobRow {
@@ -123,6 +125,8 @@ pub struct NewJob {
     pub dedup_key: Option<String>,
     pub workflow_run_id: Option<String>,
     pub workflow_step: Option<i64>,
+    /// JSON output spec, as resolved from the requester's config.
+    pub output: Option<String>,
 }
 
 /// Milliseconds since the epoch, now.

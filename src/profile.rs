@@ -56,6 +56,9 @@ pub struct Profile {
     pub kind: ProfileKind,
     /// Runner override; `None` means [`Runner::default_runner`].
     pub command: Option<Runner>,
+    /// How the runner's stdout becomes the response: given as `output` (a spec or a preset
+    /// name), or the output of a preset named as `command`; `None`: plain stdout.
+    pub output: Option<crate::extract::OutputSpec>,
     /// How the prompt is passed.
     pub prompt_via: PromptVia,
     /// Extra environment for the worker process.
@@ -150,6 +153,7 @@ fn builtin(id: &str, name: &str, model: &str, purpose: &str, when_to_use: &str, 
         tags: Vec::new(),
         kind: ProfileKind::Oneshot,
         command: None,
+        output: None,
         prompt_via: PromptVia::Arg,
         env: BTreeMap::new(),
         timeout_ms: None,
@@ -319,7 +323,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const KNOWN_FIELDS: [&str; 17] = [
+const KNOWN_FIELDS: [&str; 18] = [
     "id",
     "name",
     "model",
@@ -337,6 +341,7 @@ const KNOWN_FIELDS: [&str; 17] = [
     "env",
     "timeoutMs",
     "maxConcurrency",
+    "output",
 ];
 
 /// Typed access to one profile entry's fields, with errors naming the profile and field.
@@ -460,9 +465,32 @@ impl Fields<'_> {
         let field = "command";
         match self.get(field) {
             None => Ok(None),
+            Some(Value::String(name)) if crate::extract::preset::get(name).is_some() => {
+                let (argv, _) = crate::extract::preset::get(name).unwrap_or_default();
+                Runner::parse(&argv).map(Some).map_err(|e| self.invalid(field, format!("preset {name}: {e}")))
+            }
             Some(v) => {
                 Runner::parse(v).map(Some).map_err(|e| self.invalid(field, format!("is not a valid runner: {e}")))
             }
+        }
+    }
+
+    /// `output` (a spec object or a preset name), else the output of a preset `command`.
+    fn output(&self) -> Result<Option<crate::extract::OutputSpec>, ProfileError> {
+        use crate::extract::preset;
+        match self.get("output") {
+            Some(Value::String(name)) => match preset::get(name) {
+                Some((_, spec)) => Ok(Some(spec)),
+                None => Err(self
+                    .invalid("output", format!("names no preset \"{name}\" (presets: {})", preset::NAMES.join(", ")))),
+            },
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| self.invalid("output", format!("is not a valid output spec: {e}"))),
+            None => Ok(match self.get("command") {
+                Some(Value::String(name)) => preset::get(name).map(|(_, spec)| spec),
+                _ => None,
+            }),
         }
     }
 
@@ -549,6 +577,7 @@ fn parse_custom(
         tags: f.tags()?,
         kind: f.kind()?,
         command: f.command()?,
+        output: f.output()?,
         prompt_via: f.prompt_via()?,
         env: f.env()?,
         timeout_ms: f.timeout_ms()?,

@@ -53,6 +53,7 @@ async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow,
         dedup_key: None,
         workflow_run_id: Some(run.id.clone()),
         workflow_step: Some(step.idx),
+        output: step.output.clone(),
     };
     store::jobs::insert(conn, &new).await?;
     store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;

@@ -43,6 +43,7 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         job.dedup_key,
         job.workflow_run_id,
         job.workflow_step,
+        job.output,
     )
     .execute(&mut *conn)
     .await;

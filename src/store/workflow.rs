@@ -55,6 +55,8 @@ pub struct StepRow {
     pub error: Option<String>,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// JSON output spec of the step's runner.
+    pub output: Option<String>,
 }
 
 /// A run about to be inserted (state `running`).
@@ -113,13 +115,14 @@ pub struct NewStep<'a> {
     pub env: &'a str,
     pub profile_limit: Option<i64>,
     pub attachments: &'a str,
+    pub output: Option<&'a str>,
 }
 
 pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result<()> {
     sqlx::query!(
         "INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
-                                     system_prompt, prompt_via, env, profile_limit, attachments, state)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending')",
+                                     system_prompt, prompt_via, env, profile_limit, attachments, state, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending', ?16)",
         s.run_id,
         s.idx,
         s.step_id,
@@ -134,7 +137,8 @@ pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result
         s.prompt_via,
         s.env,
         s.profile_limit,
-        s.attachments
+        s.attachments,
+        s.output
     )
     .execute(conn)
     .await?;
