@@ -79,6 +79,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Create .baton/ (queue, .gitignore) in this project.
     Init,
+    /// MCP server on stdio (task_start, task_await, task_peek, task_list, task_cancel).
+    Mcp,
     /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
     /// fails, one is canceled), then the list.
     Demo,
@@ -252,6 +254,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(c) => return config_command(&cwd, c),
         Command::Demo => return demo(&caller).await,
+        Command::Mcp => {
+            crate::mcp::serve(opts, cli.session.clone()).await?;
+            return Ok(ExitCode::Ok);
+        }
         Command::Run { auto } => {
             let q = Queue::open(&opts).await?;
             api::check_recursive_guard(&q.config.config)?;
@@ -308,7 +314,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             out(&format!("Queue ready at {}", q.store.path().display()));
             Ok(ExitCode::Ok)
         }
-        Command::Config(_) | Command::Run { .. } | Command::Demo => Ok(ExitCode::Ok),
+        Command::Config(_) | Command::Run { .. } | Command::Demo | Command::Mcp => Ok(ExitCode::Ok),
     }
 }
 

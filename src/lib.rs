@@ -19,6 +19,7 @@
 //! - [`extract`]: reading an agent CLI's output (text, JSON, JSON Lines) and the CLI presets.
 //! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
 //! - [`cli`]: the command line, a thin face over `api`.
+//! - [`mcp`]: the MCP server on stdio (`baton mcp`), another thin face over `api`.
 //!
 //! # Example
 //!
@@ -46,6 +47,7 @@ pub mod handoff;
 pub mod job;
 mod location;
 pub mod logging;
+pub mod mcp;
 mod output;
 mod proc;
 pub mod profile;

@@ -1,0 +1,532 @@
+//! `baton mcp`: the MCP server on stdio (rmcp), a thin face over `api` like the CLI.
+//!
+//! Five tools, named exactly `task_start`, `task_await`, `task_peek`, `task_list` and
+//! `task_cancel`. stdout carries only the protocol; logs go to stderr.
+//!
+//! Answers are text content holding pretty JSON (two-space indent): the same objects the CLI's
+//! `--json` prints (`task_list` answers markdown unless `format` or `ui.defaultListFormat` says
+//! `json`). `responseText` is capped at `ui.maxResponseChars`.
+//!
+//! Errors are *tool errors* (`isError: true`), never protocol errors, so that the agent reads
+//! them: their text is the JSON object `{"error": "<message>"}` with the spec's message
+//! (`Missing taskId/taskIds.`, `Missing workerId`, `Invalid attachment path: ...`, the
+//! recursive-spawn refusal naming its variable...). A parameter of the wrong JSON type is such an
+//! error too, naming the parameter: `Invalid parameter "timeoutMs": invalid type: string "soon",
+//! expected f64`. An unknown profile is not an error: the job is recorded and answers
+//! `{taskId, workerId, status: "failed", error}`, as from the CLI.
+//!
+//! Sessions: `--session` / `BATON_SESSION` when given, else `<clientInfo.name>@<8 hex>` where the
+//! hex is the FNV-1a hash (32 bits) of the project path, so an agent finds its own tasks again
+//! after an editor restart. `requestedBy` is the client's name.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, JsonObject, ProgressNotificationParam, ServerCapabilities,
+    ServerConfig,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt, tool, tool_handler, tool_router};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::api::{self, Answer, Caller, ListParams, OpenOptions, Queue, StartParams};
+use crate::error::{Error, Result};
+
+/// `task_await`'s default wait under MCP (SPEC 4): short enough that clients do not time out.
+pub const DEFAULT_AWAIT_MS: f64 = 30_000.0;
+
+/// How often `task_await` reports progress while it waits.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Serve the five tools on stdin/stdout until the client closes the connection.
+pub async fn serve(opts: OpenOptions, session: Option<String>) -> Result<()> {
+    let q = Queue::open(&opts).await?;
+    let session = session.or_else(|| std::env::var("BATON_SESSION").ok()).filter(|s| !s.is_empty());
+    tracing::info!(db = %q.store.path().display(), "MCP server on stdio");
+    let server = BatonMcp::new(q, session);
+    let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| mcp_io("starting the MCP server", e))?;
+    running.waiting().await.map_err(|e| mcp_io("serving MCP", e))?;
+    Ok(())
+}
+
+fn mcp_io(context: &str, e: impl std::fmt::Display) -> Error {
+    Error::io(context, std::io::Error::other(e.to_string()))
+}
+
+/// The MCP server: an open queue, the fixed session (if any), the tools.
+#[derive(Clone)]
+pub struct BatonMcp {
+    q: Arc<Queue>,
+    /// `--session` / `BATON_SESSION`; else derived from the client's name.
+    session: Option<String>,
+    tool_router: ToolRouter<Self>,
+}
+
+/// FNV-1a, 32 bits: stable across builds and platforms (std's hashers are not).
+fn fnv1a32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
+/// The session of a client: `<name>@<8 hex of the project path's hash>`.
+pub fn session_id(client: &str, project: &std::path::Path) -> String {
+    format!("{client}@{:08x}", fnv1a32(project.as_os_str().as_encoded_bytes()))
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| json!({"error": e.to_string()}).to_string())
+}
+
+fn ok_text(text: String) -> std::result::Result<CallToolResult, McpError> {
+    Ok(CallToolResult::success(vec![ContentBlock::text(text)]))
+}
+
+fn ok_json(v: &impl serde::Serialize) -> std::result::Result<CallToolResult, McpError> {
+    ok_text(pretty(v))
+}
+
+/// A tool error the agent reads: `{"error": "<message>"}`.
+fn tool_error(message: impl std::fmt::Display) -> std::result::Result<CallToolResult, McpError> {
+    Ok(CallToolResult::error(vec![ContentBlock::text(pretty(&json!({"error": message.to_string()})))]))
+}
+
+/// One object for `taskId`, an array for `taskIds` (SPEC 4).
+fn answer_json(answers: &[Answer], single: bool) -> std::result::Result<CallToolResult, McpError> {
+    match answers {
+        [one] if single => ok_json(one),
+        _ => ok_json(&answers),
+    }
+}
+
+/// The input schema of a tool: its parameter struct's schema.
+fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
+    rmcp::handler::server::common::schema_for_input::<T>()
+        .unwrap_or_else(|_| rmcp::handler::server::common::schema_for_type::<T>())
+}
+
+/// Deserialize tool arguments; a bad parameter is named. `base` holds the required parameters
+/// with valid values, so that each given parameter can be checked on its own.
+fn parse_args<T: DeserializeOwned>(args: JsonObject, base: &[(&str, Value)]) -> std::result::Result<T, String> {
+    match serde_json::from_value::<T>(Value::Object(args.clone())) {
+        Ok(t) => Ok(t),
+        Err(all) => {
+            for (k, v) in &args {
+                let mut one: JsonObject = base.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+                one.insert(k.clone(), v.clone());
+                if let Err(e) = serde_json::from_value::<T>(Value::Object(one)) {
+                    return Err(format!("Invalid parameter \"{k}\": {e}"));
+                }
+            }
+            Err(format!("Invalid parameters: {all}"))
+        }
+    }
+}
+
+/// Ids from `taskId` (wins; answers one object) or `taskIds` (answers an array).
+fn pick_ids(task_id: Option<String>, task_ids: Option<Vec<String>>) -> Option<(Vec<String>, bool)> {
+    match (task_id.filter(|s| !s.trim().is_empty()), task_ids) {
+        (Some(id), _) => Some((vec![id], true)),
+        (None, Some(ids)) if !ids.is_empty() => Some((ids, false)),
+        _ => None,
+    }
+}
+
+const MISSING_IDS: &str = "Missing taskId/taskIds.";
+
+/// One attachment of `task_start`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AttachmentArg {
+    /// `image` or `file`.
+    #[serde(rename = "type")]
+    pub kind: AttachmentKindArg,
+    /// A path relative to the project (must stay inside it).
+    pub path: Option<String>,
+    /// The content, base64-encoded (at most 10 000 000 chars), when there is no path.
+    pub base64: Option<String>,
+    /// The MIME type of base64 content (`image/png`, `text/plain`, ...).
+    pub mime_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachmentKindArg {
+    Image,
+    File,
+}
+
+/// `task_start` parameters (SPEC 4).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartArgs {
+    /// What the worker should do: the prompt (at most 100 000 chars). Be specific and self-contained:
+    /// the worker sees nothing of your conversation.
+    pub task: String,
+    /// `auto` (default: `workerId` if given, else picked from the task text), `worker` (needs
+    /// `workerId`) or `workflow` (needs `workflowId`; `auto` with a `workflowId` means workflow).
+    pub kind: Option<String>,
+    /// The profile to run (see the list in this tool's description).
+    pub worker_id: Option<String>,
+    /// The workflow to run (see the list in this tool's description).
+    pub workflow_id: Option<String>,
+    /// At most 10 files or images for the worker.
+    pub attachments: Option<Vec<AttachmentArg>>,
+    /// Start a dispatcher when none runs (default true). With false the task waits, queued.
+    pub auto_spawn: Option<bool>,
+    /// The job's own time limit in ms (absent or <= 0: the configured default).
+    pub timeout_ms: Option<f64>,
+    /// Higher runs first (default 0).
+    pub priority: Option<i64>,
+    /// Run no earlier than this many ms from now.
+    pub delay_ms: Option<i64>,
+    /// Run no earlier than this ISO-8601 time (not with delayMs).
+    pub run_at: Option<String>,
+    /// Attempts if a dispatcher dies under the task (default from config).
+    pub max_attempts: Option<i64>,
+    /// While a task with this key is unfinished, starting another answers that one.
+    pub dedup_key: Option<String>,
+}
+
+impl From<StartArgs> for StartParams {
+    fn from(a: StartArgs) -> StartParams {
+        StartParams {
+            task: a.task,
+            kind: a.kind,
+            worker_id: a.worker_id,
+            workflow_id: a.workflow_id,
+            attachments: a
+                .attachments
+                .unwrap_or_default()
+                .into_iter()
+                .map(|x| api::Attachment {
+                    kind: match x.kind {
+                        AttachmentKindArg::Image => api::AttachmentType::Image,
+                        AttachmentKindArg::File => api::AttachmentType::File,
+                    },
+                    path: x.path,
+                    base64: x.base64,
+                    mime_type: x.mime_type,
+                })
+                .collect(),
+            auto_spawn: a.auto_spawn,
+            timeout_ms: a.timeout_ms,
+            priority: a.priority,
+            delay_ms: a.delay_ms,
+            run_at: a.run_at,
+            max_attempts: a.max_attempts,
+            dedup_key: a.dedup_key,
+        }
+    }
+}
+
+/// `task_await` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AwaitArgs {
+    /// One task id (or a unique prefix of >= 8 chars); answers one record. Wins over taskIds.
+    pub task_id: Option<String>,
+    /// Several task ids; answers an array of records in the same order.
+    pub task_ids: Option<Vec<String>>,
+    /// How long to wait in ms (default 30000; clamped to [1000, 600000]; 0 answers at once).
+    /// When the time is up the records answer as they stand, with `timedOut: true`: call again.
+    pub timeout_ms: Option<f64>,
+}
+
+/// `task_peek` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeekArgs {
+    /// One task id (or a unique prefix of >= 8 chars); answers one record. Wins over taskIds.
+    pub task_id: Option<String>,
+    /// Several task ids; answers an array of records in the same order.
+    pub task_ids: Option<Vec<String>>,
+}
+
+/// `task_list` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListArgs {
+    /// `tasks` (default), `workers`, `profiles`, `workflows` or `status`.
+    pub view: Option<String>,
+    /// Only tasks of this profile.
+    pub worker_id: Option<String>,
+    /// Only tasks in this state: queued, running, succeeded, failed or canceled.
+    pub status: Option<String>,
+    /// `session` (default: the tasks this client started) or `all`.
+    pub scope: Option<String>,
+    /// At most this many rows, newest first (default 20).
+    pub limit: Option<i64>,
+    /// `markdown` (a table) or `json` (default from config ui.defaultListFormat).
+    pub format: Option<String>,
+}
+
+/// `task_cancel` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CancelArgs {
+    /// One task id (or a unique prefix of >= 8 chars); answers one record. Wins over taskIds.
+    pub task_id: Option<String>,
+    /// Several task ids; answers an array of records in the same order.
+    pub task_ids: Option<Vec<String>>,
+    /// Why (recorded with the cancel).
+    pub reason: Option<String>,
+}
+
+const START_INTRO: &str = "Start a task in baton's durable queue and return its id at once \
+({taskId, kind, workerId, status, next}). A worker process (an agent CLI run by a profile) does \
+the work in the background, in this project; the task survives restarts of everything. Use it to \
+hand off a self-contained piece of work (implement, review, document, explore) that can run while \
+you do something else, or several in parallel; then call task_await with the id for the result, \
+or task_peek to look at its progress. Use kind=workflow with a workflowId for a multi-step \
+pipeline.";
+
+const AWAIT_DESCRIPTION: &str = "Wait until tasks finish and answer their records (status, \
+responseText, error, report, durationMs...). Use it after task_start when you need the result. \
+Waits up to timeoutMs (default 30000); a wait that runs out is not a failure: the records answer \
+as they stand with timedOut: true, and you can call task_await again. Sends progress \
+notifications while it waits; canceling the request stops the wait (not the task: use \
+task_cancel for that).";
+
+const PEEK_DESCRIPTION: &str = "Look at tasks as they are now, without waiting or changing \
+anything: status, elapsedMs, lastActivityAt, stalled, and the last lines of output \
+(outputTail); for a workflow run its current step and the carry so far. Use it to check on a \
+long task, or to decide whether to wait or cancel.";
+
+const LIST_DESCRIPTION: &str = "List tasks, newest first (by default only this session's: \
+scope=session; scope=all for every session), or another view: workers (live worker \
+processes), profiles (the workers you can start), workflows (the pipelines you can start), \
+status (workers and recent tasks). Use it to find task ids again or to see what is running.";
+
+const CANCEL_DESCRIPTION: &str = "Cancel tasks: a queued one at once, a running one by stopping its \
+whole process group (the answer comes once it is gone). Finished tasks are left as they are. \
+Canceling a workflow run cancels its current step. Use it when a task is no longer wanted, \
+stalled, or going the wrong way.";
+
+/// `task_start`'s description: what it is for, then the profiles and workflows of this queue.
+fn start_description(q: &Queue) -> String {
+    let mut s = String::from(START_INTRO);
+    s.push_str("\n\nProfiles (workerId: purpose; when to use):");
+    for p in q.profiles.all() {
+        s.push_str(&format!("\n- {}: {}; {}", p.id, p.purpose.trim(), p.when_to_use.trim()));
+    }
+    if q.workflows.is_empty() {
+        s.push_str("\n\nNo workflows are defined.");
+    } else {
+        s.push_str("\n\nWorkflows (workflowId: description; steps):");
+        for w in &q.workflows {
+            let steps: Vec<String> = w.steps.iter().map(|st| format!("{} ({})", st.id, st.worker_id)).collect();
+            s.push_str(&format!("\n- {}: {}; {}", w.id, w.description.trim(), steps.join(" -> ")));
+        }
+    }
+    s
+}
+
+impl BatonMcp {
+    pub fn new(q: Queue, session: Option<String>) -> BatonMcp {
+        let mut tool_router = Self::tool_router();
+        if let Some(route) = tool_router.map.get_mut("task_start") {
+            route.attr.description = Some(start_description(&q).into());
+        }
+        BatonMcp { q: Arc::new(q), session, tool_router }
+    }
+
+    /// Who is calling: the client's name (from `initialize`, or a request's `_meta` client info)
+    /// and the session.
+    fn caller(&self, ctx: &RequestContext<RoleServer>) -> Caller {
+        let client = ctx
+            .peer
+            .peer_info()
+            .map(|i| i.client_info.name.clone())
+            .or_else(|| ctx.meta.client_info().map(|c| c.name))
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "mcp-client".to_string());
+        let session = self.session.clone().unwrap_or_else(|| session_id(&client, &self.q.loc.project_dir));
+        Caller { session: Some(session), requested_by: client }
+    }
+}
+
+#[tool_router]
+impl BatonMcp {
+    #[tool(name = "task_start", description = START_INTRO, input_schema = input_schema::<StartArgs>())]
+    async fn task_start(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: StartArgs = match parse_args(args, &[("task", json!("x"))]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        match api::start(&self.q, &self.caller(&ctx), args.into()).await {
+            Ok(answer) => ok_json(&answer),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_await", description = AWAIT_DESCRIPTION, input_schema = input_schema::<AwaitArgs>())]
+    async fn task_await(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: AwaitArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        let Some((ids, single)) = pick_ids(args.task_id, args.task_ids) else { return tool_error(MISSING_IDS) };
+        let caller = self.caller(&ctx);
+        let timeout_ms = api::normalize_await_timeout(Some(args.timeout_ms.unwrap_or(DEFAULT_AWAIT_MS)));
+        let token = ctx.meta.get_progress_token();
+        let open = AtomicUsize::new(ids.len());
+        let mut seen = |_: Duration, n: usize| open.store(n, Ordering::Relaxed);
+        let started = Instant::now();
+        let wait = api::await_jobs(&self.q, &caller, &ids, Some(timeout_ms as f64), false, Some(&mut seen));
+        tokio::pin!(wait);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let answers = loop {
+            tokio::select! {
+                r = &mut wait => break r,
+                () = ctx.ct.cancelled() => {
+                    // Dropping the wait ends it (its watcher connection closes with it).
+                    tracing::info!(?ids, "task_await canceled by the client");
+                    return tool_error("Canceled by the client");
+                }
+                _ = tick.tick(), if token.is_some() => {
+                    let Some(token) = token.clone() else { continue };
+                    let elapsed = started.elapsed().as_secs_f64();
+                    let unfinished = open.load(Ordering::Relaxed);
+                    let param = ProgressNotificationParam::new(token, elapsed.floor())
+                        .with_total((timeout_ms / 1000) as f64)
+                        .with_message(format!("{unfinished} of {} task(s) unfinished, {}s elapsed", ids.len(), elapsed as u64));
+                    if let Err(e) = ctx.peer.notify_progress(param).await {
+                        tracing::debug!("progress notification not sent: {e}");
+                    }
+                }
+            }
+        };
+        match answers {
+            Ok(a) => answer_json(&a, single),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_peek", description = PEEK_DESCRIPTION, input_schema = input_schema::<PeekArgs>())]
+    async fn task_peek(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: PeekArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        let Some((ids, single)) = pick_ids(args.task_id, args.task_ids) else { return tool_error(MISSING_IDS) };
+        match api::peek(&self.q, &self.caller(&ctx), &ids, false).await {
+            Ok(a) => answer_json(&a, single),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_list", description = LIST_DESCRIPTION, input_schema = input_schema::<ListArgs>())]
+    async fn task_list(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: ListArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        let format = args.format.clone().unwrap_or_else(|| self.q.config.config.ui.default_list_format.clone());
+        if format != "markdown" && format != "json" {
+            return tool_error(format!("Unknown format \"{format}\": use markdown or json"));
+        }
+        let p = ListParams {
+            view: args.view,
+            worker_id: args.worker_id,
+            status: args.status,
+            scope: args.scope,
+            limit: args.limit,
+            format: Some(format.clone()),
+        };
+        match api::list(&self.q, &self.caller(&ctx), &p, "session").await {
+            Ok(l) if format == "json" => ok_json(&l.json),
+            Ok(l) => ok_text(l.markdown),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_cancel", description = CANCEL_DESCRIPTION, input_schema = input_schema::<CancelArgs>())]
+    async fn task_cancel(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: CancelArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        let Some((ids, single)) = pick_ids(args.task_id, args.task_ids) else { return tool_error(MISSING_IDS) };
+        match api::cancel(&self.q, &self.caller(&ctx), &ids, args.reason.as_deref()).await {
+            Ok(a) => answer_json(&a, single),
+            Err(e) => tool_error(e),
+        }
+    }
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for BatonMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("baton", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "baton is a durable task queue for coding-agent workers. task_start hands off a task to a worker \
+                 process and answers its id at once; task_await waits for results; task_peek looks without \
+                 waiting; task_list finds tasks again; task_cancel stops them.",
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_hash_is_stable() {
+        // FNV-1a 32 reference values.
+        assert_eq!(fnv1a32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c_292c);
+        assert_eq!(session_id("claude-code", std::path::Path::new("/src/p")).len(), "claude-code@".len() + 8);
+    }
+
+    #[test]
+    fn a_bad_parameter_is_named() {
+        let args: JsonObject = serde_json::from_value(json!({"taskId": "x", "timeoutMs": "soon"})).unwrap();
+        let e = parse_args::<AwaitArgs>(args, &[]).unwrap_err();
+        assert!(e.contains("\"timeoutMs\"") && e.contains("soon"), "{e}");
+        let args: JsonObject = serde_json::from_value(json!({"task": 5})).unwrap();
+        let e = parse_args::<StartArgs>(args, &[("task", json!("x"))]).unwrap_err();
+        assert!(e.contains("\"task\""), "{e}");
+        let e = parse_args::<StartArgs>(JsonObject::new(), &[("task", json!("x"))]).unwrap_err();
+        assert!(e.contains("missing field `task`"), "{e}");
+        let args: JsonObject = serde_json::from_value(json!({"task": "t", "bogus": 1})).unwrap();
+        let e = parse_args::<StartArgs>(args, &[("task", json!("x"))]).unwrap_err();
+        assert!(e.contains("\"bogus\""), "{e}");
+        let args: JsonObject = serde_json::from_value(json!({"taskId": "x", "timeoutMs": null})).unwrap();
+        assert!(parse_args::<AwaitArgs>(args, &[]).unwrap().timeout_ms.is_none());
+    }
+
+    #[test]
+    fn task_id_wins_over_task_ids() {
+        assert_eq!(pick_ids(Some("a".into()), Some(vec!["b".into()])), Some((vec!["a".to_string()], true)));
+        assert_eq!(pick_ids(None, Some(vec!["b".into()])), Some((vec!["b".to_string()], false)));
+        assert_eq!(pick_ids(Some(" ".into()), None), None);
+        assert_eq!(pick_ids(None, Some(vec![])), None);
+    }
+}
