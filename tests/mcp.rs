@@ -408,3 +408,43 @@ fn task_start_auto_starts_a_detached_dispatcher() {
         tokio::time::timeout(Duration::from_secs(20), s.client.cancel()).await.expect("shutdown in time").unwrap();
     });
 }
+
+#[test]
+fn a_task_survives_its_servers_process_group_and_a_later_session_awaits_it() {
+    use std::os::unix::process::CommandExt;
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({"autoSpawn": true}));
+    let marker = q.dir.path().join("survived");
+    runtime().block_on(async {
+        // The first server runs in a process group of its own, as an editor starts it; the
+        // client then kills that whole group, as the official Python client does on exit.
+        let mut cmd = q.cmd();
+        cmd.arg("mcp").process_group(0);
+        let (transport, _) = TokioChildProcess::builder(tokio::process::Command::from(cmd))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn baton mcp");
+        let server_pid = transport.id().expect("server pid") as i32;
+        let client = tokio::time::timeout(Duration::from_secs(20), TestClient::default().serve(transport))
+            .await
+            .expect("initialize in time")
+            .expect("initialize");
+        let task = format!("sleep 2; echo survived > '{}'; echo done", marker.display());
+        let id = start(&client, &task).await;
+        peek_until(&client, &id, 30, "the task to run", |v| v["status"] == "running").await;
+        nix::sys::signal::killpg(nix::unistd::Pid::from_raw(server_pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+        wait_for(30, "the first server to die", || common::is_dead(server_pid));
+        drop(client);
+
+        // A later session of the same client finds the task in its default (session) list
+        // and awaits its result.
+        let s = connect(&q, &[]).await;
+        let listed = ok(&s.client, "task_list", json!({"format": "json"})).await;
+        assert!(listed.as_array().unwrap().iter().any(|t| t["id"] == id.as_str()), "{listed}");
+        let v = ok(&s.client, "task_await", json!({"taskId": id, "timeoutMs": 30000})).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        assert_eq!(v["responseText"], "done");
+        assert!(marker.exists(), "the worker ran to its end");
+        s.client.cancel().await.unwrap();
+    });
+}
