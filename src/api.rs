@@ -115,39 +115,58 @@ pub fn check_recursive_guard(cfg: &config::Config) -> Result<()> {
 }
 
 /// One attachment as given to `task_start`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Attachment {
+    /// `image` or `file`.
     #[serde(rename = "type")]
     pub kind: AttachmentType,
+    /// A path relative to the project directory (no `..`, no symlinks, inside the project).
     pub path: Option<String>,
+    /// The content, base64-encoded (at most 10 000 000 chars), when there is no path.
     pub base64: Option<String>,
+    /// The MIME type of base64 content (`image/png`, `text/plain`, ...).
     pub mime_type: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+/// What an attachment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachmentType {
     Image,
     File,
 }
 
-/// `task_start` parameters.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+/// `task_start` parameters (SPEC 4); the MCP tool's input schema comes from here.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartParams {
+    /// What the worker should do: the prompt (at most 100 000 chars). Be specific and
+    /// self-contained: the worker sees nothing of your conversation.
     pub task: String,
+    /// `auto` (default: `workerId` if given, else picked from the task text), `worker` (needs
+    /// `workerId`) or `workflow` (needs `workflowId`; `auto` with a `workflowId` means workflow).
     pub kind: Option<String>,
+    /// The profile to run (see the list in this tool's description).
     pub worker_id: Option<String>,
+    /// The workflow to run (see the list in this tool's description).
     pub workflow_id: Option<String>,
+    /// At most 10 files or images for the worker.
     #[serde(default)]
     pub attachments: Vec<Attachment>,
+    /// Start a dispatcher when none runs (default true). With false the task waits, queued.
     pub auto_spawn: Option<bool>,
+    /// The job's own time limit in ms (absent or <= 0: the configured default).
     pub timeout_ms: Option<f64>,
+    /// Higher runs first (default 0).
     pub priority: Option<i64>,
+    /// Run no earlier than this many ms from now.
     pub delay_ms: Option<i64>,
+    /// Run no earlier than this ISO-8601 time (not with delayMs).
     pub run_at: Option<String>,
+    /// Attempts if a dispatcher dies under the task (default from config).
     pub max_attempts: Option<i64>,
+    /// While a task with this key is unfinished, starting another answers that one.
     pub dedup_key: Option<String>,
 }
 
@@ -823,14 +842,20 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
 }
 
 /// `task_list` parameters.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ListParams {
+    /// `tasks` (default), `workers`, `profiles`, `workflows` or `status`.
     pub view: Option<String>,
+    /// Only tasks of this profile.
     pub worker_id: Option<String>,
+    /// Only tasks in this state: queued, running, succeeded, failed or canceled.
     pub status: Option<String>,
+    /// `session` (default: the tasks this client started) or `all`.
     pub scope: Option<String>,
+    /// At most this many rows, newest first (default 20).
     pub limit: Option<i64>,
+    /// `markdown` (a table) or `json` (default from config ui.defaultListFormat).
     pub format: Option<String>,
 }
 

@@ -111,7 +111,9 @@ fn input_schema<T: JsonSchema + 'static>() -> Arc<JsonObject> {
 
 /// Deserialize tool arguments; a bad parameter is named. `base` holds the required parameters
 /// with valid values, so that each given parameter can be checked on its own.
-fn parse_args<T: DeserializeOwned>(args: JsonObject, base: &[(&str, Value)]) -> std::result::Result<T, String> {
+fn parse_args<T: DeserializeOwned>(mut args: JsonObject, base: &[(&str, Value)]) -> std::result::Result<T, String> {
+    // An absent or null parameter means its default.
+    args.retain(|_, v| !v.is_null());
     match serde_json::from_value::<T>(Value::Object(args.clone())) {
         Ok(t) => Ok(t),
         Err(all) => {
@@ -138,92 +140,6 @@ fn pick_ids(task_id: Option<String>, task_ids: Option<Vec<String>>) -> Option<(V
 
 const MISSING_IDS: &str = "Missing taskId/taskIds.";
 
-/// One attachment of `task_start`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AttachmentArg {
-    /// `image` or `file`.
-    #[serde(rename = "type")]
-    pub kind: AttachmentKindArg,
-    /// A path relative to the project (must stay inside it).
-    pub path: Option<String>,
-    /// The content, base64-encoded (at most 10 000 000 chars), when there is no path.
-    pub base64: Option<String>,
-    /// The MIME type of base64 content (`image/png`, `text/plain`, ...).
-    pub mime_type: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachmentKindArg {
-    Image,
-    File,
-}
-
-/// `task_start` parameters (SPEC 4).
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartArgs {
-    /// What the worker should do: the prompt (at most 100 000 chars). Be specific and self-contained:
-    /// the worker sees nothing of your conversation.
-    pub task: String,
-    /// `auto` (default: `workerId` if given, else picked from the task text), `worker` (needs
-    /// `workerId`) or `workflow` (needs `workflowId`; `auto` with a `workflowId` means workflow).
-    pub kind: Option<String>,
-    /// The profile to run (see the list in this tool's description).
-    pub worker_id: Option<String>,
-    /// The workflow to run (see the list in this tool's description).
-    pub workflow_id: Option<String>,
-    /// At most 10 files or images for the worker.
-    pub attachments: Option<Vec<AttachmentArg>>,
-    /// Start a dispatcher when none runs (default true). With false the task waits, queued.
-    pub auto_spawn: Option<bool>,
-    /// The job's own time limit in ms (absent or <= 0: the configured default).
-    pub timeout_ms: Option<f64>,
-    /// Higher runs first (default 0).
-    pub priority: Option<i64>,
-    /// Run no earlier than this many ms from now.
-    pub delay_ms: Option<i64>,
-    /// Run no earlier than this ISO-8601 time (not with delayMs).
-    pub run_at: Option<String>,
-    /// Attempts if a dispatcher dies under the task (default from config).
-    pub max_attempts: Option<i64>,
-    /// While a task with this key is unfinished, starting another answers that one.
-    pub dedup_key: Option<String>,
-}
-
-impl From<StartArgs> for StartParams {
-    fn from(a: StartArgs) -> StartParams {
-        StartParams {
-            task: a.task,
-            kind: a.kind,
-            worker_id: a.worker_id,
-            workflow_id: a.workflow_id,
-            attachments: a
-                .attachments
-                .unwrap_or_default()
-                .into_iter()
-                .map(|x| api::Attachment {
-                    kind: match x.kind {
-                        AttachmentKindArg::Image => api::AttachmentType::Image,
-                        AttachmentKindArg::File => api::AttachmentType::File,
-                    },
-                    path: x.path,
-                    base64: x.base64,
-                    mime_type: x.mime_type,
-                })
-                .collect(),
-            auto_spawn: a.auto_spawn,
-            timeout_ms: a.timeout_ms,
-            priority: a.priority,
-            delay_ms: a.delay_ms,
-            run_at: a.run_at,
-            max_attempts: a.max_attempts,
-            dedup_key: a.dedup_key,
-        }
-    }
-}
-
 /// `task_await` parameters.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -245,24 +161,6 @@ pub struct PeekArgs {
     pub task_id: Option<String>,
     /// Several task ids; answers an array of records in the same order.
     pub task_ids: Option<Vec<String>>,
-}
-
-/// `task_list` parameters.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ListArgs {
-    /// `tasks` (default), `workers`, `profiles`, `workflows` or `status`.
-    pub view: Option<String>,
-    /// Only tasks of this profile.
-    pub worker_id: Option<String>,
-    /// Only tasks in this state: queued, running, succeeded, failed or canceled.
-    pub status: Option<String>,
-    /// `session` (default: the tasks this client started) or `all`.
-    pub scope: Option<String>,
-    /// At most this many rows, newest first (default 20).
-    pub limit: Option<i64>,
-    /// `markdown` (a table) or `json` (default from config ui.defaultListFormat).
-    pub format: Option<String>,
 }
 
 /// `task_cancel` parameters.
@@ -352,17 +250,17 @@ impl BatonMcp {
 
 #[tool_router]
 impl BatonMcp {
-    #[tool(name = "task_start", description = START_INTRO, input_schema = input_schema::<StartArgs>())]
+    #[tool(name = "task_start", description = START_INTRO, input_schema = input_schema::<StartParams>())]
     async fn task_start(
         &self,
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResult, McpError> {
-        let args: StartArgs = match parse_args(args, &[("task", json!("x"))]) {
+        let args: StartParams = match parse_args(args, &[("task", json!("x"))]) {
             Ok(a) => a,
             Err(e) => return tool_error(e),
         };
-        match api::start(&self.q, &self.caller(&ctx), args.into()).await {
+        match api::start(&self.q, &self.caller(&ctx), args).await {
             Ok(answer) => ok_json(&answer),
             Err(e) => tool_error(e),
         }
@@ -433,28 +331,21 @@ impl BatonMcp {
         }
     }
 
-    #[tool(name = "task_list", description = LIST_DESCRIPTION, input_schema = input_schema::<ListArgs>())]
+    #[tool(name = "task_list", description = LIST_DESCRIPTION, input_schema = input_schema::<ListParams>())]
     async fn task_list(
         &self,
         args: JsonObject,
         ctx: RequestContext<RoleServer>,
     ) -> std::result::Result<CallToolResult, McpError> {
-        let args: ListArgs = match parse_args(args, &[]) {
+        let mut p: ListParams = match parse_args(args, &[]) {
             Ok(a) => a,
             Err(e) => return tool_error(e),
         };
-        let format = args.format.clone().unwrap_or_else(|| self.q.config.config.ui.default_list_format.clone());
+        let format = p.format.clone().unwrap_or_else(|| self.q.config.config.ui.default_list_format.clone());
         if format != "markdown" && format != "json" {
             return tool_error(format!("Unknown format \"{format}\": use markdown or json"));
         }
-        let p = ListParams {
-            view: args.view,
-            worker_id: args.worker_id,
-            status: args.status,
-            scope: args.scope,
-            limit: args.limit,
-            format: Some(format.clone()),
-        };
+        p.format = Some(format.clone());
         match api::list(&self.q, &self.caller(&ctx), &p, "session").await {
             Ok(l) if format == "json" => ok_json(&l.json),
             Ok(l) => ok_text(l.markdown),
@@ -511,12 +402,12 @@ mod tests {
         let e = parse_args::<AwaitArgs>(args, &[]).unwrap_err();
         assert!(e.contains("\"timeoutMs\"") && e.contains("soon"), "{e}");
         let args: JsonObject = serde_json::from_value(json!({"task": 5})).unwrap();
-        let e = parse_args::<StartArgs>(args, &[("task", json!("x"))]).unwrap_err();
+        let e = parse_args::<StartParams>(args, &[("task", json!("x"))]).unwrap_err();
         assert!(e.contains("\"task\""), "{e}");
-        let e = parse_args::<StartArgs>(JsonObject::new(), &[("task", json!("x"))]).unwrap_err();
+        let e = parse_args::<StartParams>(JsonObject::new(), &[("task", json!("x"))]).unwrap_err();
         assert!(e.contains("missing field `task`"), "{e}");
         let args: JsonObject = serde_json::from_value(json!({"task": "t", "bogus": 1})).unwrap();
-        let e = parse_args::<StartArgs>(args, &[("task", json!("x"))]).unwrap_err();
+        let e = parse_args::<StartParams>(args, &[("task", json!("x"))]).unwrap_err();
         assert!(e.contains("\"bogus\""), "{e}");
         let args: JsonObject = serde_json::from_value(json!({"taskId": "x", "timeoutMs": null})).unwrap();
         assert!(parse_args::<AwaitArgs>(args, &[]).unwrap().timeout_ms.is_none());
