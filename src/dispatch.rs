@@ -280,6 +280,11 @@ impl Dispatcher {
     /// Claim what the limits allow and spawn a worker for each.
     async fn claim_and_spawn(&mut self) -> Result<()> {
         let lim = &self.queue.config.config.limits;
+        // The leader owns every running job (recovery took over the rest), so a full house
+        // needs no query: the claim's own limit check would find no room either.
+        if self.running.len() >= lim.max_concurrency.min(lim.max_workers) as usize {
+            return Ok(());
+        }
         let limits = ClaimLimits {
             max_running: i64::from(lim.max_concurrency),
             max_workers: i64::from(lim.max_workers),
