@@ -206,19 +206,21 @@ async fn check_identity(path: &Path) -> Result<Identity> {
 }
 
 /// application_id, user_version and the number of schema objects (besides sqlx's bookkeeping
-/// table, which a first migration interrupted by a crash may leave behind), read-only.
+/// table, which a first migration interrupted by a crash may leave behind), read-only and in one
+/// statement, so all three come from one snapshot even while another process migrates.
 async fn read_identity(path: &Path) -> std::result::Result<(i64, i64, i64), sqlx::Error> {
     let opts = SqliteConnectOptions::new().filename(path).read_only(true).create_if_missing(false);
     let mut conn = SqliteConnection::connect_with(&opts).await?;
-    let app_id: i64 = sqlx::query_scalar("PRAGMA application_id").fetch_one(&mut conn).await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut conn).await?;
-    let objects: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations'",
+    let identity: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT application_id FROM pragma_application_id), \
+                (SELECT user_version FROM pragma_user_version), \
+                (SELECT count(*) FROM sqlite_schema \
+                  WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations')",
     )
     .fetch_one(&mut conn)
     .await?;
     conn.close().await?;
-    Ok((app_id, version, objects))
+    Ok(identity)
 }
 
 /// Apply pending migrations (the caller holds the migrate lock), then checkpoint so the file's

@@ -254,10 +254,18 @@ fn a_newer_schema_is_refused_untouched() {
 }
 
 #[test]
-fn two_processes_opening_a_new_queue_at_once_both_succeed() {
-    for round in 0..3 {
+fn processes_opening_a_new_queue_at_once_all_succeed() {
+    // While one process migrates, the others must read the file's identity from one snapshot:
+    // tables created but application_id not yet visible would look like a foreign database.
+    for round in 0..12 {
         let q = TestQueue::new();
-        let kids: Vec<_> = (0..2).map(|_| q.cmd().arg("init").output_async()).collect();
+        let kids: Vec<_> = (0..6)
+            .map(|i| {
+                // Staggered, so that some arrive while the first is mid-migration.
+                std::thread::sleep(std::time::Duration::from_millis(if i == 0 { 0 } else { 4 }));
+                q.cmd().arg("init").output_async()
+            })
+            .collect();
         for k in kids {
             let o = k.wait_with_output().unwrap();
             assert!(o.status.success(), "round {round}: {}", String::from_utf8_lossy(&o.stderr));
