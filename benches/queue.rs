@@ -159,6 +159,7 @@ fn new_job(i: usize, now: i64) -> NewJob {
         workflow_run_id: None,
         workflow_step: None,
         output: None,
+        worker_kind: "oneshot",
     }
 }
 
@@ -263,6 +264,7 @@ fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
         j.workflow_run_id,
         j.workflow_step,
         j.output,
+        j.worker_kind,
     ])
     .unwrap();
 }
@@ -308,6 +310,7 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         tokens: r.get(36)?,
         cost_usd: r.get(37)?,
         output: r.get(38)?,
+        worker_kind: r.get(39)?,
     })
 }
 

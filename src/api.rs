@@ -289,6 +289,7 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     let (argv, prompt_stdin, model, env, timeout, profile_limit, output) = match profile {
         Some(pr) => {
             let (runner, model, output) = resolve_runner(q, pr)?;
+            let server = pr.kind == profile::ProfileKind::Server;
             let ph = Placeholders {
                 prompt: p.task.clone(),
                 model: model.clone(),
@@ -298,13 +299,20 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
                 cwd: q.loc.project_dir.display().to_string(),
                 attachments: attachment_paths.iter().map(|a| a.display().to_string()).collect(),
             };
-            let (argv, stdin) = runner.expand(&ph, pr.prompt_via);
+            // A server's argv is its long-lived process: the prompt goes over the protocol, and
+            // one job at a time runs on it.
+            let (argv, stdin) = if server {
+                (runner.expand(&ph.for_server(), profile::PromptVia::Arg).0, false)
+            } else {
+                runner.expand(&ph, pr.prompt_via)
+            };
+            let profile_limit = if server { Some(1) } else { pr.max_concurrency.map(i64::from) };
             let timeout = normalize_job_timeout(
                 p.timeout_ms.or(pr.timeout_ms.map(|t| t as f64)),
                 cfg.jobs.timeout_ms,
                 cfg.jobs.max_timeout_ms,
             );
-            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.max_concurrency.map(i64::from), output)
+            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, profile_limit, output)
         }
         None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None, None),
     };
@@ -331,6 +339,7 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
         workflow_run_id: None,
         workflow_step: None,
         output,
+        worker_kind: profile.map_or("oneshot", |pr| pr.kind.as_str()),
     };
     let mut conn = q.store.pool().acquire().await?;
     if profile.is_none() {
@@ -381,6 +390,27 @@ fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<(Runner, Option<St
         None => None,
     };
     Ok((runner, profile::resolve_model(&pr.model, &cfg.models), output))
+}
+
+/// How the dispatcher starts a server profile's worker on its own (config `workers`): its
+/// command resolved like a job's, without the job's values.
+pub fn server_spec(q: &Queue, pr: &profile::Profile) -> Result<crate::server::ServerSpec> {
+    let (runner, model, _) = resolve_runner(q, pr)?;
+    let ph = Placeholders {
+        model: model.clone(),
+        system_prompt: pr.system_prompt.clone(),
+        profile: pr.id.clone(),
+        cwd: q.loc.project_dir.display().to_string(),
+        ..Default::default()
+    };
+    Ok(crate::server::ServerSpec {
+        profile: pr.id.clone(),
+        argv: runner.expand(&ph.for_server(), profile::PromptVia::Arg).0,
+        env: pr.env.clone(),
+        model,
+        cwd: q.loc.project_dir.display().to_string(),
+        session: None,
+    })
 }
 
 /// Validate a workflow start (SPEC 8 messages); nothing is written.
@@ -475,10 +505,15 @@ async fn start_workflow(
                 system_prompt: pr.system_prompt.as_deref(),
                 prompt_via: if pr.prompt_via == profile::PromptVia::Stdin { "stdin" } else { "arg" },
                 env: &env,
-                profile_limit: pr.max_concurrency.map(i64::from),
+                profile_limit: if pr.kind == profile::ProfileKind::Server {
+                    Some(1)
+                } else {
+                    pr.max_concurrency.map(i64::from)
+                },
                 // Attachments go to step 0 only.
                 attachments: if i == 0 { &attachments_json } else { "[]" },
                 output: output.as_deref(),
+                worker_kind: pr.kind.as_str(),
             },
         )
         .await?;

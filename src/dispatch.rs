@@ -15,9 +15,10 @@ use crate::api::Queue;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
 use crate::store::jobs::{ClaimLimits, Outcome};
+use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
 use crate::worker::{self, Ending, SpawnEnv};
-use crate::{handoff, output, proc};
+use crate::{handoff, output, proc, server};
 
 /// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
 /// wakes it on every commit, only as a safety net; without inotify, the whole mechanism.
@@ -79,6 +80,8 @@ struct JobContext {
     kill_stragglers: bool,
     leaders: Leaders,
     done: mpsc::UnboundedSender<Finished>,
+    servers: Arc<server::Pool>,
+    spawn_limits: SpawnLimits,
 }
 
 /// A worker's end, as the watcher task reports it.
@@ -107,6 +110,8 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
     proc::become_subreaper();
     let mut d = Dispatcher::new(queue, mode).await?;
     let result = d.run_loop().await;
+    // Server workers live only as long as the dispatcher that holds their pipes.
+    d.servers.shutdown(Duration::from_millis(d.queue.config.config.jobs.kill_grace_ms)).await;
     d.queue.store.close().await;
     result
 }
@@ -123,6 +128,7 @@ struct Dispatcher {
     waker: crate::wake::Waker,
     spawn_env: SpawnEnv,
     leaders: Leaders,
+    servers: Arc<server::Pool>,
     /// Modification times of the config files, to reload them when they change.
     config_stamp: Vec<Option<std::time::SystemTime>>,
 }
@@ -151,6 +157,14 @@ impl Dispatcher {
             logs_dir: queue.loc.logs_dir(),
         };
         let config_stamp = config_stamp(&queue);
+        let leaders = Leaders::default();
+        let servers = Arc::new(server::Pool::new(server::PoolContext {
+            pool: queue.store.pool().clone(),
+            owner: owner.clone(),
+            epoch,
+            spawn_env: spawn_env.clone(),
+            leaders: leaders.clone(),
+        }));
         Ok(Dispatcher {
             queue,
             mode,
@@ -162,13 +176,15 @@ impl Dispatcher {
             watch,
             waker,
             spawn_env,
-            leaders: Leaders::default(),
+            leaders,
+            servers,
             config_stamp,
         })
     }
 
     async fn run_loop(&mut self) -> Result<()> {
         self.recover().await?;
+        self.start_configured_workers();
         let cfg = self.queue.config.config.clone();
         let heartbeat = Duration::from_millis(cfg.dispatcher.heartbeat_ms.max(10));
         let idle_exit = Duration::from_millis(cfg.dispatcher.idle_exit_ms);
@@ -282,7 +298,7 @@ impl Dispatcher {
         let lim = &self.queue.config.config.limits;
         // The leader owns every running job (recovery took over the rest), so a full house
         // needs no query: the claim's own limit check would find no room either.
-        if self.running.len() >= lim.max_concurrency.min(lim.max_workers) as usize {
+        if self.running.len() >= lim.max_concurrency as usize {
             return Ok(());
         }
         let limits = ClaimLimits {
@@ -307,6 +323,8 @@ impl Dispatcher {
             kill_stragglers: jobs_cfg.kill_stragglers,
             leaders: self.leaders.clone(),
             done: self.tx.clone(),
+            servers: self.servers.clone(),
+            spawn_limits: spawn_limits(lim),
         };
         // Each job spawns, records and watches its worker in a task of its own, so a batch
         // starts together rather than one log directory and one insert after another.
@@ -318,19 +336,52 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Start the kill sequence of every running job of ours with a cancel request.
+    /// Start the kill sequence of every running job of ours with a cancel request, and stop
+    /// the server workers asked to stop.
     async fn check_cancels(&mut self) -> Result<()> {
-        if self.running.is_empty() {
+        let servers = self.servers.has_slots();
+        if self.running.is_empty() && !servers {
             return Ok(());
         }
         let mut conn = self.queue.store.pool().acquire().await?;
-        for id in store::jobs::cancel_requests(&mut conn, &self.owner, self.epoch).await? {
-            if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
-                tracing::info!(task_id = %id, "canceling");
-                let _ = tx.send(());
+        if !self.running.is_empty() {
+            for id in store::jobs::cancel_requests(&mut conn, &self.owner, self.epoch).await? {
+                if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
+                    tracing::info!(task_id = %id, "canceling");
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if servers {
+            let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
+            for id in store::workers::stop_requests(&mut conn, &self.owner, self.epoch).await? {
+                let pool = self.servers.clone();
+                tokio::spawn(async move { pool.stop(&id, grace).await });
             }
         }
         Ok(())
+    }
+
+    /// Start the server workers the config lists in `workers`.
+    fn start_configured_workers(&self) {
+        let cfg = &self.queue.config.config;
+        for id in &cfg.workers {
+            let spec = match self.queue.profiles.get(id) {
+                Some(pr) if pr.kind == crate::profile::ProfileKind::Server => crate::api::server_spec(&self.queue, pr),
+                Some(_) => Err(Error::Invalid(format!("\"{id}\" is not a server profile"))),
+                None => Err(Error::Invalid(format!("no profile \"{id}\""))),
+            };
+            match spec {
+                Ok(spec) => {
+                    let pool = self.servers.clone();
+                    let limits = spawn_limits(&cfg.limits);
+                    let grace = Duration::from_millis(cfg.jobs.kill_grace_ms);
+                    let startup = Duration::from_millis(cfg.jobs.timeout_ms.max(1) as u64);
+                    tokio::spawn(async move { pool.ensure(&spec, limits, grace, startup).await });
+                }
+                Err(e) => tracing::warn!("config workers: cannot start \"{id}\": {e}"),
+            }
+        }
     }
 
     /// Write the results of finished workers, grouped in one transaction.
@@ -369,6 +420,15 @@ impl Dispatcher {
         let jobs_cfg = self.queue.config.config.jobs.clone();
         let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
         let mut conn = self.queue.store.pool().acquire().await?;
+        // Server workers of an earlier leader lost their pipes with it: stop what is proven to
+        // be theirs and end their rows (their jobs are recovered below).
+        for row in store::workers::stale(&mut conn, &self.owner, self.epoch).await? {
+            for pgid in server::recover_row(&row, grace).await {
+                tracing::info!(worker = %row.id, pgid, "stopped the server worker of a lost dispatcher");
+            }
+            let why = "Worker lost: its dispatcher went away";
+            store::workers::end(&mut conn, &row.id, "error", None, Some(why), now_ms()).await?;
+        }
         for job in store::jobs::orphans(&mut conn, &self.owner, self.epoch).await? {
             let (Some(owner), Some(epoch)) = (job.owner.clone(), job.epoch) else { continue };
             let mut groups: Vec<i32> = Vec::new();
@@ -423,6 +483,11 @@ impl Dispatcher {
 /// One claimed job's life in the dispatcher: prepare its logs, spawn its worker, record the
 /// worker row (the attempt itself was recorded by the claim), watch it, report its end.
 async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
+    if job.is_server() {
+        let ending = ctx.servers.run_job(&job, ctx.spawn_limits, ctx.grace, server::Cancel::new(cancel)).await;
+        let _ = ctx.done.send(Finished { job, ending });
+        return;
+    }
     let ending = match start_worker(&ctx, &job).await {
         Ok(spawned) => {
             let pid = spawned.pid;
@@ -476,6 +541,14 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
     Ok(spawned)
 }
 
+fn spawn_limits(lim: &crate::config::Limits) -> SpawnLimits {
+    SpawnLimits {
+        max_workers: i64::from(lim.max_workers),
+        max_per_session: i64::from(lim.max_workers_per_session),
+        rate_ms: lim.spawn_rate_limit_ms as i64,
+    }
+}
+
 /// Backoff before retry number `attempt` (1-based): base, doubling, capped at an hour.
 pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
     let shift = (attempt.clamp(1, 20) - 1) as u32;
@@ -484,15 +557,23 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
 
 /// Turn a worker's end into the job's outcome.
 fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
-    let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
-    let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
-    let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
-    let (stdout, _) = output::read_response(&out);
-    // A runner with an output spec (a preset, or the profile's `output`) says where the
-    // response, a failure, tokens and cost are; output of another shape stays the response.
-    let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<crate::extract::OutputSpec>(s).ok());
-    let found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
-    let response = found.text.clone().unwrap_or(stdout);
+    let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
+        let found = crate::extract::Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Default::default() };
+        (response.clone(), found, None)
+    } else if job.is_server() {
+        // A server worker's output is its protocol and its own log, not the job's.
+        (String::new(), crate::extract::Extracted::default(), None)
+    } else {
+        let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
+        let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
+        let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
+        let (stdout, _) = output::read_response(&out);
+        // A runner with an output spec (a preset, or the profile's `output`) says where the
+        // response, a failure, tokens and cost are; output of another shape stays the response.
+        let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<crate::extract::OutputSpec>(s).ok());
+        let found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
+        (found.text.clone().unwrap_or(stdout), found, tail)
+    };
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {
         id: job.id.clone(),
@@ -525,6 +606,9 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         // The error text is written from the row's cancel reason by the store.
         Ending::Canceled => o.state = "canceled",
         Ending::SpawnFailed(e) => o.error = Some(format!("Failed to start worker: {e}")),
+        Ending::Answered { .. } => o.state = "succeeded",
+        Ending::Reported(e) => o.error = Some(format!("Agent reported an error: {e}")),
+        Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),
     }
     o
 }

@@ -87,9 +87,14 @@ pub struct JobRow {
     pub cost_usd: Option<f64>,
     /// JSON output spec (`extract::OutputSpec`); `None`: stdout is the response.
     pub output: Option<String>,
+    /// `oneshot` or `server`: which kind of worker runs it.
+    pub worker_kind: String,
 }
 
 impl JobRow {
+    pub fn is_server(&self) -> bool {
+        self.worker_kind == "server"
+    }
     pub fn state(&self) -> Option<JobState> {
         JobState::parse(&self.state)
     }
@@ -127,6 +132,8 @@ pub struct NewJob {
     pub workflow_step: Option<i64>,
     /// JSON output spec, as resolved from the requester's config.
     pub output: Option<String>,
+    /// `oneshot` or `server`, from the profile's kind.
+    pub worker_kind: &'static str,
 }
 
 /// Milliseconds since the epoch, now.

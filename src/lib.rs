@@ -12,7 +12,8 @@
 //! - [`api`]: the five operations (start, await, peek, list, cancel), shared by every face.
 //! - `store`: all SQL: opening a queue file safely, migrations, every statement.
 //! - `dispatch`: the leader lock and lease, the claim loop, recovery, draining.
-//! - `worker`: spawning and watching one worker process; `proc`: `/proc` and process groups.
+//! - `worker`: spawning and watching one oneshot worker process; `server`: long-lived server
+//!   workers and their JSON-lines protocol; `proc`: `/proc` and process groups.
 //! - `wake`: waking on queue changes (inotify on the WAL, a bounded `data_version` poll).
 //! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
 //! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
@@ -53,6 +54,7 @@ mod proc;
 pub mod profile;
 mod prune;
 mod runs;
+mod server;
 pub mod store;
 mod wake;
 mod worker;

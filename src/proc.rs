@@ -42,18 +42,37 @@ pub fn is_same_alive(pid: i32, start: u64) -> bool {
     matches!(stat(pid), Some((state, _, s)) if s == start && state != 'Z' && state != 'X')
 }
 
+/// A worker's tag: the environment entries (`NAME=value`) that prove a process is baton's
+/// worker for one job attempt, or one server worker.
+pub struct Tag(Vec<String>);
+
+impl Tag {
+    /// `BATON_TASK_ID=<task>` and `BATON_ATTEMPT=<attempt>`: a oneshot worker.
+    pub fn attempt(task_id: &str, attempt: i64) -> Tag {
+        Tag(vec![format!("BATON_TASK_ID={task_id}"), format!("BATON_ATTEMPT={attempt}")])
+    }
+
+    /// `BATON_WORKER_ID=<id>`: a server worker.
+    pub fn server(worker_id: &str) -> Tag {
+        Tag(vec![format!("BATON_WORKER_ID={worker_id}")])
+    }
+
+    /// Does the process carry every entry of the tag?
+    pub fn on(&self, pid: i32) -> bool {
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
+        let mut found = vec![false; self.0.len()];
+        for var in env.split(|b| *b == 0) {
+            for (want, f) in self.0.iter().zip(found.iter_mut()) {
+                *f |= var == want.as_bytes();
+            }
+        }
+        found.iter().all(|f| *f)
+    }
+}
+
 /// Does the process carry `BATON_TASK_ID=<task>` and `BATON_ATTEMPT=<attempt>`?
 pub fn has_attempt_tag(pid: i32, task_id: &str, attempt: i64) -> bool {
-    let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { return false };
-    let want_id = format!("BATON_TASK_ID={task_id}");
-    let want_attempt = format!("BATON_ATTEMPT={attempt}");
-    let mut id = false;
-    let mut at = false;
-    for var in env.split(|b| *b == 0) {
-        id |= var == want_id.as_bytes();
-        at |= var == want_attempt.as_bytes();
-    }
-    id && at
+    Tag::attempt(task_id, attempt).on(pid)
 }
 
 fn all_pids() -> Vec<i32> {
@@ -77,9 +96,14 @@ fn group_zombies(pgid: i32) -> Vec<i32> {
 /// Live processes carrying a job attempt's tag, with their process groups: how recovery finds
 /// a worker that started just before its dispatcher died, before its pid was recorded.
 pub fn find_tagged(task_id: &str, attempt: i64) -> Vec<(i32, i32)> {
+    find_with_tag(&Tag::attempt(task_id, attempt))
+}
+
+/// Live processes carrying `tag`, with their process groups.
+pub fn find_with_tag(tag: &Tag) -> Vec<(i32, i32)> {
     all_pids()
         .into_iter()
-        .filter(|&p| has_attempt_tag(p, task_id, attempt))
+        .filter(|&p| tag.on(p))
         .filter_map(|p| match stat(p) {
             Some((st, g, _)) if st != 'Z' => Some((p, g)),
             _ => None,

@@ -461,6 +461,34 @@ impl Fields<'_> {
         }
     }
 
+    /// A server profile runs its own `command` (the server's argv) and takes its jobs over the
+    /// protocol: no agent-CLI preset, no output spec, no per-job placeholder outside a group.
+    fn check_server(&self) -> Result<(), ProfileError> {
+        let field = "command";
+        match self.get(field) {
+            None => Err(self.invalid(field, "is required for a server profile: the argv of the long-lived process")),
+            Some(Value::String(name)) => Err(self.invalid(
+                field,
+                format!("of a server profile must be an argv array, not \"{name}\" (presets run one process per task)"),
+            )),
+            Some(_) => match self.command()? {
+                Some(runner) => match runner.job_placeholder_outside_groups() {
+                    Some(ph) => Err(self.invalid(
+                        field,
+                        format!(
+                            "of a server profile cannot use {{{ph}}} outside an optional group: a job's prompt, \
+                             task id and attachments reach the server over its stdin"
+                        ),
+                    )),
+                    None if self.get("output").is_some() => Err(self
+                        .invalid("output", "does not apply to a server profile: its answers come over the protocol")),
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            },
+        }
+    }
+
     fn command(&self) -> Result<Option<Runner>, ProfileError> {
         let field = "command";
         match self.get(field) {
@@ -563,6 +591,10 @@ fn parse_custom(
             warnings.push(format!("Profile \"{id}\": unknown field \"{key}\" ignored."));
         }
     }
+    let kind = f.kind()?;
+    if kind == ProfileKind::Server {
+        f.check_server()?;
+    }
     Ok(Profile {
         id: id.clone(),
         name: f.required_str("name")?,
@@ -575,7 +607,7 @@ fn parse_custom(
         tools: f.tools()?,
         temperature: f.temperature()?,
         tags: f.tags()?,
-        kind: f.kind()?,
+        kind,
         command: f.command()?,
         output: f.output()?,
         prompt_via: f.prompt_via()?,
@@ -621,6 +653,28 @@ pub struct Placeholders {
     pub cwd: String,
     /// `{attachments}`: attachment paths.
     pub attachments: Vec<String>,
+}
+
+impl Placeholders {
+    /// The values for a server worker's argv: what belongs to one job (prompt, task id,
+    /// attachments) is left empty, so optional groups naming it drop; jobs reach a server over
+    /// its stdin.
+    pub fn for_server(mut self) -> Placeholders {
+        self.prompt.clear();
+        self.task_id.clear();
+        self.attachments.clear();
+        self
+    }
+}
+
+impl ProfileKind {
+    /// The worker kind as the schema spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProfileKind::Oneshot => "oneshot",
+            ProfileKind::Server => "server",
+        }
+    }
 }
 
 /// Prompts longer than this many bytes go on stdin whatever the runner says (Linux caps one argument at 128 KiB).
@@ -788,6 +842,17 @@ impl Runner {
                 RunnerItem::Arg("{prompt}".to_string()),
             ],
         }
+    }
+
+    /// The first per-job placeholder (`prompt`, `taskId`, `attachments`) found in a plain
+    /// argument: a server's argv is expanded without them, so only an optional group may name one.
+    pub fn job_placeholder_outside_groups(&self) -> Option<&'static str> {
+        self.items.iter().find_map(|item| match item {
+            RunnerItem::Arg(s) => {
+                ["prompt", "taskId", "attachments"].into_iter().find(|ph| s.contains(&format!("{{{ph}}}")))
+            }
+            RunnerItem::Group(_) => None,
+        })
     }
 
     /// The template's elements.
@@ -1163,11 +1228,40 @@ mod tests {
     }
 
     #[test]
+    fn server_profiles_need_an_argv_without_job_placeholders() {
+        let server = |extra: Value| {
+            let mut e = minimal("srv");
+            e["kind"] = json!("server");
+            merge_into(&mut e, extra);
+            ProfileSet::load(&custom(&[(e, "project")])).map(|_| ()).map_err(|e| e.to_string())
+        };
+        assert!(server(json!({})).unwrap_err().contains("is required for a server profile"));
+        assert!(server(json!({"command": "claude"})).unwrap_err().contains("must be an argv array, not \"claude\""));
+        for ph in ["prompt", "taskId", "attachments"] {
+            let e = server(json!({"command": ["srv", format!("--x={{{ph}}}")]})).unwrap_err();
+            assert!(e.contains(&format!("cannot use {{{ph}}} outside an optional group")), "{e}");
+        }
+        let e = server(json!({"command": ["srv"], "output": "claude"})).unwrap_err();
+        assert!(e.contains("output") && e.contains("does not apply to a server profile"), "{e}");
+        server(json!({"command": ["srv", ["--model", "{model}"], ["--task", "{taskId}"], "{cwd}"]})).unwrap();
+        let ph =
+            Placeholders { prompt: "p".into(), task_id: "t".into(), model: Some("m".into()), ..Default::default() };
+        let r = Runner::parse(&json!(["srv", ["--model", "{model}"], ["--task", "{taskId}"]])).unwrap();
+        assert_eq!(r.expand(&ph.for_server(), PromptVia::Arg).0, ["srv", "--model", "m"]);
+    }
+
+    fn merge_into(target: &mut Value, extra: Value) {
+        if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
+            t.extend(e);
+        }
+    }
+
+    #[test]
     fn custom_profiles_load_after_builtins() {
         let entry = json!({
             "id": "Reviewer", "name": "Reviewer", "model": "openai/gpt-4", "purpose": "Review code",
             "whenToUse": "When reviewing", "systemPrompt": "Review.", "supportsWeb": true, "tools": {"bash": false},
-            "temperature": 0.2, "tags": ["review"], "kind": "server", "command": ["rev", ["-m", "{model}"], "{prompt}"],
+            "temperature": 0.2, "tags": ["review"], "kind": "server", "command": ["rev", ["-m", "{model}"], ["--first", "{prompt}"]],
             "promptVia": "stdin", "env": {"A": "1"}, "timeoutMs": 60000, "maxConcurrency": 2
         });
         let set = ProfileSet::load(&custom(&[(entry, "project"), (minimal("z-last"), "global")])).unwrap();
@@ -1179,7 +1273,7 @@ mod tests {
         assert!(!p.protected);
         assert_eq!(p.kind, ProfileKind::Server);
         assert_eq!(p.prompt_via, PromptVia::Stdin);
-        assert_eq!(p.command.as_ref().unwrap().to_json(), json!(["rev", ["-m", "{model}"], "{prompt}"]));
+        assert_eq!(p.command.as_ref().unwrap().to_json(), json!(["rev", ["-m", "{model}"], ["--first", "{prompt}"]]));
         assert_eq!(p.env.get("A").map(String::as_str), Some("1"));
         assert_eq!((p.timeout_ms, p.max_concurrency, p.temperature), (Some(60000), Some(2), Some(0.2)));
         assert_eq!(p.tags, ["review"]);

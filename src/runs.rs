@@ -30,7 +30,11 @@ async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow,
         cwd: run.project_dir.clone(),
         attachments: serde_json::from_str(&step.attachments)?,
     };
-    let (argv, stdin) = runner.expand(&ph, via);
+    let (argv, stdin) = if step.worker_kind == "server" {
+        (runner.expand(&ph.for_server(), via).0, false)
+    } else {
+        runner.expand(&ph, via)
+    };
     let new = NewJob {
         id: job_id.clone(),
         kind: "worker".into(),
@@ -54,6 +58,7 @@ async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow,
         workflow_run_id: Some(run.id.clone()),
         workflow_step: Some(step.idx),
         output: step.output.clone(),
+        worker_kind: if step.worker_kind == "server" { "server" } else { "oneshot" },
     };
     store::jobs::insert(conn, &new).await?;
     store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;

@@ -111,8 +111,14 @@ pub enum Ending {
     Exited(ExitStatus),
     /// Past its timeout: the group was killed.
     TimedOut,
-    /// A cancel was requested: the group was killed.
+    /// A cancel was requested: the group was killed (or a server worker gave the job up).
     Canceled,
+    /// A server worker answered the job.
+    Answered { response: String, tokens: Option<i64>, cost_usd: Option<f64> },
+    /// A server worker reported that the job failed.
+    Reported(String),
+    /// A server worker broke the protocol (it is replaced).
+    Violation(String),
 }
 
 /// Watch a worker until it ends: its own exit, its timeout, or a cancel. On timeout or cancel
@@ -146,7 +152,7 @@ pub async fn watch(
                 proc::reap_group(pgid, None);
             }
         }
-        Ending::SpawnFailed(_) => {}
+        Ending::SpawnFailed(_) | Ending::Answered { .. } | Ending::Reported(_) | Ending::Violation(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;
             // The leader is the runtime's child: collect its status so it does not linger.

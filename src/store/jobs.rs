@@ -44,6 +44,7 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         job.workflow_run_id,
         job.workflow_step,
         job.output,
+        job.worker_kind,
     )
     .execute(&mut *conn)
     .await;

@@ -57,6 +57,8 @@ pub struct StepRow {
     pub finished_ms: Option<i64>,
     /// JSON output spec of the step's runner.
     pub output: Option<String>,
+    /// `oneshot` or `server`.
+    pub worker_kind: String,
 }
 
 /// A run about to be inserted (state `running`).
@@ -116,13 +118,15 @@ pub struct NewStep<'a> {
     pub profile_limit: Option<i64>,
     pub attachments: &'a str,
     pub output: Option<&'a str>,
+    pub worker_kind: &'a str,
 }
 
 pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result<()> {
     sqlx::query!(
         "INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
-                                     system_prompt, prompt_via, env, profile_limit, attachments, state, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending', ?16)",
+                                     system_prompt, prompt_via, env, profile_limit, attachments, state, output,
+                                     worker_kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending', ?16, ?17)",
         s.run_id,
         s.idx,
         s.step_id,
@@ -138,7 +142,8 @@ pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result
         s.env,
         s.profile_limit,
         s.attachments,
-        s.output
+        s.output,
+        s.worker_kind
     )
     .execute(conn)
     .await?;

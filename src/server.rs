@@ -1,0 +1,739 @@
+//! Server workers: one long-lived process per server profile per queue, fed jobs one at a time
+//! over a JSON-lines protocol on its stdin and stdout.
+//!
+//! # The protocol (version 1)
+//!
+//! One JSON object per line, UTF-8, `\n`-terminated; a line over 1 MiB is a protocol violation.
+//!
+//! - The worker, once started, writes `{"type":"ready"}`.
+//! - baton writes one job at a time:
+//!   `{"type":"job","id":TASK_ID,"attempt":N,"prompt":TEXT,"profile":ID,"model":MODEL|null,"cwd":DIR,"attachments":[PATH...]}`.
+//! - The worker answers that job with exactly one of
+//!   `{"type":"result","id":TASK_ID,"response":TEXT}` (optionally `"tokens":N`, `"costUsd":X`), or
+//!   `{"type":"error","id":TASK_ID,"error":TEXT}` (the job fails with that message).
+//! - To cancel, baton writes `{"type":"cancel","id":TASK_ID}`; the worker should answer the job
+//!   (with either message) within `jobs.killGraceMs`, or it is stopped.
+//! - There are no heartbeats: baton watches the process itself, and a job's timeout bounds a
+//!   worker that hangs. To stop a worker, baton closes its stdin, then sends its process group
+//!   SIGTERM and, after `jobs.killGraceMs`, SIGKILL.
+//! - Anything else on stdout (a line that is not one of these messages, an answer for another
+//!   task id, an answer while no job is in flight, an oversized line) is a protocol violation:
+//!   the job fails with it and the worker is replaced. The worker's stderr goes to its log,
+//!   `.baton/logs/workers/<worker id>.log`.
+//!
+//! # Spawn deduplication and limits
+//!
+//! A worker's row is registered `starting` before its process exists, in one statement that
+//! also checks `limits.maxWorkers`, `limits.maxWorkersPerSession` and `limits.spawnRateLimitMs`;
+//! the unique partial index `workers_one_server` makes a second live server worker of a profile
+//! impossible. Within the dispatcher, jobs of one profile take turns on its slot, so concurrent
+//! demand shares one spawn. A process whose registration cannot be completed is shut down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::job::{JobRow, now_ms};
+use crate::store::workers::{NewServer, Registered, SpawnLimits};
+use crate::worker::{Ending, REMOVED_ENV, SpawnEnv};
+use crate::{proc, store};
+
+/// The longest protocol line, newline excluded.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What baton writes to a server worker.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Request<'a> {
+    Job {
+        id: &'a str,
+        attempt: i64,
+        prompt: &'a str,
+        profile: &'a str,
+        model: Option<&'a str>,
+        cwd: &'a str,
+        attachments: Vec<String>,
+    },
+    Cancel {
+        id: &'a str,
+    },
+}
+
+/// What a server worker writes.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum Message {
+    Ready {},
+    Result {
+        id: String,
+        response: String,
+        #[serde(default)]
+        tokens: Option<i64>,
+        #[serde(default, rename = "costUsd")]
+        cost_usd: Option<f64>,
+    },
+    Error {
+        id: String,
+        error: String,
+    },
+}
+
+/// What the reader of a worker's stdout reports.
+#[derive(Debug)]
+enum Event {
+    Message(Message),
+    /// A line that breaks the protocol; nothing after it is read.
+    Violation(String),
+    /// The process exited (its row was ended by the reader if nobody ended it first).
+    Exited(ExitStatus),
+}
+
+/// A running server worker, held by its profile's slot.
+struct Server {
+    id: String,
+    pid: i32,
+    stdin: Option<ChildStdin>,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// How to start a profile's server worker: from the job that needs it, or from the config
+/// (`workers`, started with the dispatcher).
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub profile: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub model: Option<String>,
+    pub cwd: String,
+    pub session: Option<String>,
+}
+
+impl ServerSpec {
+    fn of_job(job: &JobRow) -> Result<ServerSpec> {
+        Ok(ServerSpec {
+            profile: job.profile.clone(),
+            argv: serde_json::from_str(&job.argv)?,
+            env: serde_json::from_str(&job.env)?,
+            model: job.model.clone(),
+            cwd: job.project_dir.clone(),
+            session: job.session.clone(),
+        })
+    }
+}
+
+/// What the pool needs from its dispatcher.
+#[derive(Clone)]
+pub struct PoolContext {
+    pub pool: sqlx::SqlitePool,
+    pub owner: String,
+    pub epoch: i64,
+    pub spawn_env: SpawnEnv,
+    /// Worker pids the runtime waits on itself (the zombie reaper skips them).
+    pub leaders: Arc<std::sync::Mutex<HashSet<i32>>>,
+}
+
+/// The dispatcher's server workers: one slot per profile; a job holds its profile's slot for
+/// its whole run, so jobs of one profile take turns and share one spawn.
+pub struct Pool {
+    ctx: PoolContext,
+    slots: std::sync::Mutex<HashMap<String, Arc<Mutex<Option<Server>>>>>,
+    /// Workers with a stop in progress (so a repeated request starts no second stop).
+    stopping: std::sync::Mutex<HashSet<String>>,
+}
+
+/// A job's cancel request, as a future that can be awaited again and again (it resolves once).
+pub struct Cancel(Option<oneshot::Receiver<()>>);
+
+impl Cancel {
+    pub fn new(rx: oneshot::Receiver<()>) -> Cancel {
+        Cancel(Some(rx))
+    }
+
+    /// Never resolves.
+    fn never() -> Cancel {
+        Cancel(None)
+    }
+
+    /// Resolves when the cancel arrives (never, once it has, or if the sender went away).
+    async fn requested(&mut self) {
+        if let Some(rx) = self.0.as_mut() {
+            let got = rx.await;
+            self.0 = None;
+            if got.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+impl Pool {
+    pub fn new(ctx: PoolContext) -> Pool {
+        Pool { ctx, slots: Default::default(), stopping: Default::default() }
+    }
+
+    fn slot(&self, profile: &str) -> Arc<Mutex<Option<Server>>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.entry(profile.to_string()).or_default().clone()
+    }
+
+    fn all_slots(&self) -> Vec<Arc<Mutex<Option<Server>>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Run one claimed job on its profile's server worker, starting one when there is none
+    /// (or the one there died). Returns how the job ended.
+    pub async fn run_job(&self, job: &JobRow, limits: SpawnLimits, grace: Duration, mut cancel: Cancel) -> Ending {
+        let deadline = Instant::now() + Duration::from_millis(job.timeout_ms.max(1) as u64);
+        let slot = self.slot(&job.profile);
+        let mut held = slot.lock().await;
+        // A worker that is ready and takes the job; at most a few tries (a stop request can
+        // take the worker away between the two).
+        let mut tries = 0;
+        let server = loop {
+            tries += 1;
+            if let Some(mut s) = held.take() {
+                match s.check_idle() {
+                    Ok(()) => {
+                        match store_busy(&self.ctx, &s.id, job).await {
+                            Ok(true) => break held.insert(s),
+                            Ok(false) => self.retire(s, "stopped", "Stopped by request", grace).await,
+                            Err(e) => {
+                                *held = Some(s);
+                                return Ending::SpawnFailed(format!("recording the worker busy: {e}"));
+                            }
+                        }
+                        if tries < 3 {
+                            continue;
+                        }
+                    }
+                    Err(why) => self.retire(s, "error", &why, grace).await,
+                }
+            }
+            let spec = match ServerSpec::of_job(job) {
+                Ok(spec) => spec,
+                Err(e) => return Ending::SpawnFailed(format!("the job's server command is unreadable: {e}")),
+            };
+            match self.start(&spec, limits, grace, deadline, &mut cancel).await {
+                Ok(s) => *held = Some(s),
+                Err(e) => return e,
+            }
+            if tries >= 3 {
+                return Ending::SpawnFailed("the server worker was stopped while starting".into());
+            }
+        };
+        let ending = server.serve(job, deadline, grace, &mut cancel).await;
+        // The worker stays for the next job only when it answered (a cancel included); else it
+        // is stopped (an exit's row was already ended by its reader; stragglers go with it).
+        let (state, why) = match &ending {
+            Ending::Answered { .. } | Ending::Reported(_) => return ending,
+            Ending::Canceled if server.stdin.is_some() => return ending,
+            Ending::Canceled => ("stopped", "It did not answer a cancel in time".to_string()),
+            Ending::Violation(v) => ("error", format!("Protocol violation: {v}")),
+            Ending::TimedOut => ("error", format!("Task {} timed out after {}ms", job.id, job.timeout_ms)),
+            Ending::Exited(status) => ("error", format!("It {}", describe_exit(status))),
+            Ending::SpawnFailed(e) => ("error", e.clone()),
+        };
+        if let Some(s) = held.take() {
+            self.retire(s, state, &why, grace).await;
+        }
+        ending
+    }
+
+    /// Start a profile's server worker now (config `workers`), unless one is there.
+    pub async fn ensure(&self, spec: &ServerSpec, limits: SpawnLimits, grace: Duration, startup: Duration) {
+        let slot = self.slot(&spec.profile);
+        let mut held = slot.lock().await;
+        if let Some(mut s) = held.take() {
+            match s.check_idle() {
+                Ok(()) => {
+                    *held = Some(s);
+                    return;
+                }
+                Err(why) => self.retire(s, "error", &why, grace).await,
+            }
+        }
+        match self.start(spec, limits, grace, Instant::now() + startup, &mut Cancel::never()).await {
+            Ok(s) => *held = Some(s),
+            Err(e) => tracing::warn!(profile = %spec.profile, "could not start a server worker: {e:?}"),
+        }
+    }
+
+    /// Stop one of our server workers on request (`baton workers stop`). A job on it was asked
+    /// to cancel with the same request; this waits for its turn on the slot.
+    pub async fn stop(&self, worker_id: &str, grace: Duration) {
+        if !self.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(worker_id.to_string()) {
+            return;
+        }
+        for slot in self.all_slots() {
+            let mut held = slot.lock().await;
+            if held.as_ref().is_some_and(|s| s.id == worker_id)
+                && let Some(s) = held.take()
+            {
+                self.retire(s, "stopped", "Stopped by request", grace).await;
+            }
+        }
+        // Not in a slot (it is starting, or already gone): end its row if it is still live.
+        let _ = end_row(&self.ctx, worker_id, "stopped", None, Some("Stopped by request")).await;
+        self.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(worker_id);
+    }
+
+    /// Stop every server worker (the dispatcher is leaving).
+    pub async fn shutdown(&self, grace: Duration) {
+        for slot in self.all_slots() {
+            let mut held = slot.lock().await;
+            if let Some(s) = held.take() {
+                self.retire(s, "stopped", "Its dispatcher stopped", grace).await;
+            }
+        }
+    }
+
+    /// Has this dispatcher run any server worker? (Until then it has no stop requests to read.)
+    pub fn has_slots(&self) -> bool {
+        !self.slots.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// End a worker: its row first (so its reader does not record a plain exit), then close its
+    /// stdin and stop its process group, then wait for the reader to see the exit.
+    async fn retire(&self, mut s: Server, state: &str, why: &str, grace: Duration) {
+        tracing::info!(worker = %s.id, state, "stopping a server worker: {why}");
+        if let Err(e) = end_row(&self.ctx, &s.id, state, None, Some(why)).await {
+            tracing::warn!(worker = %s.id, "could not end the worker's row: {e}");
+        }
+        drop(s.stdin.take());
+        proc::terminate_group(s.pid, grace, Some(s.pid)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(ev) = s.events.recv().await {
+                if matches!(ev, Event::Exited(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Register, spawn, record and wait for the ready line of a new server worker.
+    async fn start(
+        &self,
+        spec: &ServerSpec,
+        limits: SpawnLimits,
+        grace: Duration,
+        deadline: Instant,
+        cancel: &mut Cancel,
+    ) -> std::result::Result<Server, Ending> {
+        let failed = Ending::SpawnFailed;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut recovered = false;
+        loop {
+            let row = NewServer {
+                id: &id,
+                profile: &spec.profile,
+                owner: &self.ctx.owner,
+                epoch: self.ctx.epoch,
+                session: spec.session.as_deref(),
+                model: spec.model.as_deref(),
+                now: now_ms(),
+            };
+            let registered = match self.ctx.pool.acquire().await {
+                Ok(mut conn) => store::workers::register(&mut conn, &row, limits).await,
+                Err(e) => Err(e.into()),
+            };
+            match registered.map_err(|e| failed(format!("registering the worker: {e}")))? {
+                Registered::New => break,
+                Registered::Exists if !recovered => {
+                    // A live row of this profile that no slot holds: a lost worker's. Prove and
+                    // stop its process, end the row, and try once more.
+                    recovered = true;
+                    recover_profile(&self.ctx, &spec.profile, grace).await;
+                }
+                Registered::Exists => return Err(failed("another live server worker of this profile exists".into())),
+                Registered::WorkerLimit => {
+                    return Err(failed(format!("Worker limit reached (max: {})", limits.max_workers)));
+                }
+                Registered::SessionLimit => {
+                    return Err(failed(format!("Session worker limit reached (max: {})", limits.max_per_session)));
+                }
+                Registered::NotLeader => return Err(failed("this dispatcher no longer leads the queue".into())),
+                Registered::RateLimited(wait) => {
+                    tracing::info!(
+                        profile = %spec.profile,
+                        wait_ms = wait,
+                        "Rate limited: wait {}ms between spawns",
+                        limits.rate_ms
+                    );
+                    let until = Instant::now() + Duration::from_millis(wait as u64);
+                    if until >= deadline {
+                        return Err(Ending::TimedOut);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => {}
+                        _ = cancel.requested() => return Err(Ending::Canceled),
+                    }
+                }
+            }
+        }
+        let (server, mut events) = match self.spawn(&id, spec).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                let _ = end_row(&self.ctx, &id, "error", None, Some(&format!("Failed to start: {msg}"))).await;
+                return Err(failed(msg));
+            }
+        };
+        let mut s =
+            Server { id: id.clone(), pid: server.pid, stdin: Some(server.stdin), events: mpsc::unbounded_channel().1 };
+        // Registration completes with the pid; a row that was ended meanwhile (stopped while
+        // starting) or a write that fails leaves a process nobody may keep: shut it down.
+        let recorded = match self.ctx.pool.acquire().await {
+            Ok(mut conn) => {
+                store::workers::spawned(
+                    &mut conn,
+                    &id,
+                    i64::from(server.pid),
+                    server.start as i64,
+                    &self.ctx.owner,
+                    self.ctx.epoch,
+                )
+                .await
+            }
+            Err(e) => Err(e.into()),
+        };
+        let reason = match recorded {
+            Ok(true) => None,
+            Ok(false) => {
+                Some(format!("worker {id} was stopped before its registration completed; its process was shut down"))
+            }
+            Err(e) => Some(format!("could not register worker {id} ({e}); its process was shut down")),
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(worker = %id, pid = server.pid, "{reason}");
+            s.events = events;
+            self.retire(s, "error", &reason, grace).await;
+            return Err(failed(reason));
+        }
+        // Wait for the ready line.
+        let first = tokio::select! {
+            ev = events.recv() => Some(ev),
+            _ = tokio::time::sleep_until(deadline) => None,
+            _ = cancel.requested() => {
+                s.events = events;
+                self.retire(s, "stopped", "Its task was canceled while it started", grace).await;
+                return Err(Ending::Canceled);
+            }
+        };
+        s.events = events;
+        let why = match first {
+            Some(Some(Event::Message(Message::Ready {}))) => {
+                let ok = match self.ctx.pool.acquire().await {
+                    Ok(mut conn) => {
+                        store::workers::ready(&mut conn, &id, &self.ctx.owner, self.ctx.epoch, now_ms()).await
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                match ok {
+                    Ok(true) => {
+                        tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, "server worker ready");
+                        return Ok(s);
+                    }
+                    Ok(false) => "it was stopped while it started".to_string(),
+                    Err(e) => format!("could not record it ready: {e}"),
+                }
+            }
+            Some(Some(Event::Message(m))) => format!("Protocol violation: expected a ready line first, got {m:?}"),
+            Some(Some(Event::Violation(v))) => format!("Protocol violation: {v}"),
+            Some(Some(Event::Exited(status))) => {
+                return Err(failed(format!("the server worker {}", describe_exit(&status))));
+            }
+            Some(None) => return Err(failed("the server worker's output ended".into())),
+            None => {
+                self.retire(s, "error", "It was not ready in time", grace).await;
+                return Err(Ending::TimedOut);
+            }
+        };
+        self.retire(s, "error", &why, grace).await;
+        Err(failed(why))
+    }
+
+    /// Spawn the process: own process group, piped stdin/stdout, stderr to its log, tagged
+    /// with its worker id; then start the reader of its stdout.
+    async fn spawn(&self, id: &str, spec: &ServerSpec) -> Result<(Spawned, mpsc::UnboundedReceiver<Event>)> {
+        let Some((program, args)) = spec.argv.split_first() else {
+            return Err(Error::Invalid("the server's command is empty".into()));
+        };
+        let env = &self.ctx.spawn_env;
+        let dir = env.logs_dir.join("workers");
+        crate::location::create_private_dir(&dir)?;
+        let log_path = dir.join(format!("{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .map_err(|e| Error::io(format!("opening log {}", log_path.display()), e))?;
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&spec.cwd)
+            .env(&env.guard_var, "true")
+            .env("BATON_WORKER_ID", id)
+            .env("BATON_DB", &env.db)
+            .env("BATON_PROFILE", &spec.profile)
+            .envs(&spec.env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        for var in REMOVED_ENV {
+            cmd.env_remove(var);
+        }
+        let mut child = {
+            let mut leaders = self.ctx.leaders.lock().unwrap_or_else(|e| e.into_inner());
+            let child =
+                cmd.spawn().map_err(|e| Error::io(format!("starting server worker `{program}` in {}", spec.cwd), e))?;
+            if let Some(pid) = child.id() {
+                leaders.insert(pid as i32);
+            }
+            child
+        };
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let start = proc::start_time(pid).unwrap_or(0);
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err(Error::Invalid("the server worker's pipes are missing".into()));
+        };
+        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            // Test hook: widen the window between spawn and pid record.
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ctx = self.ctx.clone();
+        let worker = id.to_string();
+        tokio::spawn(async move {
+            read_events(stdout, &tx).await;
+            let status = child.wait().await;
+            ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+            if let Ok(status) = status {
+                let code = exit_code(&status);
+                let why = format!("It {}", describe_exit(&status));
+                if matches!(end_row(&ctx, &worker, "error", Some(code), Some(&why)).await, Ok(true)) {
+                    tracing::warn!(worker = %worker, pid, "server worker {}", describe_exit(&status));
+                }
+                let _ = tx.send(Event::Exited(status));
+            }
+        });
+        Ok((Spawned { pid, start, stdin }, rx))
+    }
+}
+
+/// A spawned server process, before its reader owns it.
+struct Spawned {
+    pid: i32,
+    start: u64,
+    stdin: ChildStdin,
+}
+
+impl Server {
+    /// Is the worker fit for a job? Anything it said while idle, or its exit, says no.
+    fn check_idle(&mut self) -> std::result::Result<(), String> {
+        match self.events.try_recv() {
+            Err(mpsc::error::TryRecvError::Empty) => Ok(()),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err("Its output ended".into()),
+            Ok(Event::Exited(status)) => Err(format!("It {}", describe_exit(&status))),
+            Ok(Event::Violation(v)) => Err(format!("Protocol violation while idle: {v}")),
+            Ok(Event::Message(m)) => Err(format!("Protocol violation: a message while no job was in flight: {m:?}")),
+        }
+    }
+
+    /// Hand the job over and wait for its answer, the worker's exit, the timeout or a cancel.
+    async fn serve(&mut self, job: &JobRow, deadline: Instant, grace: Duration, cancel: &mut Cancel) -> Ending {
+        let attachments: Vec<String> = serde_json::from_str(&job.attachments).unwrap_or_default();
+        let request = Request::Job {
+            id: &job.id,
+            attempt: job.attempt,
+            prompt: &job.task,
+            profile: &job.profile,
+            model: job.model.as_deref(),
+            cwd: &job.project_dir,
+            attachments,
+        };
+        if self.send(&request).await.is_err() {
+            return self.wait_exit().await;
+        }
+        let mut canceled_at: Option<Instant> = None;
+        loop {
+            let limit = canceled_at.map_or(deadline, |t| t + grace);
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(Event::Message(Message::Result { id, response, tokens, cost_usd })) if id == job.id => {
+                        return if canceled_at.is_some() {
+                            Ending::Canceled
+                        } else {
+                            Ending::Answered { response, tokens, cost_usd }
+                        };
+                    }
+                    Some(Event::Message(Message::Error { id, error })) if id == job.id => {
+                        return if canceled_at.is_some() { Ending::Canceled } else { Ending::Reported(error) };
+                    }
+                    Some(Event::Message(Message::Result { id, .. } | Message::Error { id, .. })) => {
+                        return Ending::Violation(format!("an answer for task {id} while task {} was in flight", job.id));
+                    }
+                    Some(Event::Message(Message::Ready {})) => {
+                        return Ending::Violation("a ready line while a task was in flight".into());
+                    }
+                    Some(Event::Violation(v)) => return Ending::Violation(v),
+                    Some(Event::Exited(status)) => return Ending::Exited(status),
+                    None => return Ending::SpawnFailed("the server worker's output ended".into()),
+                },
+                _ = tokio::time::sleep_until(limit) => {
+                    if canceled_at.is_some() {
+                        // No answer to the cancel: the caller stops the worker.
+                        self.stdin = None;
+                        return Ending::Canceled;
+                    }
+                    return Ending::TimedOut;
+                }
+                _ = cancel.requested(), if canceled_at.is_none() => {
+                    canceled_at = Some(Instant::now());
+                    if self.send(&Request::Cancel { id: &job.id }).await.is_err() {
+                        self.stdin = None;
+                        return Ending::Canceled;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, request: &Request<'_>) -> Result<()> {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        let stdin = self.stdin.as_mut().ok_or_else(|| Error::Invalid("the worker's stdin is closed".into()))?;
+        stdin.write_all(&line).await.map_err(|e| Error::io("writing to the server worker", e))?;
+        stdin.flush().await.map_err(|e| Error::io("writing to the server worker", e))
+    }
+
+    /// Its stdin broke: it is exiting; wait (bounded) for the reader to see it.
+    async fn wait_exit(&mut self) -> Ending {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(ev) = self.events.recv().await {
+                if let Event::Exited(status) = ev {
+                    return Some(status);
+                }
+            }
+            None
+        })
+        .await;
+        match waited {
+            Ok(Some(status)) => Ending::Exited(status),
+            _ => Ending::Violation("its stdin closed while it kept running".into()),
+        }
+    }
+}
+
+/// Read protocol lines until EOF. After a violation, the rest of the output is drained unread
+/// (the worker is being replaced; it must not block on a full pipe meanwhile).
+async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.send(Event::Violation(format!("reading its output failed: {e}")));
+                break;
+            }
+        }
+        let complete = line.last() == Some(&b'\n');
+        if !complete && line.len() > MAX_LINE {
+            let _ = tx.send(Event::Violation(format!("a line over {} bytes", MAX_LINE)));
+            break;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Message>(text) {
+            Ok(m) => {
+                let _ = tx.send(Event::Message(m));
+            }
+            Err(e) => {
+                let _ = tx.send(Event::Violation(format!("not a protocol message ({e}): {}", snippet(text))));
+                break;
+            }
+        }
+    }
+    let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+}
+
+fn snippet(text: &str) -> String {
+    let cut: String = text.chars().take(120).collect();
+    if cut.len() < text.len() { format!("{cut}...") } else { cut }
+}
+
+async fn store_busy(ctx: &PoolContext, worker: &str, job: &JobRow) -> Result<bool> {
+    let mut conn = ctx.pool.acquire().await?;
+    store::workers::busy(&mut conn, worker, &job.id, job.attempt, &ctx.owner, ctx.epoch, now_ms()).await
+}
+
+async fn end_row(ctx: &PoolContext, id: &str, state: &str, code: Option<i64>, why: Option<&str>) -> Result<bool> {
+    let mut conn = ctx.pool.acquire().await?;
+    store::workers::end(&mut conn, id, state, code, why, now_ms()).await
+}
+
+/// The exit code as the schema records it: the code, or 128 + the signal.
+fn exit_code(status: &ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().map(i64::from).or(status.signal().map(|s| 128 + i64::from(s))).unwrap_or(-1)
+}
+
+fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+/// Stop what is proven to be a lost server worker's process and end its row: the pid and start
+/// time recorded, and its worker-id tag (which also finds a process spawned before its pid was
+/// recorded). A row is never trusted alone.
+pub async fn recover_row(row: &store::workers::ServerRow, grace: Duration) -> Vec<i32> {
+    let tag = proc::Tag::server(&row.id);
+    let mut groups = Vec::new();
+    if let (Some(pid), Some(start)) = (row.pid, row.pid_start) {
+        let pid = pid as i32;
+        if proc::is_same_alive(pid, start as u64) && tag.on(pid) {
+            groups.push(pid);
+        }
+    }
+    groups.extend(proc::find_with_tag(&tag).into_iter().map(|(_, pgid)| pgid));
+    groups.sort_unstable();
+    groups.dedup();
+    for &pgid in &groups {
+        proc::terminate_group(pgid, grace, None).await;
+    }
+    groups
+}
+
+/// Live server rows of a profile that no slot holds (a lost worker's): recover them.
+async fn recover_profile(ctx: &PoolContext, profile: &str, grace: Duration) {
+    let rows = match ctx.pool.acquire().await {
+        Ok(mut conn) => store::workers::stale(&mut conn, "", -1).await.unwrap_or_default(),
+        Err(_) => return,
+    };
+    for row in rows.iter().filter(|r| r.profile == profile) {
+        recover_row(row, grace).await;
+        let _ = end_row(ctx, &row.id, "error", None, Some("Worker lost: no dispatcher held it")).await;
+    }
+}

@@ -1,0 +1,281 @@
+//! Statements on server workers' rows and on stop requests (oneshot rows live with their jobs in
+//! `store::jobs`).
+
+use sqlx::SqliteConnection;
+
+use crate::error::Result;
+
+/// A server worker about to be registered (`starting`, before its process exists).
+#[derive(Debug, Clone)]
+pub struct NewServer<'a> {
+    pub id: &'a str,
+    pub profile: &'a str,
+    pub owner: &'a str,
+    pub epoch: i64,
+    /// The session of the job that asked for it (`None`: started with the dispatcher).
+    pub session: Option<&'a str>,
+    pub model: Option<&'a str>,
+    pub now: i64,
+}
+
+/// The limits a server-worker spawn must pass.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnLimits {
+    /// `limits.maxWorkers`: live workers (oneshot and server) in the queue.
+    pub max_workers: i64,
+    /// `limits.maxWorkersPerSession`.
+    pub max_per_session: i64,
+    /// `limits.spawnRateLimitMs`: the least time between two server spawns.
+    pub rate_ms: i64,
+}
+
+/// What registering a server worker found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// The row is in, `starting`: spawn its process.
+    New,
+    /// A live server worker of this profile exists already (the unique index said so).
+    Exists,
+    /// `limits.maxWorkers` live workers already.
+    WorkerLimit,
+    /// `limits.maxWorkersPerSession` live workers of the session already.
+    SessionLimit,
+    /// The previous server spawn was less than `rate_ms` ago: wait this long.
+    RateLimited(i64),
+    /// The lease is no longer ours.
+    NotLeader,
+}
+
+/// Register a server worker before its process exists: one statement that inserts the
+/// `starting` row only within the limits and under our lease; the unique partial index
+/// `workers_one_server` refuses a second live server worker of the profile. When nothing was
+/// inserted, a read says why.
+#[tracing::instrument(skip_all, fields(profile = %w.profile), err)]
+pub async fn register(conn: &mut SqliteConnection, w: &NewServer<'_>, lim: SpawnLimits) -> Result<Registered> {
+    let inserted = sqlx::query!(
+        "INSERT INTO workers (id, profile, kind, state, owner, epoch, session, model, started_ms, last_activity_ms)
+         SELECT ?1, ?2, 'server', 'starting', ?3, ?4, ?5, ?6, ?7, ?7
+          WHERE EXISTS (SELECT 1 FROM dispatcher_lease WHERE owner = ?3 AND epoch = ?4)
+            AND (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')) < ?8
+            AND (?5 IS NULL OR (SELECT count(*) FROM workers
+                                 WHERE session = ?5 AND state IN ('starting', 'ready', 'busy')) < ?9)
+            AND coalesce((SELECT max(started_ms) FROM workers WHERE kind = 'server'), 0) <= ?7 - ?10",
+        w.id,
+        w.profile,
+        w.owner,
+        w.epoch,
+        w.session,
+        w.model,
+        w.now,
+        lim.max_workers,
+        lim.max_per_session,
+        lim.rate_ms
+    )
+    .execute(&mut *conn)
+    .await;
+    match inserted {
+        Ok(r) if r.rows_affected() == 1 => return Ok(Registered::New),
+        Ok(_) => {}
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(Registered::Exists),
+        Err(e) => return Err(e.into()),
+    }
+    let why = sqlx::query!(
+        r#"SELECT EXISTS (SELECT 1 FROM dispatcher_lease WHERE owner = ?1 AND epoch = ?2) AS "leader!: bool",
+                  (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')) AS "live!: i64",
+                  (SELECT count(*) FROM workers
+                    WHERE session = ?3 AND state IN ('starting', 'ready', 'busy')) AS "session_live!: i64",
+                  (SELECT max(started_ms) FROM workers WHERE kind = 'server') AS "last: i64""#,
+        w.owner,
+        w.epoch,
+        w.session
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(if !why.leader {
+        Registered::NotLeader
+    } else if why.live >= lim.max_workers {
+        Registered::WorkerLimit
+    } else if w.session.is_some() && why.session_live >= lim.max_per_session {
+        Registered::SessionLimit
+    } else {
+        // Only the rate limit is left (or a row that ended since: try again at once).
+        Registered::RateLimited((why.last.unwrap_or(0) + lim.rate_ms - w.now).max(0))
+    })
+}
+
+/// Record the spawned process of a `starting` server worker. False: the row is no longer ours
+/// or no longer starting (stopped meanwhile): the process must not live on unregistered.
+pub async fn spawned(
+    conn: &mut SqliteConnection,
+    id: &str,
+    pid: i64,
+    pid_start: i64,
+    owner: &str,
+    epoch: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workers SET pid = ?2, pid_start = ?3, pgid = ?2
+          WHERE id = ?1 AND state = 'starting' AND owner = ?4 AND epoch = ?5",
+        id,
+        pid,
+        pid_start,
+        owner,
+        epoch
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// `starting -> ready` once the worker said it is ready.
+pub async fn ready(conn: &mut SqliteConnection, id: &str, owner: &str, epoch: i64, now: i64) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workers SET state = 'ready', last_activity_ms = ?4
+          WHERE id = ?1 AND state = 'starting' AND owner = ?2 AND epoch = ?3",
+        id,
+        owner,
+        epoch,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// `ready -> busy` with a job. (`busy -> ready` happens with the job's end, by the trigger
+/// `jobs_release_server_worker`.)
+pub async fn busy(
+    conn: &mut SqliteConnection,
+    id: &str,
+    job_id: &str,
+    attempt: i64,
+    owner: &str,
+    epoch: i64,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workers SET state = 'busy', job_id = ?2, attempt = ?3, last_activity_ms = ?6
+          WHERE id = ?1 AND state = 'ready' AND stop_requested_ms IS NULL AND owner = ?4 AND epoch = ?5",
+        id,
+        job_id,
+        attempt,
+        owner,
+        epoch,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// End a live server worker's row: `stopped` (baton stopped it) or `error` (it died, broke the
+/// protocol, or was lost), with its exit code and reason. False: it had ended already.
+pub async fn end(
+    conn: &mut SqliteConnection,
+    id: &str,
+    state: &str,
+    exit_code: Option<i64>,
+    error: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE workers SET state = ?2, exit_code = ?3, error = ?4, finished_ms = ?5, last_activity_ms = ?5
+          WHERE id = ?1 AND state IN ('starting', 'ready', 'busy')",
+        id,
+        state,
+        exit_code,
+        error,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// A live server worker's row, as recovery and `workers stop` need it.
+#[derive(Debug, Clone)]
+pub struct ServerRow {
+    pub id: String,
+    pub profile: String,
+    pub pid: Option<i64>,
+    pub pid_start: Option<i64>,
+    pub job_id: Option<String>,
+}
+
+/// Live server workers of an earlier leader (any owner or epoch but ours): their processes
+/// lost their dispatcher and its pipes.
+pub async fn stale(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<ServerRow>> {
+    Ok(sqlx::query_as!(
+        ServerRow,
+        "SELECT id, profile, pid, pid_start, job_id FROM workers
+          WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND NOT (owner = ?1 AND epoch = ?2)",
+        owner,
+        epoch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Ask the owner of live workers to stop them.
+pub async fn request_stop(conn: &mut SqliteConnection, ids: &[String], now: i64) -> Result<()> {
+    let ids = serde_json::to_string(ids)?;
+    sqlx::query!(
+        "UPDATE workers SET stop_requested_ms = ?2
+          WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('starting', 'ready', 'busy')
+            AND stop_requested_ms IS NULL",
+        ids,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Our live server workers with a stop request.
+pub async fn stop_requests(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM workers
+          WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND stop_requested_ms IS NOT NULL
+            AND owner = ?1 AND epoch = ?2",
+        owner,
+        epoch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Live server workers (with their process) by id: for a stop with no dispatcher alive.
+pub async fn servers(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<ServerRow>> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_as!(
+        ServerRow,
+        "SELECT id, profile, pid, pid_start, job_id FROM workers
+          WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND id IN (SELECT value FROM json_each(?1))",
+        ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many of these workers are still live.
+pub async fn count_live(conn: &mut SqliteConnection, ids: &[String]) -> Result<i64> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!: i64" FROM workers
+            WHERE state IN ('starting', 'ready', 'busy') AND id IN (SELECT value FROM json_each(?1))"#,
+        ids
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Ended server workers' rows older than `before` (oneshot rows go with their jobs).
+pub async fn prune_ended(conn: &mut SqliteConnection, before: i64) -> Result<u64> {
+    let r = sqlx::query!(
+        "DELETE FROM workers WHERE kind = 'server' AND state IN ('error', 'stopped') AND finished_ms < ?1",
+        before
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
+}
