@@ -840,6 +840,66 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
     answers(q, caller, &resolved, false, false).await
 }
 
+/// `workers stop`: stop live workers, given by id (or a unique prefix), or all of them. A
+/// worker's current job is canceled with the reason "Worker stopped"; a oneshot worker stops
+/// with its job, a server worker is stopped by its dispatcher (stdin closed, group SIGTERM, then
+/// SIGKILL after `jobs.killGraceMs`). With no dispatcher alive, this process stops the proven
+/// processes itself. Answers the workers' rows afterwards.
+pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value> {
+    if ids.is_empty() && !all {
+        return Err(Error::Invalid("Give the ids of the workers to stop, or --all".into()));
+    }
+    let mut conn = q.store.pool().acquire().await?;
+    let live = store::jobs::live_workers(&mut conn).await?;
+    let mut targets: Vec<&store::jobs::WorkerRow> = Vec::new();
+    if all {
+        targets.extend(live.iter());
+    }
+    for id in ids {
+        let found: Vec<&store::jobs::WorkerRow> = match live.iter().find(|w| &w.id == id) {
+            Some(w) => vec![w],
+            None => live.iter().filter(|w| !id.is_empty() && w.id.starts_with(id.as_str())).collect(),
+        };
+        match found.as_slice() {
+            [w] => targets.push(w),
+            [] => return Err(Error::Invalid(format!("No live worker \"{id}\" (see `baton workers`)"))),
+            _ => return Err(Error::Invalid(format!("Worker id prefix \"{id}\" is ambiguous"))),
+        }
+    }
+    targets.sort_by(|a, b| a.id.cmp(&b.id));
+    targets.dedup_by(|a, b| a.id == b.id);
+    let now = now_ms();
+    let ids: Vec<String> = targets.iter().map(|w| w.id.clone()).collect();
+    let servers: Vec<String> = targets.iter().filter(|w| w.kind == "server").map(|w| w.id.clone()).collect();
+    store::workers::request_stop(&mut conn, &servers, now).await?;
+    let mut running = Vec::new();
+    for job in targets.iter().filter_map(|w| w.job_id.as_deref()) {
+        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await?.as_deref() == Some("running")
+        {
+            running.push(job.to_string());
+        }
+    }
+    let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
+    if !dispatch::is_alive(q)? {
+        // No owner to do it: stop what is proven to be each worker's, and end the rows.
+        cancel_orphans(q, &running, grace).await?;
+        for row in store::workers::servers(&mut conn, &servers).await? {
+            crate::server::recover_row(&row, grace).await;
+            store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
+        }
+    }
+    let deadline = Instant::now() + grace + Duration::from_secs(10);
+    while store::workers::count_live(&mut conn, &ids).await? > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = store::workers::get_many(&mut conn, &ids).await?;
+    Ok(Value::Array(
+        rows.iter()
+            .map(|w| json!({"id": w.id, "profile": w.profile, "kind": w.kind, "status": w.state, "pid": w.pid}))
+            .collect(),
+    ))
+}
+
 /// Cancel running jobs whose dispatcher is gone: kill each proven worker group, then write
 /// `canceled`, fenced by the owner found on the row.
 async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()> {

@@ -60,8 +60,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List live workers.
+    /// List live workers, or stop some.
     Workers {
+        #[command(subcommand)]
+        action: Option<WorkersAction>,
         #[arg(long)]
         json: bool,
     },
@@ -186,6 +188,21 @@ pub struct StartArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum WorkersAction {
+    /// Stop workers: a server worker's process group gets SIGTERM, then SIGKILL after
+    /// jobs.killGraceMs; a worker's current task is canceled ("Worker stopped").
+    Stop {
+        /// Worker ids (or unique prefixes), as `baton workers` shows them.
+        ids: Vec<String>,
+        /// Stop every live worker.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum WorkflowCommand {
     /// Start a run of a workflow; prints its task id (await, peek and cancel it like any task).
     Run {
@@ -293,7 +310,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(code)
         }
-        Command::Workers { json } => list_view(&q, &caller, "workers", json).await,
+        Command::Workers { action: None, json } => list_view(&q, &caller, "workers", json).await,
+        Command::Workers { action: Some(WorkersAction::Stop { ids, all, json }), .. } => {
+            let stopped = api::stop_workers(&q, &ids, all).await?;
+            if json {
+                out(&pretty(&stopped));
+            } else {
+                for w in stopped.as_array().into_iter().flatten() {
+                    out(&format!(
+                        "{} ({} {}): {}",
+                        w["id"].as_str().unwrap_or("?"),
+                        w["kind"].as_str().unwrap_or("?"),
+                        w["profile"].as_str().unwrap_or("?"),
+                        w["status"].as_str().unwrap_or("?")
+                    ));
+                }
+                if stopped.as_array().is_some_and(Vec::is_empty) {
+                    out("No live workers.");
+                }
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Prune { dry_run } => {
             let r = crate::prune::prune(&q, job::now_ms(), dry_run).await?;
             if dry_run {

@@ -183,6 +183,15 @@ fn illegal_worker_transitions_are_refused_by_the_database() {
     upd("one", "stopped").unwrap();
     // Kind never changes.
     assert!(err_text(c.execute("UPDATE workers SET kind = 'server' WHERE id = 'one'", [])).contains("never changes"));
+    // A server worker's legal life: starting -> ready -> busy -> ready -> stopped.
+    ins("life", "server", "starting").unwrap();
+    for st in ["ready", "busy", "ready"] {
+        upd("life", st).unwrap();
+    }
+    assert!(err_text(upd("life", "ready")).contains("illegal worker transition"), "same-state update");
+    assert!(err_text(upd("life", "starting")).contains("illegal worker transition"), "ready -> starting");
+    upd("life", "stopped").unwrap();
+    assert!(err_text(upd("life", "error")).contains("illegal worker transition"), "stopped is final");
     // Two live server workers for one profile are impossible.
     ins("s1", "server", "starting").unwrap();
     let e = err_text(ins("s2", "server", "starting"));

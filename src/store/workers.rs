@@ -257,6 +257,19 @@ pub async fn servers(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<
     .await?)
 }
 
+/// Workers by id, any state.
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<super::jobs::WorkerRow>> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_as!(
+        super::jobs::WorkerRow,
+        "SELECT id, profile, kind, state, pid, job_id, model, session, started_ms, last_activity_ms
+           FROM workers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
+        ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// How many of these workers are still live.
 pub async fn count_live(conn: &mut SqliteConnection, ids: &[String]) -> Result<i64> {
     let ids = serde_json::to_string(ids)?;

@@ -141,11 +141,17 @@ impl TestQueue {
 
     /// Start `baton run` in the foreground as a child (stderr to a log file in the temp dir).
     pub fn dispatcher(&self) -> u32 {
-        let log = std::fs::File::create(self.dir.path().join(format!("dispatcher-{}.log", now_nanos()))).unwrap();
+        self.dispatcher_with_log().0
+    }
+
+    /// A dispatcher (killed with the queue) and the file its log goes to.
+    pub fn dispatcher_with_log(&self) -> (u32, PathBuf) {
+        let path = self.dir.path().join(format!("dispatcher-{}.log", now_nanos()));
+        let log = std::fs::File::create(&path).unwrap();
         let child = self.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().expect("spawn dispatcher");
         let pid = child.id();
         self.children.lock().unwrap().push(child);
-        pid
+        (pid, path)
     }
 
     /// A raw SQLite connection to the queue (no baton logic).
@@ -222,6 +228,16 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// A child process killed (and reaped) when this goes out of scope.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Dead means gone or a zombie.

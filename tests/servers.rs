@@ -1,0 +1,351 @@
+//! Server workers with real processes: `tests/fixtures/echo-server.sh` speaks the JSON-lines
+//! protocol and appends its pid to `spawns.txt` in the project directory at every start, so
+//! the tests count spawns both in the workers table and by the worker's own side effect.
+
+mod common;
+
+use common::{TestQueue, is_dead, wait_for};
+use serde_json::{Value, json};
+
+const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/echo-server.sh");
+
+fn server_profile(id: &str) -> Value {
+    json!({
+        "id": id, "name": id, "model": "m", "purpose": "p", "whenToUse": "w",
+        "kind": "server", "command": ["bash", SERVER], "env": {"SERVER_SPAWNS": "spawns.txt"}
+    })
+}
+
+/// A queue with server profiles `srv` and `other`, a low spawn rate limit, and `extra` merged in.
+fn queue(extra: Value) -> TestQueue {
+    let mut cfg = json!({
+        "profiles": [server_profile("srv"), server_profile("other")],
+        "limits": {"spawnRateLimitMs": 50}
+    });
+    merge(&mut cfg, extra);
+    TestQueue::with_overrides(cfg)
+}
+
+fn merge(base: &mut Value, over: Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn spawns(q: &TestQueue) -> Vec<i32> {
+    std::fs::read_to_string(q.project.join("spawns.txt"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// (state, pid, error) of every server worker row, oldest first (none before the queue exists).
+fn server_rows(q: &TestQueue) -> Vec<(String, Option<i64>, Option<String>)> {
+    let c = q.raw();
+    let Ok(mut st) = c.prepare("SELECT state, pid, error FROM workers WHERE kind = 'server' ORDER BY seq") else {
+        return Vec::new();
+    };
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+}
+
+fn await_one(q: &TestQueue, id: &str) -> Value {
+    q.json(&["task", "await", id, "--timeout", "60000"]).0
+}
+
+fn kill9(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn eight_starts_from_four_processes_share_one_spawn() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.dispatcher();
+    // Four client processes (sessions), each starting two tasks at once: eight concurrent starts.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|p| {
+                let q = &q;
+                s.spawn(move || {
+                    let session = format!("client-{p}");
+                    let kids: Vec<_> = (0..2)
+                        .map(|i| {
+                            q.cmd()
+                                .args([
+                                    "task",
+                                    "start",
+                                    "--worker",
+                                    "srv",
+                                    "--session",
+                                    &session,
+                                    &format!("job-{p}-{i}"),
+                                ])
+                                .stdout(std::process::Stdio::piped())
+                                .spawn()
+                                .unwrap()
+                        })
+                        .collect();
+                    kids.into_iter()
+                        .map(|k| {
+                            let o = k.wait_with_output().unwrap();
+                            assert!(o.status.success());
+                            String::from_utf8(o.stdout).unwrap().trim().to_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), 8);
+    let mut answered_by = std::collections::BTreeSet::new();
+    for id in &ids {
+        let v = await_one(&q, id);
+        assert_eq!(v["status"], "succeeded", "{v}");
+        let text = v["responseText"].as_str().unwrap();
+        assert!(text.starts_with(v["message"].as_str().unwrap()), "{text}");
+        answered_by.insert(text.rsplit(' ').next().unwrap().to_string());
+        assert_eq!(v["tokens"], 7);
+    }
+    let pids = spawns(&q);
+    assert_eq!(pids.len(), 1, "exactly one spawn: {pids:?}");
+    assert_eq!(answered_by.into_iter().collect::<Vec<_>>(), [pids[0].to_string()], "all answered by it");
+    let rows = server_rows(&q);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].0.as_str(), rows[0].1), ("ready", Some(i64::from(pids[0]))));
+    // In turn: no two jobs of the profile overlapped.
+    let c = q.raw();
+    let overlaps: i64 = c
+        .query_row(
+            "SELECT count(*) FROM jobs a JOIN jobs b ON a.id < b.id
+              WHERE a.started_ms < b.finished_ms AND b.started_ms < a.finished_ms",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(overlaps, 0);
+    // The workers view shows it with the spec's columns.
+    let table = q.ok(&["workers"]);
+    assert!(table.contains("| Worker ") && table.contains("| Last activity"), "{table}");
+    assert!(table.contains("| srv ") && table.contains("| server ") && table.contains("| ready "), "{table}");
+    let (v, _) = q.json(&["task", "list", "--view", "workers"]);
+    assert_eq!(v[0]["kind"], "server", "{v}");
+}
+
+#[test]
+fn a_server_worker_killed_mid_job_fails_the_job_and_is_replaced_once() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.dispatcher();
+    let id = q.start(&["--worker", "srv", "sleep 30 then answer"]);
+    wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
+    let first = spawns(&q)[0];
+    kill9(first);
+    let v = await_one(&q, &id);
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("failed"), Some("Worker killed by signal 9")), "{v}");
+    assert_eq!(v["exitCode"], 137);
+    let rows = server_rows(&q);
+    assert_eq!((rows[0].0.as_str(), rows[0].2.as_deref()), ("error", Some("It was killed by signal 9")));
+    // The next two jobs: one new worker (a new row), spawned once.
+    for text in ["after the kill", "and again"] {
+        let v = await_one(&q, &q.start(&["--worker", "srv", text]));
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
+    let pids = spawns(&q);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let rows = server_rows(&q);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!((rows[1].0.as_str(), rows[1].1), ("ready", Some(i64::from(pids[1]))));
+}
+
+#[test]
+fn a_killed_dispatcher_loses_the_job_to_recovery_and_its_worker_is_stopped() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    let d = q.dispatcher();
+    let id = q.start(&["--worker", "srv", "sleep 3 then answer"]);
+    wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
+    let old = spawns(&q)[0];
+    kill9(d as i32);
+    // A new dispatcher recovers: the job was lost and is retried on a new worker.
+    q.dispatcher();
+    let v = await_one(&q, &id);
+    assert_eq!((v["status"].as_str(), v["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{v}");
+    wait_for(30, "the old worker to be gone", || is_dead(old));
+    let pids = spawns(&q);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(v["responseText"].as_str().unwrap().ends_with(&pids[1].to_string()), "{v}");
+    let rows = server_rows(&q);
+    assert_eq!((rows[0].0.as_str(), rows[0].2.as_deref()), ("error", Some("Worker lost: its dispatcher went away")));
+    assert_eq!(rows[1].0, "ready");
+}
+
+#[test]
+fn spawn_limits_fail_server_jobs_with_the_spec_messages() {
+    let _g = common::heavy();
+    // One live worker in the whole queue: a busy oneshot worker leaves no room for a server.
+    let q = queue(json!({"limits": {"maxWorkers": 1}}));
+    q.dispatcher();
+    let blocker = q.start(&["sleep 30"]);
+    wait_for(30, "the oneshot worker", || q.state(&blocker) == "running");
+    wait_for(30, "its row", || q.scalar_i64("SELECT count(*) FROM workers WHERE state = 'busy'") == 1);
+    let v = await_one(&q, &q.start(&["--worker", "srv", "hello"]));
+    assert_eq!(v["status"], "failed", "{v}");
+    assert_eq!(v["error"], "Failed to start worker: Worker limit reached (max: 1)");
+    assert!(spawns(&q).is_empty(), "nothing was spawned");
+    q.run(&["task", "cancel", &blocker]);
+
+    // One live worker per session: the session's busy oneshot worker leaves no room.
+    let q = queue(json!({"limits": {"maxWorkersPerSession": 1}}));
+    q.dispatcher();
+    let blocker = q.start(&["--session", "s1", "sleep 30"]);
+    wait_for(30, "its row", || q.scalar_i64("SELECT count(*) FROM workers WHERE state = 'busy'") == 1);
+    let v = await_one(&q, &q.start(&["--session", "s1", "--worker", "srv", "hello"]));
+    assert_eq!(v["error"], "Failed to start worker: Session worker limit reached (max: 1)", "{v}");
+    // Another session has room.
+    let v = await_one(&q, &q.start(&["--session", "s2", "--worker", "srv", "hello"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    q.run(&["task", "cancel", &blocker]);
+}
+
+#[test]
+fn server_spawns_are_rate_limited() {
+    let _g = common::heavy();
+    let q = queue(json!({"limits": {"spawnRateLimitMs": 1500}}));
+    let (_, d) = q.dispatcher_with_log();
+    let a = q.start(&["--worker", "srv", "a"]);
+    let b = q.start(&["--worker", "other", "b"]);
+    for id in [&a, &b] {
+        assert_eq!(await_one(&q, id)["status"], "succeeded");
+    }
+    let gap = q.scalar_i64("SELECT max(started_ms) - min(started_ms) FROM workers WHERE kind = 'server'");
+    assert!(gap >= 1500, "server spawns {gap} ms apart");
+    let log = std::fs::read_to_string(&d).unwrap();
+    assert!(log.contains("Rate limited: wait 1500ms between spawns"), "{log}");
+}
+
+#[test]
+fn a_worker_stopped_before_its_registration_completes_is_shut_down() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    // Widen the window between the spawn and the pid record.
+    let child = q.cmd().arg("run").env("BATON_TEST_SPAWN_DELAY_MS", "1500").spawn().unwrap();
+    let _d = common::Kill(child);
+    let id = q.start(&["--worker", "srv", "hello"]);
+    wait_for(30, "the spawn", || !spawns(&q).is_empty());
+    // The registration is withdrawn meanwhile (as a stop of a starting worker would).
+    q.raw().execute("UPDATE workers SET state = 'stopped' WHERE kind = 'server' AND state = 'starting'", []).unwrap();
+    let v = await_one(&q, &id);
+    assert_eq!(v["status"], "failed", "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("was stopped before its registration completed; its process was shut down"), "{e}");
+    let pid = spawns(&q)[0];
+    wait_for(30, "the orphan to be dead", || is_dead(pid));
+    // The next job gets a worker of its own.
+    let v = await_one(&q, &q.start(&["--worker", "srv", "next"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+}
+
+#[test]
+fn protocol_violations_fail_the_job_and_replace_the_worker() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    let d = q.dispatcher();
+    let cases = [
+        ("GARBAGE", "not a protocol message"),
+        ("OTHER", "an answer for task not-"),
+        ("HUGE", "a line over 1048576 bytes"),
+        ("EXIT", ""),
+        ("FAIL", ""),
+    ];
+    for (i, (prompt, expect)) in cases.iter().enumerate() {
+        let v = await_one(&q, &q.start(&["--worker", "srv", prompt]));
+        assert_eq!(v["status"], "failed", "{v}");
+        let e = v["error"].as_str().unwrap();
+        match *prompt {
+            "EXIT" => assert_eq!(e, "Worker exited with code 3"),
+            "FAIL" => assert_eq!(e, "Agent reported an error: it failed on purpose"),
+            _ => assert!(e.starts_with("Protocol violation by the server worker: ") && e.contains(expect), "{e}"),
+        }
+        // Each broken worker is dead and its row ended; a FAIL answer keeps the worker.
+        let pids = spawns(&q);
+        assert_eq!(pids.len(), i + 1, "{prompt}: {pids:?}");
+        if *prompt != "FAIL" {
+            wait_for(30, "the broken worker to be gone", || is_dead(pids[i]));
+            assert_eq!(server_rows(&q)[i].0, "error", "{prompt}");
+        }
+    }
+    assert!(!is_dead(d as i32), "the dispatcher lives on");
+    let v = await_one(&q, &q.start(&["--worker", "srv", "fine"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(spawns(&q).len(), 5, "the worker that answered FAIL served this job too");
+}
+
+#[test]
+fn workers_stop_stops_server_workers_gracefully() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.dispatcher();
+    for p in ["srv", "other"] {
+        assert_eq!(await_one(&q, &q.start(&["--worker", p, "warm"]))["status"], "succeeded");
+    }
+    let pids = spawns(&q);
+    let id: String = q
+        .raw()
+        .query_row("SELECT id FROM workers WHERE profile = 'srv' AND state = 'ready'", [], |r| r.get(0))
+        .unwrap();
+    // By id prefix.
+    let out = q.ok(&["workers", "stop", &id[..8]]);
+    assert!(out.contains(&id) && out.contains("stopped"), "{out}");
+    wait_for(30, "the srv worker to be gone", || is_dead(pids[0]));
+    assert!(!is_dead(pids[1]));
+    let log = std::fs::read_to_string(q.project.join(".baton/logs/workers").join(format!("{id}.log"))).unwrap();
+    assert!(log.contains("stdin closed"), "it saw its stdin close first: {log}");
+    // Unknown ids are an error that names them.
+    let o = q.run(&["workers", "stop", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No live worker \"nope\""));
+    // --all, with a busy worker: its job is canceled with the reason.
+    let busy = q.start(&["--worker", "other", "sleep 30 then answer"]);
+    wait_for(30, "the other worker busy", || q.state(&busy) == "running");
+    let (v, _) = q.json(&["workers", "stop", "--all"]);
+    assert_eq!(v[0]["status"], "stopped", "{v}");
+    wait_for(30, "the other worker to be gone", || is_dead(pids[1]));
+    let v = await_one(&q, &busy);
+    assert_eq!(
+        (v["status"].as_str(), v["error"].as_str()),
+        (Some("canceled"), Some("Canceled: Worker stopped")),
+        "{v}"
+    );
+    assert_eq!(q.ok(&["workers"]).trim(), "No workers are currently registered.");
+}
+
+#[test]
+fn configured_workers_start_with_the_dispatcher() {
+    let _g = common::heavy();
+    let q = queue(json!({"workers": ["srv"]}));
+    q.dispatcher();
+    wait_for(30, "the configured worker to be ready", || server_rows(&q).first().is_some_and(|r| r.0 == "ready"));
+    assert_eq!(spawns(&q).len(), 1);
+    let v = await_one(&q, &q.start(&["--worker", "srv", "hello"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(spawns(&q).len(), 1, "the job used the worker started with the dispatcher");
+}
+
+#[test]
+fn a_server_profile_without_a_usable_command_is_a_config_error() {
+    let q = TestQueue::with_overrides(json!({
+        "profiles": [{"id": "bad", "name": "b", "model": "m", "purpose": "p", "whenToUse": "w",
+                      "kind": "server", "command": ["srv", "{prompt}"]}]
+    }));
+    let o = q.run(&["task", "start", "--worker", "bad", "x"]);
+    assert_ne!(o.status.code(), Some(0));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cannot use {prompt} outside an optional group"), "{e}");
+}
