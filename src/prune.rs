@@ -18,6 +18,8 @@ pub struct PruneReport {
     /// Finished workflow runs deleted whole (their steps' jobs are not listed in `jobs`).
     pub runs: Vec<String>,
     pub swept_dirs: usize,
+    /// Rows (and logs) of server workers that ended longer than `maxAgeMs` ago.
+    pub server_workers: usize,
     pub dry_run: bool,
 }
 
@@ -56,8 +58,13 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         }
         report.jobs.extend(ids);
     }
+    let ended = store::workers::prune_ended(&mut conn, now - max_age).await?;
+    for id in &ended {
+        let _ = std::fs::remove_file(crate::server::log_path(&q.loc.logs_dir(), id));
+    }
+    report.server_workers = ended.len();
     report.swept_dirs = sweep(q, &mut conn).await?;
-    if !report.jobs.is_empty() || !report.runs.is_empty() || report.swept_dirs > 0 {
+    if !report.jobs.is_empty() || !report.runs.is_empty() || report.swept_dirs > 0 || !ended.is_empty() {
         store::jobs::vacuum(&mut conn).await?;
         tracing::info!(jobs = report.jobs.len(), runs = report.runs.len(), swept = report.swept_dirs, "pruned");
     }

@@ -194,46 +194,51 @@ impl Pool {
     /// (or the one there died). Returns how the job ended.
     pub async fn run_job(&self, job: &JobRow, limits: SpawnLimits, grace: Duration, mut cancel: Cancel) -> Ending {
         let deadline = Instant::now() + Duration::from_millis(job.timeout_ms.max(1) as u64);
+        let spec = match ServerSpec::of_job(job) {
+            Ok(spec) => spec,
+            Err(e) => return Ending::SpawnFailed(format!("the job's server command is unreadable: {e}")),
+        };
         let slot = self.slot(&job.profile);
         let mut held = slot.lock().await;
-        // A worker that is ready and takes the job; at most a few tries (a stop request can
-        // take the worker away between the two).
-        let mut tries = 0;
-        let server = loop {
-            tries += 1;
-            if let Some(mut s) = held.take() {
-                match s.check_idle() {
-                    Ok(()) => {
-                        match store_busy(&self.ctx, &s.id, job).await {
-                            Ok(true) => break held.insert(s),
-                            Ok(false) => self.retire(s, "stopped", "Stopped by request", grace).await,
-                            Err(e) => {
-                                *held = Some(s);
-                                return Ending::SpawnFailed(format!("recording the worker busy: {e}"));
-                            }
-                        }
-                        if tries < 3 {
-                            continue;
-                        }
-                    }
-                    Err(why) => self.retire(s, "error", &why, grace).await,
-                }
-            }
-            let spec = match ServerSpec::of_job(job) {
-                Ok(spec) => spec,
-                Err(e) => return Ending::SpawnFailed(format!("the job's server command is unreadable: {e}")),
+        // A fit worker (the one held, or a new one) that takes the job; a stop request can take
+        // it away in between, so a few tries.
+        for _ in 0..3 {
+            self.drop_unfit(&mut held, grace).await;
+            let server = match held.as_mut() {
+                Some(s) => s,
+                None => match self.start(&spec, limits, grace, deadline, &mut cancel).await {
+                    Ok(s) => held.insert(s),
+                    Err(ending) => return ending,
+                },
             };
-            match self.start(&spec, limits, grace, deadline, &mut cancel).await {
-                Ok(s) => *held = Some(s),
-                Err(e) => return e,
+            match store_busy(&self.ctx, &server.id, job).await {
+                Ok(true) => return self.serve(&mut held, job, deadline, grace, &mut cancel).await,
+                Ok(false) => {
+                    if let Some(s) = held.take() {
+                        self.retire(s, "stopped", "Stopped by request", grace).await;
+                    }
+                }
+                Err(e) => return Ending::SpawnFailed(format!("recording the worker busy: {e}")),
             }
-            if tries >= 3 {
-                return Ending::SpawnFailed("the server worker was stopped while starting".into());
-            }
+        }
+        Ending::SpawnFailed("the server worker was stopped before it could take the task".into())
+    }
+
+    /// Serve the job on the held (busy) worker. The worker stays for the next job only when it
+    /// answered (an acknowledged cancel included); else it is stopped (an exit's row was already
+    /// ended by its reader; stragglers of its group go with it).
+    async fn serve(
+        &self,
+        held: &mut Option<Server>,
+        job: &JobRow,
+        deadline: Instant,
+        grace: Duration,
+        cancel: &mut Cancel,
+    ) -> Ending {
+        let Some(server) = held.as_mut() else {
+            return Ending::SpawnFailed("no server worker".into());
         };
-        let ending = server.serve(job, deadline, grace, &mut cancel).await;
-        // The worker stays for the next job only when it answered (a cancel included); else it
-        // is stopped (an exit's row was already ended by its reader; stragglers go with it).
+        let ending = server.serve(job, deadline, grace, cancel).await;
         let (state, why) = match &ending {
             Ending::Answered { .. } | Ending::Reported(_) => return ending,
             Ending::Canceled if server.stdin.is_some() => return ending,
@@ -249,22 +254,25 @@ impl Pool {
         ending
     }
 
-    /// Start a profile's server worker now (config `workers`), unless one is there.
+    /// Start a profile's server worker now (config `workers`), unless a fit one is there.
     pub async fn ensure(&self, spec: &ServerSpec, limits: SpawnLimits, grace: Duration, startup: Duration) {
         let slot = self.slot(&spec.profile);
         let mut held = slot.lock().await;
-        if let Some(mut s) = held.take() {
-            match s.check_idle() {
-                Ok(()) => {
-                    *held = Some(s);
-                    return;
-                }
-                Err(why) => self.retire(s, "error", &why, grace).await,
+        self.drop_unfit(&mut held, grace).await;
+        if held.is_none() {
+            match self.start(spec, limits, grace, Instant::now() + startup, &mut Cancel::never()).await {
+                Ok(s) => *held = Some(s),
+                Err(e) => tracing::warn!(profile = %spec.profile, "could not start a server worker: {e:?}"),
             }
         }
-        match self.start(spec, limits, grace, Instant::now() + startup, &mut Cancel::never()).await {
-            Ok(s) => *held = Some(s),
-            Err(e) => tracing::warn!(profile = %spec.profile, "could not start a server worker: {e:?}"),
+    }
+
+    /// Stop the held worker if it died or spoke while idle, leaving the slot empty.
+    async fn drop_unfit(&self, held: &mut Option<Server>, grace: Duration) {
+        if let Some(why) = held.as_mut().and_then(|s| s.check_idle().err())
+            && let Some(s) = held.take()
+        {
+            self.retire(s, "error", &why, grace).await;
         }
     }
 
@@ -381,7 +389,7 @@ impl Pool {
                 }
             }
         }
-        let (server, mut events) = match self.spawn(&id, spec).await {
+        let (server, events) = match self.spawn(&id, spec).await {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
@@ -389,8 +397,7 @@ impl Pool {
                 return Err(failed(msg));
             }
         };
-        let mut s =
-            Server { id: id.clone(), pid: server.pid, stdin: Some(server.stdin), events: mpsc::unbounded_channel().1 };
+        let mut s = Server { id: id.clone(), pid: server.pid, stdin: Some(server.stdin), events };
         // Registration completes with the pid; a row that was ended meanwhile (stopped while
         // starting) or a write that fails leaves a process nobody may keep: shut it down.
         let recorded = match self.ctx.pool.acquire().await {
@@ -416,23 +423,26 @@ impl Pool {
         };
         if let Some(reason) = reason {
             tracing::warn!(worker = %id, pid = server.pid, "{reason}");
-            s.events = events;
             self.retire(s, "error", &reason, grace).await;
             return Err(failed(reason));
         }
         // Wait for the ready line.
+        enum First {
+            Said(Option<Event>),
+            Late,
+            Canceled,
+        }
         let first = tokio::select! {
-            ev = events.recv() => Some(ev),
-            _ = tokio::time::sleep_until(deadline) => None,
-            _ = cancel.requested() => {
-                s.events = events;
+            ev = s.events.recv() => First::Said(ev),
+            _ = tokio::time::sleep_until(deadline) => First::Late,
+            _ = cancel.requested() => First::Canceled,
+        };
+        let why = match first {
+            First::Canceled => {
                 self.retire(s, "stopped", "Its task was canceled while it started", grace).await;
                 return Err(Ending::Canceled);
             }
-        };
-        s.events = events;
-        let why = match first {
-            Some(Some(Event::Message(Message::Ready {}))) => {
+            First::Said(Some(Event::Message(Message::Ready {}))) => {
                 let ok = match self.ctx.pool.acquire().await {
                     Ok(mut conn) => {
                         store::workers::ready(&mut conn, &id, &self.ctx.owner, self.ctx.epoch, now_ms()).await
@@ -448,13 +458,15 @@ impl Pool {
                     Err(e) => format!("could not record it ready: {e}"),
                 }
             }
-            Some(Some(Event::Message(m))) => format!("Protocol violation: expected a ready line first, got {m:?}"),
-            Some(Some(Event::Violation(v))) => format!("Protocol violation: {v}"),
-            Some(Some(Event::Exited(status))) => {
+            First::Said(Some(Event::Message(m))) => {
+                format!("Protocol violation: expected a ready line first, got {m:?}")
+            }
+            First::Said(Some(Event::Violation(v))) => format!("Protocol violation: {v}"),
+            First::Said(Some(Event::Exited(status))) => {
                 return Err(failed(format!("the server worker {}", describe_exit(&status))));
             }
-            Some(None) => return Err(failed("the server worker's output ended".into())),
-            None => {
+            First::Said(None) => return Err(failed("the server worker's output ended".into())),
+            First::Late => {
                 self.retire(s, "error", "It was not ready in time", grace).await;
                 return Err(Ending::TimedOut);
             }
@@ -470,9 +482,10 @@ impl Pool {
             return Err(Error::Invalid("the server's command is empty".into()));
         };
         let env = &self.ctx.spawn_env;
-        let dir = env.logs_dir.join("workers");
-        crate::location::create_private_dir(&dir)?;
-        let log_path = dir.join(format!("{id}.log"));
+        let log_path = log_path(&env.logs_dir, id);
+        if let Some(dir) = log_path.parent() {
+            crate::location::create_private_dir(dir)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -673,6 +686,11 @@ async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
         }
     }
     let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+}
+
+/// A server worker's log (its stderr): `<logs>/workers/<worker id>.log`.
+pub fn log_path(logs_dir: &std::path::Path, worker_id: &str) -> std::path::PathBuf {
+    logs_dir.join("workers").join(format!("{worker_id}.log"))
 }
 
 fn snippet(text: &str) -> String {

@@ -349,3 +349,19 @@ fn a_server_profile_without_a_usable_command_is_a_config_error() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("cannot use {prompt} outside an optional group"), "{e}");
 }
+
+#[test]
+fn ended_server_workers_are_pruned_with_their_logs() {
+    let _g = common::heavy();
+    let q = queue(json!({"retention": {"maxAgeMs": 1, "minAgeMs": 0}}));
+    q.dispatcher();
+    let v = await_one(&q, &q.start(&["--worker", "srv", "EXIT"]));
+    assert_eq!(v["status"], "failed", "{v}");
+    let id: String = q.raw().query_row("SELECT id FROM workers WHERE kind = 'server'", [], |r| r.get(0)).unwrap();
+    let log = q.project.join(".baton/logs/workers").join(format!("{id}.log"));
+    assert!(std::fs::read_to_string(&log).unwrap().contains("starting in"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    q.ok(&["prune"]);
+    assert_eq!(q.scalar_i64("SELECT count(*) FROM workers WHERE kind = 'server'"), 0);
+    assert!(!log.exists(), "its log went with it");
+}

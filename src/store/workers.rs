@@ -282,13 +282,13 @@ pub async fn count_live(conn: &mut SqliteConnection, ids: &[String]) -> Result<i
     .await?)
 }
 
-/// Ended server workers' rows older than `before` (oneshot rows go with their jobs).
-pub async fn prune_ended(conn: &mut SqliteConnection, before: i64) -> Result<u64> {
-    let r = sqlx::query!(
-        "DELETE FROM workers WHERE kind = 'server' AND state IN ('error', 'stopped') AND finished_ms < ?1",
+/// Delete ended server workers' rows that ended before `before` (oneshot rows go with their
+/// jobs); returns their ids.
+pub async fn prune_ended(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "DELETE FROM workers WHERE kind = 'server' AND state IN ('error', 'stopped') AND finished_ms < ?1 RETURNING id",
         before
     )
-    .execute(conn)
-    .await?;
-    Ok(r.rows_affected())
+    .fetch_all(conn)
+    .await?)
 }
