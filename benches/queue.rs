@@ -2,6 +2,7 @@
 //!
 //! `cargo bench --bench queue` (release). Real SQLite files in temp dirs, the real `baton`
 //! binary for the dispatcher and the CLI, real worker processes; no mocks. One line per figure.
+//! `cargo bench --bench queue -- c i` runs only the sections named (by letter).
 //!
 //! (a) job lifecycle, one autocommit statement per step, vs. raw rusqlite with the same SQL
 //! (b) batched enqueue / claim 64 / grouped finish, vs. raw rusqlite with the same batching
@@ -11,6 +12,7 @@
 //! (f) dispatcher RSS and idle CPU
 //! (g) claim+finish throughput against growing backlogs
 //! (h) two-step workflow runs/s vs. spawning the same steps by hand
+//! (i) jobs/s through one long-lived server worker vs. oneshot spawns of the same program
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -48,6 +50,8 @@ const G_DRAIN: usize = 10_000;
 const ROUNDS: usize = 5;
 /// (h) two-step workflow runs.
 const H_RUNS: usize = 100;
+/// (i) jobs per run (a server run, then oneshot runs at concurrency 1 and C_CONCURRENCY).
+const I_JOBS: usize = 300;
 
 const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
@@ -1128,6 +1132,203 @@ fn bench_backlog(rt: &Runtime) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (i) one long-lived server worker vs. oneshot spawns of the same program.
+
+/// The (i) worker, one bash script for both kinds. With `--server` it speaks the protocol of
+/// src/server.rs: `ready`, then one `result` line per job line (the task id picked out with a
+/// bash regex, no other parsing); without it, it is a oneshot worker: prints a short response
+/// and exits. Both answer "ok".
+const I_WORKER: &str = r#"#!/usr/bin/env bash
+if [ "${1:-}" = --server ]; then
+    echo '{"type":"ready"}'
+    while IFS= read -r line; do
+        if [[ $line =~ \"id\":\"([^\"]+)\" ]]; then
+            printf '{"type":"result","id":"%s","response":"ok"}\n' "${BASH_REMATCH[1]}"
+        fi
+    done
+else
+    echo ok
+fi
+"#;
+
+/// What one (i) run measured.
+struct ServerRun {
+    /// First `api::start` -> last job finished (`created_ms` -> `finished_ms` of the rows).
+    submit_to_finish: Duration,
+    /// First claim -> last job finished (`started_ms` -> `finished_ms`).
+    claim_to_finish: Duration,
+    /// The `api::start` loop, with the dispatcher already running.
+    enqueue: Duration,
+    /// Server worker processes the run spawned.
+    servers: i64,
+}
+
+/// One (i) run on a fresh queue: both profiles of the same script (`srv`, a server profile,
+/// and `one`, a oneshot one), `limits.maxConcurrency` = `concurrency`, a spawn rate limit of 0.
+/// The dispatcher is started and holds the lease first; then I_JOBS jobs of `profile` are
+/// submitted through `api::start` and awaited. Asserts that every job succeeded with the
+/// script's answer and ran as the profile's kind.
+fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrency: usize) -> ServerRun {
+    let script = script.to_str().expect("utf-8 script path");
+    let prof = |id: &str| serde_json::json!({"id": id, "name": id, "model": "bench", "purpose": "bench", "whenToUse": "bench"});
+    let mut srv = prof("srv");
+    srv["kind"] = "server".into();
+    srv["command"] = serde_json::json!(["bash", script, "--server"]);
+    let mut one = prof("one");
+    one["command"] = serde_json::json!(["bash", script, "{prompt}"]);
+    let p = Project::new(serde_json::json!({
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": concurrency, "spawnRateLimitMs": 0},
+        "profiles": [srv, one],
+    }));
+    // Create the queue (migrated) before the dispatcher opens it.
+    let q = rt.block_on(p.queue());
+    let d = Dispatcher::start(&p, bin);
+    let raw = p.raw();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while raw.query_row("SELECT count(*) FROM dispatcher_lease", [], |r| r.get::<_, i64>(0)).unwrap() == 0 {
+        assert!(Instant::now() < deadline, "(i): the dispatcher never took the lease");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let enqueue = rt.block_on(async {
+        let t = Instant::now();
+        for i in 0..I_JOBS {
+            let params = StartParams {
+                task: format!("bench job {i}"),
+                kind: Some("worker".into()),
+                worker_id: Some(profile.into()),
+                ..Default::default()
+            };
+            let a = api::start(&q, &caller(), params).await.expect("api::start");
+            assert_eq!(a["status"], "queued", "{a}");
+        }
+        t.elapsed()
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while raw
+        .query_row("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')", [], |r| r.get::<_, i64>(0))
+        .unwrap()
+        > 0
+    {
+        assert!(Instant::now() < deadline, "(i) {profile}: jobs still unfinished after 120 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    d.stop();
+    rt.block_on(q.store.close());
+    let kind = if profile == "srv" { "server" } else { "oneshot" };
+    let (ok, created, started, finished): (i64, i64, i64, i64) = raw
+        .query_row(
+            "SELECT count(*) FILTER (WHERE state = 'succeeded' AND trim(response) = 'ok' AND worker_kind = ?1),
+                    min(created_ms), min(started_ms), max(finished_ms)
+             FROM jobs",
+            [kind],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        ok as usize,
+        I_JOBS,
+        "(i) {profile}: not every job succeeded with \"ok\" as a {kind} job (see {})",
+        p.dir.path().display()
+    );
+    let servers: i64 = raw.query_row("SELECT count(*) FROM workers WHERE kind = 'server'", [], |r| r.get(0)).unwrap();
+    let span = |from: i64| Duration::from_millis((finished - from).max(1) as u64);
+    ServerRun { submit_to_finish: span(created), claim_to_finish: span(started), enqueue, servers }
+}
+
+/// The (i) floors, without baton: the script as a server fed I_JOBS job lines in lock step
+/// (write a line, read the answer, as baton does), and the script spawned and waited for
+/// I_JOBS times, one at a time. Returns (server, oneshot) times.
+fn server_floors(script: &Path) -> (Duration, Duration) {
+    use std::io::{BufRead, BufReader, Write};
+    let t = Instant::now();
+    let mut child = Command::new("bash")
+        .arg(script)
+        .arg("--server")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the server script");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), r#"{"type":"ready"}"#);
+    for i in 0..I_JOBS {
+        let id = uuid::Uuid::new_v4().to_string();
+        let job = serde_json::json!({"type": "job", "id": id, "attempt": 1, "prompt": format!("bench job {i}"),
+            "profile": "srv", "model": "bench", "cwd": "/tmp/baton-bench-project", "attachments": []});
+        writeln!(stdin, "{job}").unwrap();
+        stdin.flush().unwrap();
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
+        assert_eq!((answer["id"].as_str(), answer["response"].as_str()), (Some(id.as_str()), Some("ok")));
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let server = t.elapsed();
+    let t = Instant::now();
+    for i in 0..I_JOBS {
+        let o = Command::new("bash")
+            .arg(script)
+            .arg(format!("bench job {i}"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("spawn the script");
+        assert!(o.status.success() && o.stdout == b"ok\n");
+    }
+    (server, t.elapsed())
+}
+
+/// (i) jobs/s through one long-lived server worker vs. oneshot spawns of the same script. A
+/// server profile's jobs run one at a time on its one process (they are claimed with a profile
+/// limit of 1, whatever `maxConcurrency`; the default 4 here), so the fair baseline is oneshot at
+/// `maxConcurrency` 1; oneshot at C_CONCURRENCY (the default 4) is printed too. The figures are
+/// first submit -> last finish, with the dispatcher already up (the server's spawn included).
+/// The floors without baton (`server_floors`) show how much of each figure is the script.
+fn bench_server(rt: &Runtime, bin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("worker.sh");
+    std::fs::write(&script, I_WORKER).unwrap();
+    let server = server_run(rt, bin, &script, "srv", C_CONCURRENCY);
+    assert_eq!(server.servers, 1, "(i): one server worker serves every job");
+    let one = server_run(rt, bin, &script, "one", 1);
+    let four = server_run(rt, bin, &script, "one", C_CONCURRENCY);
+    assert_eq!(one.servers + four.servers, 0, "(i): oneshot runs start no server worker");
+    let r = |run: &ServerRun| rate(I_JOBS, run.submit_to_finish);
+    let (s, o1, o4) = (r(&server), r(&one), r(&four));
+    println!(
+        "(i) one server worker vs. oneshot spawns of the same bash script, {I_JOBS} jobs each, first submit -> last finish:  server {} jobs/s | oneshot at concurrency 1 {} jobs/s | ratio {:.2}x;  oneshot at concurrency {C_CONCURRENCY} {} jobs/s | ratio {:.2}x",
+        group(s),
+        group(o1),
+        s / o1,
+        group(o4),
+        s / o4
+    );
+    let c = |run: &ServerRun| group(rate(I_JOBS, run.claim_to_finish));
+    let e = |run: &ServerRun| group(rate(I_JOBS, run.enqueue));
+    println!(
+        "    first claim -> last finish: server {} | oneshot c1 {} | oneshot c{C_CONCURRENCY} {} jobs/s;  api::start with the dispatcher running: {} / {} / {} jobs/s",
+        c(&server),
+        c(&one),
+        c(&four),
+        e(&server),
+        e(&one),
+        e(&four)
+    );
+    let (fs, fo) = server_floors(&script);
+    println!(
+        "    the script alone, no baton: as a server fed job lines in lock step {} jobs/s | spawned and waited for one at a time {} jobs/s | ratio {:.2}x",
+        group(rate(I_JOBS, fs)),
+        group(rate(I_JOBS, fo)),
+        fo.as_secs_f64() / fs.as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn header(rt: &Runtime, bin: &Path) {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -1169,7 +1370,7 @@ fn header(rt: &Runtime, bin: &Path) {
         if open_writes { "YES" } else { "no" }
     );
     println!(
-        "sizes: (a) {} lifecycles x {ROUNDS} rounds per side, median | (b) {} jobs x {ROUNDS} rounds, median | (c) {C_JOBS} jobs at concurrency {C_CONCURRENCY} | (d) {D_SAMPLES} samples | (e) {E_RUNS} runs | (f) {} s idle | (g) backlogs {:?}, drain {}",
+        "sizes: (a) {} lifecycles x {ROUNDS} rounds per side, median | (b) {} jobs x {ROUNDS} rounds, median | (c) {C_JOBS} jobs at concurrency {C_CONCURRENCY} | (d) {D_SAMPLES} samples | (e) {E_RUNS} runs | (f) {} s idle | (g) backlogs {:?}, drain {} | (i) {I_JOBS} jobs per run",
         A_JOBS,
         B_JOBS,
         F_IDLE.as_secs(),
@@ -1180,6 +1381,10 @@ fn header(rt: &Runtime, bin: &Path) {
 
 fn main() {
     let started = Instant::now();
+    // Sections to run: the letters given as arguments (`cargo bench --bench queue -- c i`);
+    // none: all of them. Arguments starting with '-' (cargo passes `--bench`) are ignored.
+    let only: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |section: &str| only.is_empty() || only.iter().any(|a| a == section);
     // The queues' HOME and XDG_CONFIG_HOME: no user configuration leaks in. The bench process
     // itself opens queues through the library, so it sets them for itself (its children inherit).
     let home = tempfile::tempdir().expect("home tempdir");
@@ -1196,16 +1401,35 @@ fn main() {
     let bin = baton_bin();
     header(&rt, &bin);
 
-    bench_lifecycle(&rt);
-    bench_batched(&rt);
-    let c_queue = bench_end_to_end(&rt, &bin);
-    bench_workflows(&rt, &bin);
-    let (d_queue, dispatcher) = bench_await(&rt, &bin);
-    bench_cli_start(&c_queue, &d_queue, &bin);
-    bench_idle(&dispatcher);
-    dispatcher.stop();
-    drop((c_queue, d_queue));
-    bench_backlog(&rt);
+    if want("a") {
+        bench_lifecycle(&rt);
+    }
+    if want("b") {
+        bench_batched(&rt);
+    }
+    // (e) uses the queues of (c) and (d), (f) the dispatcher of (d).
+    let c_queue = (want("c") || want("e")).then(|| bench_end_to_end(&rt, &bin));
+    if want("h") {
+        bench_workflows(&rt, &bin);
+    }
+    if want("d") || want("e") || want("f") {
+        let (d_queue, dispatcher) = bench_await(&rt, &bin);
+        if let Some(c_queue) = &c_queue {
+            bench_cli_start(c_queue, &d_queue, &bin);
+        }
+        if want("f") {
+            bench_idle(&dispatcher);
+        }
+        dispatcher.stop();
+        drop(d_queue);
+    }
+    drop(c_queue);
+    if want("g") {
+        bench_backlog(&rt);
+    }
+    if want("i") {
+        bench_server(&rt, &bin);
+    }
 
     println!("total bench run: {:.1} s", started.elapsed().as_secs_f64());
 }
