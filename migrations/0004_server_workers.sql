@@ -11,8 +11,10 @@ ALTER TABLE jobs ADD COLUMN worker_kind TEXT NOT NULL DEFAULT 'oneshot'
 ALTER TABLE workflow_steps ADD COLUMN worker_kind TEXT NOT NULL DEFAULT 'oneshot'
     CHECK (worker_kind IN ('oneshot', 'server'));
 
--- `baton workers stop`: the request, for the dispatcher that owns the worker.
+-- `baton workers stop`: the request, for the dispatcher that owns the worker (which looks for
+-- requests on every wake, next to cancel requests: an index of the few rows with one).
 ALTER TABLE workers ADD COLUMN stop_requested_ms INTEGER;
+CREATE INDEX workers_stop_requested ON workers (owner, epoch) WHERE stop_requested_ms IS NOT NULL;
 
 -- Server spawns are rate-limited: the newest server spawn is one index probe away.
 CREATE INDEX workers_server_spawns ON workers (started_ms) WHERE kind = 'server';

@@ -344,20 +344,17 @@ impl Dispatcher {
             return Ok(());
         }
         let mut conn = self.queue.store.pool().acquire().await?;
-        if !self.running.is_empty() {
-            for id in store::jobs::cancel_requests(&mut conn, &self.owner, self.epoch).await? {
-                if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
-                    tracing::info!(task_id = %id, "canceling");
-                    let _ = tx.send(());
-                }
+        let (cancels, stops) = store::workers::owner_requests(&mut conn, &self.owner, self.epoch).await?;
+        for id in cancels {
+            if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
+                tracing::info!(task_id = %id, "canceling");
+                let _ = tx.send(());
             }
         }
-        if servers {
-            let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
-            for id in store::workers::stop_requests(&mut conn, &self.owner, self.epoch).await? {
-                let pool = self.servers.clone();
-                tokio::spawn(async move { pool.stop(&id, grace).await });
-            }
+        let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
+        for id in stops {
+            let pool = self.servers.clone();
+            tokio::spawn(async move { pool.stop(&id, grace).await });
         }
         Ok(())
     }

@@ -387,17 +387,6 @@ pub async fn request_cancel(
     Ok(sqlx::query_scalar!("SELECT state FROM jobs WHERE id = ?1", id).fetch_optional(conn).await?)
 }
 
-/// Running jobs of this owner with a cancel request.
-pub async fn cancel_requests(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!(
-        "SELECT id FROM jobs WHERE state = 'running' AND owner = ?1 AND epoch = ?2 AND cancel_requested_ms IS NOT NULL",
-        owner,
-        epoch
-    )
-    .fetch_all(conn)
-    .await?)
-}
-
 /// Live worker rows, newest first, for `task list --view workers`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkerRow {

@@ -231,17 +231,27 @@ pub async fn request_stop(conn: &mut SqliteConnection, ids: &[String], now: i64)
     Ok(())
 }
 
-/// Our live server workers with a stop request.
-pub async fn stop_requests(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!(
-        "SELECT id FROM workers
-          WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND stop_requested_ms IS NOT NULL
-            AND owner = ?1 AND epoch = ?2",
+/// What the owner was asked, in one read: our running jobs with a cancel request, and our live
+/// server workers with a stop request: (job ids, worker ids).
+pub async fn owner_requests(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    epoch: i64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let rows = sqlx::query!(
+        r#"SELECT 'job' AS "what!: String", id AS "id!: String" FROM jobs
+            WHERE state = 'running' AND owner = ?1 AND epoch = ?2 AND cancel_requested_ms IS NOT NULL
+           UNION ALL
+           SELECT 'worker', id FROM workers
+            WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND stop_requested_ms IS NOT NULL
+              AND owner = ?1 AND epoch = ?2"#,
         owner,
         epoch
     )
     .fetch_all(conn)
-    .await?)
+    .await?;
+    let (jobs, workers): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.what == "job");
+    Ok((jobs.into_iter().map(|r| r.id).collect(), workers.into_iter().map(|r| r.id).collect()))
 }
 
 /// Live server workers (with their process) by id: for a stop with no dispatcher alive.
