@@ -352,9 +352,9 @@ impl Dispatcher {
             }
         }
         let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
-        for id in stops {
+        for (id, profile) in stops {
             let pool = self.servers.clone();
-            tokio::spawn(async move { pool.stop(&id, grace).await });
+            tokio::spawn(async move { pool.stop(&id, &profile, grace).await });
         }
         Ok(())
     }

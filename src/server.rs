@@ -277,19 +277,19 @@ impl Pool {
     }
 
     /// Stop one of our server workers on request (`baton workers stop`). A job on it was asked
-    /// to cancel with the same request; this waits for its turn on the slot.
-    pub async fn stop(&self, worker_id: &str, grace: Duration) {
+    /// to cancel with the same request; this waits for its turn on the profile's slot.
+    pub async fn stop(&self, worker_id: &str, profile: &str, grace: Duration) {
         if !self.stopping.lock().unwrap_or_else(|e| e.into_inner()).insert(worker_id.to_string()) {
             return;
         }
-        for slot in self.all_slots() {
-            let mut held = slot.lock().await;
-            if held.as_ref().is_some_and(|s| s.id == worker_id)
-                && let Some(s) = held.take()
-            {
-                self.retire(s, "stopped", "Stopped by request", grace).await;
-            }
+        let slot = self.slot(profile);
+        let mut held = slot.lock().await;
+        if held.as_ref().is_some_and(|s| s.id == worker_id)
+            && let Some(s) = held.take()
+        {
+            self.retire(s, "stopped", "Stopped by request", grace).await;
         }
+        drop(held);
         // Not in a slot (it is starting, or already gone): end its row if it is still live.
         let _ = end_row(&self.ctx, worker_id, "stopped", None, Some("Stopped by request")).await;
         self.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(worker_id);

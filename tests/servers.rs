@@ -300,10 +300,13 @@ fn workers_stop_stops_server_workers_gracefully() {
         .raw()
         .query_row("SELECT id FROM workers WHERE profile = 'srv' AND state = 'ready'", [], |r| r.get(0))
         .unwrap();
+    // The other worker is busy with a long task: stopping srv does not wait for it.
+    let busy = q.start(&["--worker", "other", "sleep 60 then answer"]);
+    wait_for(30, "the other worker busy", || q.state(&busy) == "running");
     // By id prefix.
     let out = q.ok(&["workers", "stop", &id[..8]]);
     assert!(out.contains(&id) && out.contains("stopped"), "{out}");
-    wait_for(30, "the srv worker to be gone", || is_dead(pids[0]));
+    wait_for(10, "the srv worker to be gone", || is_dead(pids[0]));
     assert!(!is_dead(pids[1]));
     let log = std::fs::read_to_string(q.project.join(".baton/logs/workers").join(format!("{id}.log"))).unwrap();
     assert!(log.contains("stdin closed"), "it saw its stdin close first: {log}");
@@ -312,8 +315,6 @@ fn workers_stop_stops_server_workers_gracefully() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("No live worker \"nope\""));
     // --all, with a busy worker: its job is canceled with the reason.
-    let busy = q.start(&["--worker", "other", "sleep 30 then answer"]);
-    wait_for(30, "the other worker busy", || q.state(&busy) == "running");
     let (v, _) = q.json(&["workers", "stop", "--all"]);
     assert_eq!(v[0]["status"], "stopped", "{v}");
     wait_for(30, "the other worker to be gone", || is_dead(pids[1]));

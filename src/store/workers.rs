@@ -232,17 +232,17 @@ pub async fn request_stop(conn: &mut SqliteConnection, ids: &[String], now: i64)
 }
 
 /// What the owner was asked, in one read: our running jobs with a cancel request, and our live
-/// server workers with a stop request: (job ids, worker ids).
+/// server workers with a stop request: (job ids, (worker id, profile)).
 pub async fn owner_requests(
     conn: &mut SqliteConnection,
     owner: &str,
     epoch: i64,
-) -> Result<(Vec<String>, Vec<String>)> {
+) -> Result<(Vec<String>, Vec<(String, String)>)> {
     let rows = sqlx::query!(
-        r#"SELECT 'job' AS "what!: String", id AS "id!: String" FROM jobs
+        r#"SELECT 'job' AS "what!: String", id AS "id!: String", profile AS "profile!: String" FROM jobs
             WHERE state = 'running' AND owner = ?1 AND epoch = ?2 AND cancel_requested_ms IS NOT NULL
            UNION ALL
-           SELECT 'worker', id FROM workers
+           SELECT 'worker', id, profile FROM workers
             WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND stop_requested_ms IS NOT NULL
               AND owner = ?1 AND epoch = ?2"#,
         owner,
@@ -251,7 +251,7 @@ pub async fn owner_requests(
     .fetch_all(conn)
     .await?;
     let (jobs, workers): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.what == "job");
-    Ok((jobs.into_iter().map(|r| r.id).collect(), workers.into_iter().map(|r| r.id).collect()))
+    Ok((jobs.into_iter().map(|r| r.id).collect(), workers.into_iter().map(|r| (r.id, r.profile)).collect()))
 }
 
 /// Live server workers (with their process) by id: for a stop with no dispatcher alive.
