@@ -189,8 +189,9 @@ pub struct StartArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum WorkersAction {
-    /// Stop workers: a server worker's process group gets SIGTERM, then SIGKILL after
-    /// jobs.killGraceMs; a worker's current task is canceled ("Worker stopped").
+    /// Stop workers: a server worker's stdin is closed, then its process group gets SIGTERM,
+    /// then SIGKILL (each after jobs.killGraceMs); a worker's current task is canceled
+    /// ("Worker stopped").
     Stop {
         /// Worker ids (or unique prefixes), as `baton workers` shows them.
         ids: Vec<String>,

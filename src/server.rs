@@ -14,8 +14,9 @@
 //! - To cancel, baton writes `{"type":"cancel","id":TASK_ID}`; the worker should answer the job
 //!   (with either message) within `jobs.killGraceMs`, or it is stopped.
 //! - There are no heartbeats: baton watches the process itself, and a job's timeout bounds a
-//!   worker that hangs. To stop a worker, baton closes its stdin, then sends its process group
-//!   SIGTERM and, after `jobs.killGraceMs`, SIGKILL.
+//!   worker that hangs. To stop a worker, baton closes its stdin and gives it
+//!   `jobs.killGraceMs` to exit, then sends its process group SIGTERM and, after
+//!   `jobs.killGraceMs` more, SIGKILL.
 //! - Anything else on stdout (a line that is not one of these messages, an answer for another
 //!   task id, an answer while no job is in flight, an oversized line) is a protocol violation:
 //!   the job fails with it and the worker is replaced. The worker's stderr goes to its log,
@@ -310,23 +311,20 @@ impl Pool {
         !self.slots.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    /// End a worker: its row first (so its reader does not record a plain exit), then close its
-    /// stdin and stop its process group, then wait for the reader to see the exit.
+    /// End a worker: its row first (so its reader does not record a plain exit); then close its
+    /// stdin and give it `grace` to exit; then its process group gets SIGTERM and, after
+    /// `grace`, SIGKILL (stragglers of a worker that did exit go the same way).
     async fn retire(&self, mut s: Server, state: &str, why: &str, grace: Duration) {
         tracing::info!(worker = %s.id, state, "stopping a server worker: {why}");
         if let Err(e) = end_row(&self.ctx, &s.id, state, None, Some(why)).await {
             tracing::warn!(worker = %s.id, "could not end the worker's row: {e}");
         }
         drop(s.stdin.take());
+        let exited = s.wait_exit(grace).await.is_some();
         proc::terminate_group(s.pid, grace, Some(s.pid)).await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(ev) = s.events.recv().await {
-                if matches!(ev, Event::Exited(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
+        if !exited {
+            s.wait_exit(Duration::from_secs(10)).await;
+        }
     }
 
     /// Register, spawn, record and wait for the ready line of a new server worker.
@@ -578,7 +576,11 @@ impl Server {
             attachments,
         };
         if self.send(&request).await.is_err() {
-            return self.wait_exit().await;
+            // Its stdin broke: it is exiting.
+            return match self.wait_exit(Duration::from_secs(5)).await {
+                Some(status) => Ending::Exited(status),
+                None => Ending::Violation("its stdin closed while it kept running".into()),
+            };
         }
         let mut canceled_at: Option<Instant> = None;
         loop {
@@ -632,9 +634,9 @@ impl Server {
         stdin.flush().await.map_err(|e| Error::io("writing to the server worker", e))
     }
 
-    /// Its stdin broke: it is exiting; wait (bounded) for the reader to see it.
-    async fn wait_exit(&mut self) -> Ending {
-        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+    /// Wait up to `limit` for the reader to see the process exit (other events are dropped).
+    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(limit, async {
             while let Some(ev) = self.events.recv().await {
                 if let Event::Exited(status) = ev {
                     return Some(status);
@@ -642,11 +644,9 @@ impl Server {
             }
             None
         })
-        .await;
-        match waited {
-            Ok(Some(status)) => Ending::Exited(status),
-            _ => Ending::Violation("its stdin closed while it kept running".into()),
-        }
+        .await
+        .ok()
+        .flatten()
     }
 }
 
@@ -747,10 +747,10 @@ pub async fn recover_row(row: &store::workers::ServerRow, grace: Duration) -> Ve
 /// Live server rows of a profile that no slot holds (a lost worker's): recover them.
 async fn recover_profile(ctx: &PoolContext, profile: &str, grace: Duration) {
     let rows = match ctx.pool.acquire().await {
-        Ok(mut conn) => store::workers::stale(&mut conn, "", -1).await.unwrap_or_default(),
+        Ok(mut conn) => store::workers::live_servers(&mut conn, profile).await.unwrap_or_default(),
         Err(_) => return,
     };
-    for row in rows.iter().filter(|r| r.profile == profile) {
+    for row in &rows {
         recover_row(row, grace).await;
         let _ = end_row(ctx, &row.id, "error", None, Some("Worker lost: no dispatcher held it")).await;
     }

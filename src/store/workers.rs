@@ -216,6 +216,18 @@ pub async fn stale(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Resu
     .await?)
 }
 
+/// The live server workers of a profile (at most one, by the unique index).
+pub async fn live_servers(conn: &mut SqliteConnection, profile: &str) -> Result<Vec<ServerRow>> {
+    Ok(sqlx::query_as!(
+        ServerRow,
+        "SELECT id, profile, pid, pid_start, job_id FROM workers
+          WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND profile = ?1",
+        profile
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Ask the owner of live workers to stop them.
 pub async fn request_stop(conn: &mut SqliteConnection, ids: &[String], now: i64) -> Result<()> {
     let ids = serde_json::to_string(ids)?;
