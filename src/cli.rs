@@ -396,9 +396,21 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
             let custom: Vec<(Value, String)> =
                 loaded.config.profiles.iter().map(|p| (p.clone(), "config".into())).collect();
             let profiles = crate::profile::ProfileSet::load(&custom)?;
-            crate::profile::Runner::parse(&loaded.config.runner).map_err(|e| Error::Invalid(format!("runner: {e}")))?;
+            match &loaded.config.runner {
+                Value::String(name) if crate::extract::preset::get(name).is_some() => {}
+                runner => {
+                    crate::profile::Runner::parse(runner).map_err(|e| Error::Invalid(format!("runner: {e}")))?;
+                }
+            }
             for w in profiles.warnings() {
                 eprintln!("warning: {w}");
+            }
+            for id in &loaded.config.workers {
+                match profiles.get(id) {
+                    Some(p) if p.kind == crate::profile::ProfileKind::Server => {}
+                    Some(_) => eprintln!("warning: workers: \"{id}\" is not a server profile; it is not started"),
+                    None => eprintln!("warning: workers: no profile \"{id}\"; it is not started"),
+                }
             }
             for k in &loaded.unknown_keys {
                 eprintln!("warning: unknown key `{k}`");

@@ -366,3 +366,14 @@ fn ended_server_workers_are_pruned_with_their_logs() {
     assert_eq!(q.scalar_i64("SELECT count(*) FROM workers WHERE kind = 'server'"), 0);
     assert!(!log.exists(), "its log went with it");
 }
+
+#[test]
+fn config_check_names_workers_that_cannot_start() {
+    let q = queue(json!({"workers": ["srv", "coder", "nope"], "runner": "claude"}));
+    let o = q.run(&["config", "check"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("workers: \"coder\" is not a server profile"), "{err}");
+    assert!(err.contains("workers: no profile \"nope\""), "{err}");
+    assert!(!err.contains("\"srv\""), "{err}");
+}
