@@ -377,3 +377,21 @@ fn config_check_names_workers_that_cannot_start() {
     assert!(err.contains("workers: no profile \"nope\""), "{err}");
     assert!(!err.contains("\"srv\""), "{err}");
 }
+
+#[test]
+fn a_cancel_the_worker_answers_keeps_the_worker() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.dispatcher();
+    let id = q.start(&["--worker", "srv", "WAIT"]);
+    wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
+    let o = q.run(&["task", "cancel", &id, "--reason", "changed my mind"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = await_one(&q, &id);
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("canceled"), Some("Canceled: changed my mind")));
+    // The worker read the cancel line, answered, and serves the next task.
+    let v = await_one(&q, &q.start(&["--worker", "srv", "next"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(spawns(&q).len(), 1);
+    assert_eq!(server_rows(&q)[0].0, "ready");
+}
