@@ -296,10 +296,12 @@ impl Pool {
         self.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(worker_id);
     }
 
-    /// Stop every server worker (the dispatcher is leaving).
+    /// Stop every idle server worker (the dispatcher is leaving). A worker still busy with a
+    /// task past the shutdown grace is left, like a oneshot worker, to the next dispatcher's
+    /// recovery (its stdin closes when this process exits).
     pub async fn shutdown(&self, grace: Duration) {
         for slot in self.all_slots() {
-            let mut held = slot.lock().await;
+            let Ok(mut held) = slot.try_lock() else { continue };
             if let Some(s) = held.take() {
                 self.retire(s, "stopped", "Its dispatcher stopped", grace).await;
             }

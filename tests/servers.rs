@@ -395,3 +395,27 @@ fn a_cancel_the_worker_answers_keeps_the_worker() {
     assert_eq!(spawns(&q).len(), 1);
     assert_eq!(server_rows(&q)[0].0, "ready");
 }
+
+#[test]
+fn sigterm_stops_idle_server_workers_and_leaves_busy_ones_to_recovery() {
+    let _g = common::heavy();
+    let q = queue(json!({"dispatcher": {"shutdownGraceMs": 500}}));
+    let d = q.dispatcher();
+    assert_eq!(await_one(&q, &q.start(&["--worker", "other", "warm"]))["status"], "succeeded");
+    let busy = q.start(&["--worker", "srv", "sleep 4 then answer"]);
+    wait_for(30, "the srv worker busy", || q.state(&busy) == "running" && spawns(&q).len() == 2);
+    let (idle_pid, busy_pid) = (spawns(&q)[0], spawns(&q)[1]);
+    let term = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(d as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_for(30, "the dispatcher to exit", || is_dead(d as i32));
+    assert!(term.elapsed().as_secs() < 3, "it did not wait for the busy worker: {:?}", term.elapsed());
+    assert!(is_dead(idle_pid), "the idle worker was stopped");
+    let idle_state: String =
+        q.raw().query_row("SELECT state FROM workers WHERE pid = ?1", [idle_pid], |r| r.get(0)).unwrap();
+    assert_eq!(idle_state, "stopped");
+    // The next dispatcher recovers the busy one's task and retries it.
+    q.dispatcher();
+    let v = await_one(&q, &busy);
+    assert_eq!((v["status"].as_str(), v["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{v}");
+    wait_for(30, "the old busy worker to be gone", || is_dead(busy_pid));
+}
