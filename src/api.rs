@@ -842,9 +842,9 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
 
 /// `workers stop`: stop live workers, given by id (or a unique prefix), or all of them. A
 /// worker's current job is canceled with the reason "Worker stopped"; a oneshot worker stops
-/// with its job, a server worker is stopped by its dispatcher (stdin closed, a grace period, group SIGTERM, then
-/// SIGKILL after `jobs.killGraceMs`). With no dispatcher alive, this process stops the proven
-/// processes itself. Answers the workers' rows afterwards.
+/// with its job, a server worker is stopped by its dispatcher (stdin closed, then group SIGTERM,
+/// then SIGKILL, each after `jobs.killGraceMs`). With no dispatcher alive, this process stops
+/// the proven processes itself. Answers the workers' rows afterwards.
 pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value> {
     if ids.is_empty() && !all {
         return Err(Error::Invalid("Give the ids of the workers to stop, or --all".into()));

@@ -419,3 +419,60 @@ fn sigterm_stops_idle_server_workers_and_leaves_busy_ones_to_recovery() {
     assert_eq!((v["status"].as_str(), v["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{v}");
     wait_for(30, "the old busy worker to be gone", || is_dead(busy_pid));
 }
+
+#[test]
+fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
+    let _g = common::heavy();
+    let mut missing = server_profile("missing");
+    missing["command"] = json!(["/nonexistent/server-binary"]);
+    let mut quitter = server_profile("quitter");
+    quitter["command"] = json!(["sh", "-c", "exit 4"]);
+    let q = queue(json!({"profiles": [missing, quitter]}));
+    q.dispatcher();
+    for _ in 0..2 {
+        let v = await_one(&q, &q.start(&["--worker", "missing", "hello"]));
+        let e = v["error"].as_str().unwrap();
+        assert!(e.starts_with("Failed to start worker: starting server worker `/nonexistent/server-binary`"), "{e}");
+    }
+    let v = await_one(&q, &q.start(&["--worker", "quitter", "hello"]));
+    assert_eq!(v["error"], "Failed to start worker: the server worker exited with code 4", "{v}");
+    let c = q.raw();
+    let rows: Vec<(String, String)> = c
+        .prepare("SELECT profile, state FROM workers ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let expect = [("missing", "error"), ("missing", "error"), ("quitter", "error")];
+    assert_eq!(rows, expect.map(|(p, s)| (p.to_string(), s.to_string())), "one row per attempt, none left live");
+}
+
+#[test]
+fn a_stale_row_is_never_trusted_alone() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.ok(&["init"]);
+    // A live server row left by a dispatcher that died, whose pid now belongs to an unrelated
+    // process (same pid and start time even, but without the worker's tag).
+    let unrelated = common::Kill(std::process::Command::new("sleep").arg("60").spawn().unwrap());
+    let pid = unrelated.0.id() as i64;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: i64 = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().nth(19).unwrap().parse().unwrap();
+    q.raw()
+        .execute(
+            "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, started_ms, last_activity_ms)
+             VALUES ('ghost', 'srv', 'server', 'starting', ?1, ?2, ?1, 'gone', 0, 0, 0)",
+            rusqlite::params![pid, start],
+        )
+        .unwrap();
+    q.dispatcher();
+    let v = await_one(&q, &q.start(&["--worker", "srv", "hello"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert!(!is_dead(pid as i32), "the unrelated process was not touched");
+    let (state, error): (String, String) = q
+        .raw()
+        .query_row("SELECT state, error FROM workers WHERE id = 'ghost'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((state.as_str(), error.as_str()), ("error", "Worker lost: its dispatcher went away"));
+}
