@@ -476,3 +476,21 @@ fn a_stale_row_is_never_trusted_alone() {
         .unwrap();
     assert_eq!((state.as_str(), error.as_str()), ("error", "Worker lost: its dispatcher went away"));
 }
+
+#[test]
+fn workers_stop_without_a_dispatcher_stops_the_proven_process_itself() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    let d = q.dispatcher();
+    let busy = q.start(&["--worker", "srv", "sleep 30 then answer"]);
+    wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
+    let pid = spawns(&q)[0];
+    kill9(d as i32);
+    wait_for(30, "the dispatcher to be gone", || is_dead(d as i32));
+    assert!(!is_dead(pid), "the worker outlives its dispatcher (it is sleeping)");
+    let (v, code) = q.json(&["workers", "stop", "--all"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v[0]["status"], "stopped", "{v}");
+    wait_for(30, "the worker to be gone", || is_dead(pid));
+    assert_eq!(q.state(&busy), "canceled");
+}
