@@ -289,7 +289,6 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     let (argv, prompt_stdin, model, env, timeout, profile_limit, output) = match profile {
         Some(pr) => {
             let (runner, model, output) = resolve_runner(q, pr)?;
-            let server = pr.kind == profile::ProfileKind::Server;
             let ph = Placeholders {
                 prompt: p.task.clone(),
                 model: model.clone(),
@@ -299,20 +298,13 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
                 cwd: q.loc.project_dir.display().to_string(),
                 attachments: attachment_paths.iter().map(|a| a.display().to_string()).collect(),
             };
-            // A server's argv is its long-lived process: the prompt goes over the protocol, and
-            // one job at a time runs on it.
-            let (argv, stdin) = if server {
-                (runner.expand(&ph.for_server(), profile::PromptVia::Arg).0, false)
-            } else {
-                runner.expand(&ph, pr.prompt_via)
-            };
-            let profile_limit = if server { Some(1) } else { pr.max_concurrency.map(i64::from) };
+            let (argv, stdin) = runner.expand_for(pr.kind, &ph, pr.prompt_via);
             let timeout = normalize_job_timeout(
                 p.timeout_ms.or(pr.timeout_ms.map(|t| t as f64)),
                 cfg.jobs.timeout_ms,
                 cfg.jobs.max_timeout_ms,
             );
-            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, profile_limit, output)
+            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.job_limit(), output)
         }
         None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None, None),
     };
@@ -405,7 +397,7 @@ pub fn server_spec(q: &Queue, pr: &profile::Profile) -> Result<crate::server::Se
     };
     Ok(crate::server::ServerSpec {
         profile: pr.id.clone(),
-        argv: runner.expand(&ph.for_server(), profile::PromptVia::Arg).0,
+        argv: runner.expand_for(pr.kind, &ph, profile::PromptVia::Arg).0,
         env: pr.env.clone(),
         model,
         cwd: q.loc.project_dir.display().to_string(),
@@ -505,11 +497,7 @@ async fn start_workflow(
                 system_prompt: pr.system_prompt.as_deref(),
                 prompt_via: if pr.prompt_via == profile::PromptVia::Stdin { "stdin" } else { "arg" },
                 env: &env,
-                profile_limit: if pr.kind == profile::ProfileKind::Server {
-                    Some(1)
-                } else {
-                    pr.max_concurrency.map(i64::from)
-                },
+                profile_limit: pr.job_limit(),
                 // Attachments go to step 0 only.
                 attachments: if i == 0 { &attachments_json } else { "[]" },
                 output: output.as_deref(),

@@ -659,11 +659,14 @@ impl Placeholders {
     /// The values for a server worker's argv: what belongs to one job (prompt, task id,
     /// attachments) is left empty, so optional groups naming it drop; jobs reach a server over
     /// its stdin.
-    pub fn for_server(mut self) -> Placeholders {
-        self.prompt.clear();
-        self.task_id.clear();
-        self.attachments.clear();
-        self
+    fn for_server(&self) -> Placeholders {
+        Placeholders {
+            model: self.model.clone(),
+            system_prompt: self.system_prompt.clone(),
+            profile: self.profile.clone(),
+            cwd: self.cwd.clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -673,6 +676,22 @@ impl ProfileKind {
         match self {
             ProfileKind::Oneshot => "oneshot",
             ProfileKind::Server => "server",
+        }
+    }
+
+    /// Read the schema's spelling back (anything but `server` is `oneshot`).
+    pub fn from_schema(kind: &str) -> ProfileKind {
+        if kind == "server" { ProfileKind::Server } else { ProfileKind::Oneshot }
+    }
+}
+
+impl Profile {
+    /// How many of its jobs may run at once: one on a server profile's one worker, else its
+    /// `maxConcurrency` (`None`: no limit of its own).
+    pub fn job_limit(&self) -> Option<i64> {
+        match self.kind {
+            ProfileKind::Server => Some(1),
+            ProfileKind::Oneshot => self.max_concurrency.map(i64::from),
         }
     }
 }
@@ -871,6 +890,15 @@ impl Runner {
                 })
                 .collect(),
         )
+    }
+
+    /// Expand for a worker of `kind`: a server's argv is its long-lived process, so it leaves out
+    /// the job's own values (see [`Placeholders`]) and never takes the prompt on stdin.
+    pub fn expand_for(&self, kind: ProfileKind, p: &Placeholders, via: PromptVia) -> (Vec<String>, bool) {
+        match kind {
+            ProfileKind::Server => (self.expand(&p.for_server(), PromptVia::Arg).0, false),
+            ProfileKind::Oneshot => self.expand(p, via),
+        }
     }
 
     /// Expand into argv. Returns (argv, prompt_on_stdin).
@@ -1247,7 +1275,11 @@ mod tests {
         let ph =
             Placeholders { prompt: "p".into(), task_id: "t".into(), model: Some("m".into()), ..Default::default() };
         let r = Runner::parse(&json!(["srv", ["--model", "{model}"], ["--task", "{taskId}"]])).unwrap();
-        assert_eq!(r.expand(&ph.for_server(), PromptVia::Arg).0, ["srv", "--model", "m"]);
+        assert_eq!(
+            r.expand_for(ProfileKind::Server, &ph, PromptVia::Stdin),
+            (vec!["srv".into(), "--model".into(), "m".into()], false)
+        );
+        assert_eq!(r.expand_for(ProfileKind::Oneshot, &ph, PromptVia::Arg).0, ["srv", "--model", "m", "--task", "t"]);
     }
 
     fn merge_into(target: &mut Value, extra: Value) {

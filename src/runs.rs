@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
 use crate::job::{self, NewJob, Record};
-use crate::profile::{Placeholders, PromptVia, Runner};
+use crate::profile::{Placeholders, ProfileKind, PromptVia, Runner};
 use crate::store;
 use crate::store::workflow::{RunRow, StepRow};
 use crate::{handoff, output};
@@ -30,11 +30,8 @@ async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow,
         cwd: run.project_dir.clone(),
         attachments: serde_json::from_str(&step.attachments)?,
     };
-    let (argv, stdin) = if step.worker_kind == "server" {
-        (runner.expand(&ph.for_server(), via).0, false)
-    } else {
-        runner.expand(&ph, via)
-    };
+    let kind = ProfileKind::from_schema(&step.worker_kind);
+    let (argv, stdin) = runner.expand_for(kind, &ph, via);
     let new = NewJob {
         id: job_id.clone(),
         kind: "worker".into(),
@@ -58,7 +55,7 @@ async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow,
         workflow_run_id: Some(run.id.clone()),
         workflow_step: Some(step.idx),
         output: step.output.clone(),
-        worker_kind: if step.worker_kind == "server" { "server" } else { "oneshot" },
+        worker_kind: kind.as_str(),
     };
     store::jobs::insert(conn, &new).await?;
     store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;

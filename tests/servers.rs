@@ -494,3 +494,22 @@ fn workers_stop_without_a_dispatcher_stops_the_proven_process_itself() {
     wait_for(30, "the worker to be gone", || is_dead(pid));
     assert_eq!(q.state(&busy), "canceled");
 }
+
+#[test]
+fn workflow_steps_on_a_server_profile_run_on_its_worker() {
+    let _g = common::heavy();
+    let q = queue(json!({"workflows": {"definitions": [{"id": "two", "steps": [
+        {"id": "a", "workerId": "srv", "prompt": "first {task}", "carry": false},
+        {"id": "b", "workerId": "srv", "prompt": "second {task}", "carry": false}
+    ]}]}}));
+    q.dispatcher();
+    let (v, _) = q.json(&["workflow", "run", "two", "go"]);
+    let run = v["taskId"].as_str().unwrap().to_string();
+    let rec = await_one(&q, &run);
+    assert_eq!(rec["status"], "succeeded", "{rec}");
+    let pid = spawns(&q)[0];
+    assert!(rec["responseText"].as_str().unwrap().contains(&format!("second go by {pid}")), "{rec}");
+    assert_eq!(spawns(&q).len(), 1);
+    let kinds = q.scalar_i64("SELECT count(*) FROM jobs WHERE workflow_run_id IS NOT NULL AND worker_kind = 'server'");
+    assert_eq!(kinds, 2);
+}
