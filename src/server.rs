@@ -142,6 +142,12 @@ pub struct PoolContext {
     pub leaders: Arc<std::sync::Mutex<HashSet<i32>>>,
 }
 
+impl PoolContext {
+    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
+        Ok(self.pool.acquire().await?)
+    }
+}
+
 /// The dispatcher's server workers: one slot per profile; a job holds its profile's slot for
 /// its whole run, so jobs of one profile take turns and share one spawn.
 pub struct Pool {
@@ -351,10 +357,7 @@ impl Pool {
                 model: spec.model.as_deref(),
                 now: now_ms(),
             };
-            let registered = match self.ctx.pool.acquire().await {
-                Ok(mut conn) => store::workers::register(&mut conn, &row, limits).await,
-                Err(e) => Err(e.into()),
-            };
+            let registered = async { store::workers::register(&mut *self.ctx.conn().await?, &row, limits).await }.await;
             match registered.map_err(|e| failed(format!("registering the worker: {e}")))? {
                 Registered::New => break,
                 Registered::Exists if !recovered => {
@@ -400,20 +403,12 @@ impl Pool {
         let mut s = Server { id: id.clone(), pid: server.pid, stdin: Some(server.stdin), events };
         // Registration completes with the pid; a row that was ended meanwhile (stopped while
         // starting) or a write that fails leaves a process nobody may keep: shut it down.
-        let recorded = match self.ctx.pool.acquire().await {
-            Ok(mut conn) => {
-                store::workers::spawned(
-                    &mut conn,
-                    &id,
-                    i64::from(server.pid),
-                    server.start as i64,
-                    &self.ctx.owner,
-                    self.ctx.epoch,
-                )
+        let (pid, start) = (i64::from(server.pid), server.start as i64);
+        let recorded = async {
+            store::workers::spawned(&mut *self.ctx.conn().await?, &id, pid, start, &self.ctx.owner, self.ctx.epoch)
                 .await
-            }
-            Err(e) => Err(e.into()),
-        };
+        }
+        .await;
         let reason = match recorded {
             Ok(true) => None,
             Ok(false) => {
@@ -443,12 +438,10 @@ impl Pool {
                 return Err(Ending::Canceled);
             }
             First::Said(Some(Event::Message(Message::Ready {}))) => {
-                let ok = match self.ctx.pool.acquire().await {
-                    Ok(mut conn) => {
-                        store::workers::ready(&mut conn, &id, &self.ctx.owner, self.ctx.epoch, now_ms()).await
-                    }
-                    Err(e) => Err(e.into()),
-                };
+                let (owner, epoch) = (&self.ctx.owner, self.ctx.epoch);
+                let ok =
+                    async { store::workers::ready(&mut *self.ctx.conn().await?, &id, owner, epoch, now_ms()).await }
+                        .await;
                 match ok {
                     Ok(true) => {
                         tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, "server worker ready");
@@ -701,13 +694,11 @@ fn snippet(text: &str) -> String {
 }
 
 async fn store_busy(ctx: &PoolContext, worker: &str, job: &JobRow) -> Result<bool> {
-    let mut conn = ctx.pool.acquire().await?;
-    store::workers::busy(&mut conn, worker, &job.id, job.attempt, &ctx.owner, ctx.epoch, now_ms()).await
+    store::workers::busy(&mut *ctx.conn().await?, worker, &job.id, job.attempt, &ctx.owner, ctx.epoch, now_ms()).await
 }
 
 async fn end_row(ctx: &PoolContext, id: &str, state: &str, code: Option<i64>, why: Option<&str>) -> Result<bool> {
-    let mut conn = ctx.pool.acquire().await?;
-    store::workers::end(&mut conn, id, state, code, why, now_ms()).await
+    store::workers::end(&mut *ctx.conn().await?, id, state, code, why, now_ms()).await
 }
 
 /// The exit code as the schema records it: the code, or 128 + the signal.
