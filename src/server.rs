@@ -51,6 +51,9 @@ use crate::{proc, store};
 /// The longest protocol line, newline excluded.
 pub const MAX_LINE: usize = 1 << 20;
 
+/// After a worker's exit, how long its output is still read when something else holds it open.
+const EXIT_DRAIN: Duration = Duration::from_millis(100);
+
 /// What baton writes to a server worker.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -523,8 +526,17 @@ impl Pool {
         let ctx = self.ctx.clone();
         let worker = id.to_string();
         tokio::spawn(async move {
-            read_events(stdout, &tx).await;
-            let status = child.wait().await;
+            let read = read_events(stdout, &tx);
+            tokio::pin!(read);
+            let status = tokio::select! {
+                _ = &mut read => child.wait().await,
+                status = child.wait() => {
+                    // It exited, but a process it left behind may hold its stdout open: take
+                    // what is already written, then report the exit without waiting for EOF.
+                    let _ = tokio::time::timeout(EXIT_DRAIN, &mut read).await;
+                    status
+                }
+            };
             ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
             if let Ok(status) = status {
                 let code = exit_code(&status);

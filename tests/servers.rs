@@ -143,7 +143,9 @@ fn a_server_worker_killed_mid_job_fails_the_job_and_is_replaced_once() {
     let _g = common::heavy();
     let q = queue(json!({}));
     q.dispatcher();
-    let id = q.start(&["--worker", "srv", "sleep 30 then answer"]);
+    // Its `sleep` child keeps the worker's stdout open after the kill: the exit must be seen
+    // anyway (the task would otherwise outlast the await below).
+    let id = q.start(&["--worker", "srv", "sleep 300 then answer"]);
     wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
     let first = spawns(&q)[0];
     kill9(first);
