@@ -515,3 +515,23 @@ fn workflow_steps_on_a_server_profile_run_on_its_worker() {
     let kinds = q.scalar_i64("SELECT count(*) FROM jobs WHERE workflow_run_id IS NOT NULL AND worker_kind = 'server'");
     assert_eq!(kinds, 2);
 }
+
+#[test]
+fn a_task_that_times_out_stops_its_server_worker() {
+    let _g = common::heavy();
+    let q = queue(json!({}));
+    q.dispatcher();
+    let v = await_one(&q, &q.start(&["--worker", "srv", "--timeout", "1000", "sleep 300 then answer"]));
+    assert_eq!(
+        (v["status"].as_str(), v["error"].as_str()),
+        (Some("failed"), Some("Task timed out after 1000ms")),
+        "{v}"
+    );
+    let pid = spawns(&q)[0];
+    wait_for(30, "the worker to be gone", || is_dead(pid));
+    let rows = server_rows(&q);
+    assert_eq!(rows[0].0, "error");
+    assert!(rows[0].2.as_deref().unwrap().contains("timed out after 1000ms"), "{rows:?}");
+    assert_eq!(await_one(&q, &q.start(&["--worker", "srv", "next"]))["status"], "succeeded");
+    assert_eq!(spawns(&q).len(), 2);
+}
