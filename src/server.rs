@@ -414,9 +414,12 @@ impl Pool {
         .await;
         let reason = match recorded {
             Ok(true) => None,
-            Ok(false) => {
-                Some(format!("worker {id} was stopped before its registration completed; its process was shut down"))
-            }
+            // A process that exits at once has its row ended by its reader before the pid is
+            // recorded: that is an exit, not a withdrawn registration.
+            Ok(false) => Some(match s.wait_exit(EXIT_DRAIN).await {
+                Some(status) => format!("the server worker {}", describe_exit(&status)),
+                None => format!("worker {id} was stopped before its registration completed; its process was shut down"),
+            }),
             Err(e) => Some(format!("could not register worker {id} ({e}); its process was shut down")),
         };
         if let Some(reason) = reason {
@@ -518,10 +521,6 @@ impl Pool {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(Error::Invalid("the server worker's pipes are missing".into()));
         };
-        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-            // Test hook: widen the window between spawn and pid record.
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
         let (tx, rx) = mpsc::unbounded_channel();
         let ctx = self.ctx.clone();
         let worker = id.to_string();
@@ -547,6 +546,10 @@ impl Pool {
                 let _ = tx.send(Event::Exited(status));
             }
         });
+        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            // Test hook: widen the window between spawn and pid record (its reader runs).
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         Ok((Spawned { pid, start, stdin }, rx))
     }
 }

@@ -430,7 +430,8 @@ fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
     let mut quitter = server_profile("quitter");
     quitter["command"] = json!(["sh", "-c", "exit 4"]);
     let q = queue(json!({"profiles": [missing, quitter]}));
-    q.dispatcher();
+    // A spawn window wide enough that the quitter is gone before its pid is recorded.
+    let _d = common::Kill(q.cmd().arg("run").env("BATON_TEST_SPAWN_DELAY_MS", "300").spawn().unwrap());
     for _ in 0..2 {
         let v = await_one(&q, &q.start(&["--worker", "missing", "hello"]));
         let e = v["error"].as_str().unwrap();
