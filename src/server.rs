@@ -453,7 +453,11 @@ impl Pool {
                         tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, "server worker ready");
                         return Ok(s);
                     }
-                    Ok(false) => "it was stopped while it started".to_string(),
+                    // Its row ended meanwhile: it exited right after saying ready, or was stopped.
+                    Ok(false) => match s.wait_exit(EXIT_DRAIN).await {
+                        Some(status) => format!("the server worker {}", describe_exit(&status)),
+                        None => "it was stopped while it started".to_string(),
+                    },
                     Err(e) => format!("could not record it ready: {e}"),
                 }
             }

@@ -429,7 +429,9 @@ fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
     missing["command"] = json!(["/nonexistent/server-binary"]);
     let mut quitter = server_profile("quitter");
     quitter["command"] = json!(["sh", "-c", "exit 4"]);
-    let q = queue(json!({"profiles": [missing, quitter]}));
+    let mut blinker = server_profile("blinker");
+    blinker["command"] = json!(["sh", "-c", "echo '{\"type\":\"ready\"}'; exit 5"]);
+    let q = queue(json!({"profiles": [missing, quitter, blinker]}));
     // A spawn window wide enough that the quitter is gone before its pid is recorded.
     let _d = common::Kill(q.cmd().arg("run").env("BATON_TEST_SPAWN_DELAY_MS", "300").spawn().unwrap());
     for _ in 0..2 {
@@ -439,6 +441,9 @@ fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
     }
     let v = await_one(&q, &q.start(&["--worker", "quitter", "hello"]));
     assert_eq!(v["error"], "Failed to start worker: the server worker exited with code 4", "{v}");
+    // Ready, then gone at once: the task fails with its exit, not with its ready line.
+    let v = await_one(&q, &q.start(&["--worker", "blinker", "hello"]));
+    assert_eq!(v["error"], "Failed to start worker: the server worker exited with code 5", "{v}");
     let c = q.raw();
     let rows: Vec<(String, String)> = c
         .prepare("SELECT profile, state FROM workers ORDER BY seq")
@@ -447,7 +452,7 @@ fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let expect = [("missing", "error"), ("missing", "error"), ("quitter", "error")];
+    let expect = [("missing", "error"), ("missing", "error"), ("quitter", "error"), ("blinker", "error")];
     assert_eq!(rows, expect.map(|(p, s)| (p.to_string(), s.to_string())), "one row per attempt, none left live");
 }
 
