@@ -868,16 +868,20 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value>
         }
     }
     let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
-    if !dispatch::is_alive(q)? {
-        // No owner to do it: stop what is proven to be each worker's, and end the rows.
-        cancel_orphans(q, &running, grace).await?;
-        for row in store::workers::servers(&mut conn, &servers).await? {
-            crate::server::recover_row(&row, grace).await;
-            store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
-        }
-    }
-    let deadline = Instant::now() + grace + Duration::from_secs(10);
+    // The dispatcher stops them; if there is none (or it goes away meanwhile), this process
+    // stops what is proven to be each worker's and ends the rows.
+    let deadline = Instant::now() + grace * 2 + Duration::from_secs(10);
+    let mut ownerless = false;
     while store::workers::count_live(&mut conn, &ids).await? > 0 && Instant::now() < deadline {
+        if !ownerless && !dispatch::is_alive(q)? {
+            ownerless = true;
+            cancel_orphans(q, &running, grace).await?;
+            for row in store::workers::servers(&mut conn, &servers).await? {
+                crate::server::recover_row(&row, grace).await;
+                store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
+            }
+            continue;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rows = store::workers::get_many(&mut conn, &ids).await?;
