@@ -820,11 +820,21 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
     }
     drop(conn);
     let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
-    if !running.is_empty() && !dispatch::is_alive(q)? {
-        // No live owner: kill the proven groups ourselves.
-        cancel_orphans(q, &running, grace).await?;
+    let deadline = Instant::now() + grace + Duration::from_secs(5);
+    let mut ownerless = running.is_empty();
+    loop {
+        if !ownerless && !dispatch::is_alive(q)? {
+            // No live owner (none when asked, or it died since): kill the proven groups ourselves.
+            ownerless = true;
+            cancel_orphans(q, &running, grace).await?;
+        }
+        // While an owner is at work, look again now and then whether it is still there.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let slice = if ownerless { left } else { left.min(Duration::from_millis(250)) };
+        if wait_terminal(q, &waited, slice, None).await? == 0 || Instant::now() >= deadline {
+            break;
+        }
     }
-    wait_terminal(q, &waited, grace + Duration::from_secs(5), None).await?;
     answers(q, caller, &resolved, false, false).await
 }
 

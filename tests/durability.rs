@@ -435,6 +435,26 @@ fn cancel_kills_a_tree_that_ignores_sigterm() {
     assert!(live_workers_of(&q.db).is_empty());
 }
 
+/// A cancel asked while the dispatcher is alive but paused, which then dies: the cancel does
+/// the kill itself rather than waiting for an owner that is gone.
+#[test]
+fn cancel_finishes_the_job_when_its_dispatcher_dies_meanwhile() {
+    let _g = common::heavy();
+    let q = TestQueue::new();
+    let d = q.dispatcher() as i32;
+    let id = q.start(&["sleep 300"]);
+    wait_for(30, "the worker", || !live_workers_of(&q.db).is_empty());
+    let worker = live_workers_of(&q.db)[0];
+    signal(d, Signal::SIGSTOP);
+    let cancel = q.cmd().args(["task", "cancel", &id, "--reason", "gone"]).stdout(Stdio::null()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(d, Signal::SIGKILL);
+    let o = cancel.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "canceled: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(job(&q, &id).0, "canceled");
+    wait_for(30, "the worker to be gone", || is_dead(worker));
+}
+
 // 6 ------------------------------------------------------------------------------------------
 
 /// A job past its timeout fails with the exact message and its whole group is gone.
