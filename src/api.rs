@@ -912,15 +912,8 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
         if row.state != "running" {
             continue;
         }
-        for (pid, start) in store::jobs::worker_pids(&mut conn, id, row.attempt).await? {
-            let pid = pid as i32;
-            if crate::proc::is_same_alive(pid, start as u64) && crate::proc::has_attempt_tag(pid, id, row.attempt) {
-                crate::proc::terminate_group(pid, grace, None).await;
-            }
-        }
-        for (_, pgid) in crate::proc::find_tagged(id, row.attempt) {
-            crate::proc::terminate_group(pgid, grace, None).await;
-        }
+        let recorded = store::jobs::worker_pids(&mut conn, id, row.attempt).await?;
+        crate::proc::stop_proven(&recorded, &crate::proc::Tag::attempt(id, row.attempt), grace).await;
         let o = store::jobs::Outcome {
             id: id.clone(),
             state: "canceled",

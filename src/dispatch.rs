@@ -428,20 +428,9 @@ impl Dispatcher {
         }
         for job in store::jobs::orphans(&mut conn, &self.owner, self.epoch).await? {
             let (Some(owner), Some(epoch)) = (job.owner.clone(), job.epoch) else { continue };
-            let mut groups: Vec<i32> = Vec::new();
-            for (pid, start) in store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await? {
-                let pid = pid as i32;
-                if proc::is_same_alive(pid, start as u64) && proc::has_attempt_tag(pid, &job.id, job.attempt) {
-                    groups.push(pid);
-                }
-            }
-            // A worker spawned just before its dispatcher died may have no row yet.
-            groups.extend(proc::find_tagged(&job.id, job.attempt).into_iter().map(|(_, pgid)| pgid));
-            groups.sort_unstable();
-            groups.dedup();
-            for pgid in groups {
-                tracing::info!(task_id = %job.id, pgid, "killing the worker of a lost dispatcher");
-                proc::terminate_group(pgid, grace, None).await;
+            let recorded = store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await?;
+            for pgid in proc::stop_proven(&recorded, &proc::Tag::attempt(&job.id, job.attempt), grace).await {
+                tracing::info!(task_id = %job.id, pgid, "stopped the worker of a lost dispatcher");
             }
             let backoff = backoff_ms(jobs_cfg.retry_backoff_ms, job.attempt);
             let error =

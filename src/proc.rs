@@ -70,9 +70,24 @@ impl Tag {
     }
 }
 
-/// Does the process carry `BATON_TASK_ID=<task>` and `BATON_ATTEMPT=<attempt>`?
-pub fn has_attempt_tag(pid: i32, task_id: &str, attempt: i64) -> bool {
-    Tag::attempt(task_id, attempt).on(pid)
+/// Stop the process groups proven to be a worker's, and return them. A recorded `(pid, start
+/// time)` counts only while that process is alive, started then, and carries `tag`; any live
+/// process carrying `tag` counts too (one spawned before its pid was recorded). A row alone is
+/// never trusted.
+pub async fn stop_proven(recorded: &[(i64, i64)], tag: &Tag, grace: Duration) -> Vec<i32> {
+    let mut groups: Vec<i32> = recorded
+        .iter()
+        .map(|&(pid, start)| (pid as i32, start as u64))
+        .filter(|&(pid, start)| is_same_alive(pid, start) && tag.on(pid))
+        .map(|(pid, _)| pid)
+        .collect();
+    groups.extend(find_with_tag(tag).into_iter().map(|(_, pgid)| pgid));
+    groups.sort_unstable();
+    groups.dedup();
+    for &pgid in &groups {
+        terminate_group(pgid, grace, None).await;
+    }
+    groups
 }
 
 fn all_pids() -> Vec<i32> {
@@ -93,13 +108,8 @@ fn group_zombies(pgid: i32) -> Vec<i32> {
     all_pids().into_iter().filter(|&p| matches!(stat(p), Some(('Z', g, _)) if g == pgid)).collect()
 }
 
-/// Live processes carrying a job attempt's tag, with their process groups: how recovery finds
-/// a worker that started just before its dispatcher died, before its pid was recorded.
-pub fn find_tagged(task_id: &str, attempt: i64) -> Vec<(i32, i32)> {
-    find_with_tag(&Tag::attempt(task_id, attempt))
-}
-
-/// Live processes carrying `tag`, with their process groups.
+/// Live processes carrying `tag`, with their process groups: how recovery finds a worker that
+/// started just before its dispatcher died, before its pid was recorded.
 pub fn find_with_tag(tag: &Tag) -> Vec<(i32, i32)> {
     all_pids()
         .into_iter()

@@ -735,25 +735,11 @@ fn describe_exit(status: &ExitStatus) -> String {
     }
 }
 
-/// Stop what is proven to be a lost server worker's process and end its row: the pid and start
-/// time recorded, and its worker-id tag (which also finds a process spawned before its pid was
-/// recorded). A row is never trusted alone.
+/// Stop what is proven to be a lost server worker's process (its recorded pid and start time,
+/// and its `BATON_WORKER_ID` tag); the caller ends its row.
 pub async fn recover_row(row: &store::workers::ServerRow, grace: Duration) -> Vec<i32> {
-    let tag = proc::Tag::server(&row.id);
-    let mut groups = Vec::new();
-    if let (Some(pid), Some(start)) = (row.pid, row.pid_start) {
-        let pid = pid as i32;
-        if proc::is_same_alive(pid, start as u64) && tag.on(pid) {
-            groups.push(pid);
-        }
-    }
-    groups.extend(proc::find_with_tag(&tag).into_iter().map(|(_, pgid)| pgid));
-    groups.sort_unstable();
-    groups.dedup();
-    for &pgid in &groups {
-        proc::terminate_group(pgid, grace, None).await;
-    }
-    groups
+    let recorded: Vec<(i64, i64)> = row.pid.zip(row.pid_start).into_iter().collect();
+    proc::stop_proven(&recorded, &proc::Tag::server(&row.id), grace).await
 }
 
 /// Live server rows of a profile that no slot holds (a lost worker's): recover them.

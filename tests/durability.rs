@@ -9,33 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, is_dead, live_workers_of, wait_for};
+use common::{Kill, TestQueue, is_dead, live_workers_of, wait_for};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-
-/// A process this test spawned itself: SIGKILLed and reaped on drop (by its pid only).
-struct Kid(Child);
-
-impl Kid {
-    fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-    /// Has it exited? (Reaps it when it has.)
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.0.try_wait().expect("try_wait")
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill -{sig} {pid}: {e}"));
@@ -43,7 +23,7 @@ fn signal(pid: i32, sig: Signal) {
 
 /// `baton run` spawned by the test itself (so it can signal, reap and read its log), with extra
 /// environment variables.
-fn spawn_dispatcher(q: &TestQueue, name: &str, envs: &[(&str, &str)]) -> (Kid, PathBuf) {
+fn spawn_dispatcher(q: &TestQueue, name: &str, envs: &[(&str, &str)]) -> (Kill, PathBuf) {
     let log_path = q.dir.path().join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
     let mut c = q.cmd();
@@ -51,7 +31,7 @@ fn spawn_dispatcher(q: &TestQueue, name: &str, envs: &[(&str, &str)]) -> (Kid, P
     for (k, v) in envs {
         c.env(k, v);
     }
-    (Kid(c.spawn().expect("spawn baton run")), log_path)
+    (Kill(c.spawn().expect("spawn baton run")), log_path)
 }
 
 /// A `sh -c <script>` isolated to the queue exactly like `TestQueue::cmd`, with the binary's
@@ -60,18 +40,8 @@ fn sh(q: &TestQueue, script: &str) -> Command {
     let bin_dir = Path::new(common::BIN).parent().unwrap();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
     let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg(script)
-        .current_dir(&q.project)
-        .env("PATH", path)
-        .env("BATON_DB", &q.db)
-        .env("HOME", &q.home)
-        .env("XDG_CONFIG_HOME", q.home.join(".config"))
-        .env("BATON_LOG", "info")
-        .env_remove("BATON_WORKER")
-        .env_remove("BATON_SESSION")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null());
+    q.isolate(&mut c);
+    c.arg("-c").arg(script).env("PATH", path);
     c
 }
 

@@ -57,15 +57,6 @@ echo '{"type":"step_finish","sessionID":"s","part":{"type":"step-finish","tokens
     bin
 }
 
-struct Dispatcher(std::process::Child);
-
-impl Drop for Dispatcher {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn profile(id: &str, command: &str) -> Value {
     json!({"id": id, "name": id, "model": "node", "purpose": "p", "whenToUse": "w", "command": command})
 }
@@ -79,7 +70,7 @@ fn presets_read_each_clis_output_format() {
     }));
     let bin = fake_clis(&q);
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let _d = Dispatcher(q.cmd().arg("run").env("PATH", &path).spawn().unwrap());
+    let _d = common::Kill(q.cmd().arg("run").env("PATH", &path).spawn().unwrap());
     let run = |args: &[&str]| -> (Value, i32) {
         let id = q.start(args);
         q.json(&["task", "await", &id, "--timeout", "30000"])

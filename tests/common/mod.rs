@@ -97,6 +97,13 @@ impl TestQueue {
     /// A `baton` command isolated to this queue.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
+        self.isolate(&mut c);
+        c
+    }
+
+    /// Isolate any command to this queue: its project directory, queue file, home and config,
+    /// no inherited worker guard, session or log filter, null stdin.
+    pub fn isolate(&self, c: &mut Command) {
         c.current_dir(&self.project)
             .env("BATON_DB", &self.db)
             .env("HOME", &self.home)
@@ -106,7 +113,6 @@ impl TestQueue {
             .env_remove("BATON_SESSION")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
-        c
     }
 
     /// Run `baton <args>` to completion.
@@ -232,6 +238,17 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A child process killed (and reaped) when this goes out of scope.
 pub struct Kill(pub Child);
+
+impl Kill {
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Has it exited? (Reaps it when it has.)
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().expect("try_wait")
+    }
+}
 
 impl Drop for Kill {
     fn drop(&mut self) {
