@@ -199,7 +199,6 @@ pub struct ServerRow {
     pub profile: String,
     pub pid: Option<i64>,
     pub pid_start: Option<i64>,
-    pub job_id: Option<String>,
 }
 
 /// Live server workers of an earlier leader (any owner or epoch but ours): their processes
@@ -207,7 +206,7 @@ pub struct ServerRow {
 pub async fn stale(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<ServerRow>> {
     Ok(sqlx::query_as!(
         ServerRow,
-        "SELECT id, profile, pid, pid_start, job_id FROM workers
+        "SELECT id, profile, pid, pid_start FROM workers
           WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND NOT (owner = ?1 AND epoch = ?2)",
         owner,
         epoch
@@ -220,7 +219,7 @@ pub async fn stale(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Resu
 pub async fn live_servers(conn: &mut SqliteConnection, profile: &str) -> Result<Vec<ServerRow>> {
     Ok(sqlx::query_as!(
         ServerRow,
-        "SELECT id, profile, pid, pid_start, job_id FROM workers
+        "SELECT id, profile, pid, pid_start FROM workers
           WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND profile = ?1",
         profile
     )
@@ -271,7 +270,7 @@ pub async fn servers(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<
     let ids = serde_json::to_string(ids)?;
     Ok(sqlx::query_as!(
         ServerRow,
-        "SELECT id, profile, pid, pid_start, job_id FROM workers
+        "SELECT id, profile, pid, pid_start FROM workers
           WHERE kind = 'server' AND state IN ('starting', 'ready', 'busy') AND id IN (SELECT value FROM json_each(?1))",
         ids
     )
