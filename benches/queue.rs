@@ -183,6 +183,9 @@ fn outcome(id: &str) -> Outcome {
         exit_code: Some(0),
         output_tail: None,
         tokens: None,
+        input_tokens: None,
+        output_tokens: None,
+        cached_tokens: None,
         cost_usd: None,
     }
 }
@@ -315,6 +318,9 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         cost_usd: r.get(37)?,
         output: r.get(38)?,
         worker_kind: r.get(39)?,
+        input_tokens: r.get(40)?,
+        output_tokens: r.get(41)?,
+        cached_tokens: r.get(42)?,
     })
 }
 

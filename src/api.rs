@@ -11,7 +11,7 @@ use crate::config::{self, ConfigPaths, LoadedConfig};
 use crate::error::{Error, Result};
 use crate::job::{self, JobRow, Missing, NewJob, Record, RecordOptions, now_ms};
 use crate::location::{self, Location};
-use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet, Runner};
+use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet};
 use crate::store::jobs::Inserted;
 use crate::store::{self, Durability, Store};
 use crate::workflow::{self, WorkflowDef};
@@ -288,23 +288,23 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     let profile = q.profiles.get(&worker_id);
     let (argv, prompt_stdin, model, env, timeout, profile_limit, output) = match profile {
         Some(pr) => {
-            let (runner, model, output) = resolve_runner(q, pr)?;
+            let r = resolve_runner(q, pr)?;
             let ph = Placeholders {
                 prompt: p.task.clone(),
-                model: model.clone(),
+                model: r.model.clone(),
                 system_prompt: pr.system_prompt.clone(),
                 profile: pr.id.clone(),
                 task_id: id.clone(),
                 cwd: q.loc.project_dir.display().to_string(),
                 attachments: attachment_paths.iter().map(|a| a.display().to_string()).collect(),
             };
-            let (argv, stdin) = runner.expand_for(pr.kind, &ph, pr.prompt_via);
+            let (argv, stdin) = r.runner.expand_for(pr.kind, &ph, r.prompt_via);
             let timeout = normalize_job_timeout(
                 p.timeout_ms.or(pr.timeout_ms.map(|t| t as f64)),
                 cfg.jobs.timeout_ms,
                 cfg.jobs.max_timeout_ms,
             );
-            (argv, stdin, model, serde_json::to_string(&pr.env)?, timeout, pr.job_limit(), output)
+            (argv, stdin, r.model.clone(), serde_json::to_string(&r.env)?, timeout, pr.job_limit(), output_json(&r)?)
         }
         None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None, None),
     };
@@ -359,37 +359,25 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     Ok(answer)
 }
 
-/// How a profile runs: its runner (its own `command`, else the configured `runner`, which may
-/// name a preset such as `"claude"`), its resolved model, and its output spec as JSON (the
-/// profile's `output`, else the preset's; `None`: stdout is the response).
-fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<(Runner, Option<String>, Option<String>)> {
+/// How a profile runs: its own `command`, else the configured `runner` (an argv template or a
+/// preset such as `"claude"`, expanded for the profile's access), with its model resolved.
+fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<profile::Resolved> {
     let cfg = &q.config.config;
-    let (runner, preset_output) = match (&pr.command, &cfg.runner) {
-        (Some(r), _) => (r.clone(), None),
-        (None, Value::String(name)) => {
-            let (argv, spec) = crate::extract::preset::get(name).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "config runner: \"{name}\" is not a preset ({}); give an argv array instead",
-                    crate::extract::preset::NAMES.join(", ")
-                ))
-            })?;
-            (Runner::parse(&argv).map_err(|e| Error::Invalid(format!("preset {name}: {e}")))?, Some(spec))
-        }
-        (None, v) => (Runner::parse(v).map_err(|e| Error::Invalid(format!("config runner: {e}")))?, None),
-    };
-    let output = match pr.output.as_ref().or(preset_output.as_ref()) {
-        Some(spec) => Some(serde_json::to_string(spec)?),
-        None => None,
-    };
-    Ok((runner, profile::resolve_model(&pr.model, &cfg.models), output))
+    let configured =
+        profile::RunnerSpec::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?;
+    Ok(pr.resolve(&configured, &cfg.models))
+}
+
+fn output_json(r: &profile::Resolved) -> Result<Option<String>> {
+    Ok(r.output.as_ref().map(serde_json::to_string).transpose()?)
 }
 
 /// How the dispatcher starts a server profile's worker on its own (config `workers`): its
 /// command resolved like a job's, without the job's values.
 pub fn server_spec(q: &Queue, pr: &profile::Profile) -> Result<crate::server::ServerSpec> {
-    let (runner, model, _) = resolve_runner(q, pr)?;
+    let r = resolve_runner(q, pr)?;
     let ph = Placeholders {
-        model: model.clone(),
+        model: r.model.clone(),
         system_prompt: pr.system_prompt.clone(),
         profile: pr.id.clone(),
         cwd: q.loc.project_dir.display().to_string(),
@@ -397,9 +385,9 @@ pub fn server_spec(q: &Queue, pr: &profile::Profile) -> Result<crate::server::Se
     };
     Ok(crate::server::ServerSpec {
         profile: pr.id.clone(),
-        argv: runner.expand_for(pr.kind, &ph, profile::PromptVia::Arg).0,
-        env: pr.env.clone(),
-        model,
+        argv: r.runner.expand_for(pr.kind, &ph, profile::PromptVia::Arg).0,
+        env: r.env,
+        model: r.model,
         cwd: q.loc.project_dir.display().to_string(),
         session: None,
     })
@@ -478,9 +466,10 @@ async fn start_workflow(
         },
     )
     .await?;
-    for (i, (s, (pr, (runner, model, output)))) in def.steps.iter().zip(&resolved).enumerate() {
-        let runner = serde_json::to_string(&runner.to_json())?;
-        let env = serde_json::to_string(&pr.env)?;
+    for (i, (s, (pr, r))) in def.steps.iter().zip(&resolved).enumerate() {
+        let runner = serde_json::to_string(&r.runner.to_json())?;
+        let env = serde_json::to_string(&r.env)?;
+        let output = output_json(r)?;
         store::workflow::insert_step(
             &mut tx,
             &store::workflow::NewStep {
@@ -493,9 +482,9 @@ async fn start_workflow(
                 carry: s.carry,
                 timeout_ms: workflow::step_timeout(s.timeout_ms, lim.per_step_timeout_ms),
                 runner: &runner,
-                model: model.as_deref(),
+                model: r.model.as_deref(),
                 system_prompt: pr.system_prompt.as_deref(),
-                prompt_via: if pr.prompt_via == profile::PromptVia::Stdin { "stdin" } else { "arg" },
+                prompt_via: if r.prompt_via == profile::PromptVia::Stdin { "stdin" } else { "arg" },
                 env: &env,
                 profile_limit: pr.job_limit(),
                 // Attachments go to step 0 only.
@@ -924,6 +913,9 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
             exit_code: None,
             output_tail: None,
             tokens: None,
+            input_tokens: None,
+            output_tokens: None,
+            cached_tokens: None,
             cost_usd: None,
         };
         store::jobs::finish(&mut conn, &o, &owner, epoch, now_ms()).await?;

@@ -300,13 +300,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Workflow(w) => workflow_command(&q, &caller, w).await,
         Command::Profiles { json } => {
             let code = list_view(&q, &caller, "profiles", json).await?;
-            let advisory: Vec<&str> =
-                q.profiles.all().iter().filter(|p| crate::profile::is_restricted(p)).map(|p| p.id.as_str()).collect();
+            let configured = crate::profile::RunnerSpec::parse(&q.config.config.runner)
+                .map_err(|e| Error::Invalid(format!("config runner: {e}")))?;
+            let advisory: Vec<String> = q
+                .profiles
+                .all()
+                .iter()
+                .filter_map(|p| {
+                    let limits = crate::profile::advisory_limits(p, &configured);
+                    (!limits.is_empty()).then(|| format!("{} ({})", p.id, limits.join(", ")))
+                })
+                .collect();
             if !json && !advisory.is_empty() {
                 out(&format!(
-                    "\nNote: the tool limits and temperature of {} are advisory: a plain runner cannot pass them to \
-                     the agent CLI. Give such profiles a runner that enforces them (e.g. a read-only sandbox flag).",
-                    advisory.join(", ")
+                    "\nNote: advisory, not enforced: {}. A plain argv runner cannot pass tool limits to the agent \
+                     CLI (a preset runner maps them to its permission flags), and no CLI takes a temperature.",
+                    advisory.join("; ")
                 ));
             }
             Ok(code)
@@ -396,12 +405,8 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
             let custom: Vec<(Value, String)> =
                 loaded.config.profiles.iter().map(|p| (p.clone(), "config".into())).collect();
             let profiles = crate::profile::ProfileSet::load(&custom)?;
-            match &loaded.config.runner {
-                Value::String(name) if crate::extract::preset::get(name).is_some() => {}
-                runner => {
-                    crate::profile::Runner::parse(runner).map_err(|e| Error::Invalid(format!("runner: {e}")))?;
-                }
-            }
+            crate::profile::RunnerSpec::parse(&loaded.config.runner)
+                .map_err(|e| Error::Invalid(format!("runner: {e}")))?;
             for w in profiles.warnings() {
                 eprintln!("warning: {w}");
             }

@@ -351,7 +351,7 @@ impl Default for Config {
         Config {
             database: None,
             auto_spawn: true,
-            runner: serde_json::json!(["opencode", "run", ["--model", "{model}"], "{prompt}"]),
+            runner: serde_json::json!("opencode"),
             models: BTreeMap::new(),
             profiles: Vec::new(),
             workers: Vec::new(),
@@ -1234,7 +1234,7 @@ mod tests {
         let c = &loaded.config;
         assert_eq!(c.database, None);
         assert!(c.auto_spawn);
-        assert_eq!(c.runner, serde_json::json!(["opencode", "run", ["--model", "{model}"], "{prompt}"]));
+        assert_eq!(c.runner, serde_json::json!("opencode"));
         assert!(c.models.is_empty() && c.profiles.is_empty() && c.workers.is_empty());
         let l = &c.limits;
         assert_eq!(

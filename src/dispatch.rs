@@ -543,22 +543,41 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
 
 /// Turn a worker's end into the job's outcome.
 fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
+    use crate::extract::{Extracted, OutputSpec, Tokens};
+    let mut reason = None;
     let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
-        let found = crate::extract::Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Default::default() };
+        let found = Extracted {
+            tokens: Tokens { total: *tokens, ..Tokens::default() },
+            cost_usd: *cost_usd,
+            ..Extracted::default()
+        };
         (response.clone(), found, None)
     } else if job.is_server() {
         // A server worker's output is its protocol and its own log, not the job's.
-        (String::new(), crate::extract::Extracted::default(), None)
+        (String::new(), Extracted::default(), None)
     } else {
         let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
         let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
         let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
         let (stdout, _) = output::read_response(&out);
         // A runner with an output spec (a preset, or the profile's `output`) says where the
-        // response, a failure, tokens and cost are; output of another shape stays the response.
-        let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<crate::extract::OutputSpec>(s).ok());
-        let found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
-        (found.text.clone().unwrap_or(stdout), found, tail)
+        // response, a failure, tokens and cost are. Output of that shape without an answer (a
+        // failure's event stream) is no response; output of another shape stays the response.
+        let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
+        let mut found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
+        let response = match found.text.take() {
+            Some(text) => text,
+            None if found.shaped => String::new(),
+            None => stdout,
+        };
+        if matches!(ending, Ending::Exited(st) if !st.success()) && found.failure.is_none() {
+            // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
+            // "Not inside a trusted directory").
+            let stderr = output::read_tail(&err, output::TAIL_BYTES);
+            found.failure = spec.as_ref().and_then(|s| crate::extract::extract(s, &stderr).failure);
+            reason = output::last_line(&stderr);
+        }
+        (response, found, tail)
     };
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {
@@ -570,7 +589,10 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         report,
         exit_code: None,
         output_tail: tail,
-        tokens: found.tokens,
+        tokens: found.tokens.total,
+        input_tokens: found.tokens.input,
+        output_tokens: found.tokens.output,
+        cached_tokens: found.tokens.cached,
         cost_usd: found.cost_usd,
     };
     match ending {
@@ -578,10 +600,11 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
             use std::os::unix::process::ExitStatusExt;
             if let Some(code) = status.code() {
                 o.exit_code = Some(i64::from(code));
-                match (&found.failure, code) {
-                    (Some(msg), _) => o.error = Some(format!("Agent reported an error: {msg}")),
-                    (None, 0) => o.state = "succeeded",
-                    (None, _) => o.error = Some(format!("Worker exited with code {code}")),
+                match (&found.failure, code, &reason) {
+                    (Some(msg), _, _) => o.error = Some(format!("Agent reported an error: {msg}")),
+                    (None, 0, _) => o.state = "succeeded",
+                    (None, _, Some(why)) => o.error = Some(format!("Worker exited with code {code}: {why}")),
+                    (None, _, None) => o.error = Some(format!("Worker exited with code {code}")),
                 }
             } else if let Some(sig) = status.signal() {
                 o.exit_code = Some(128 + i64::from(sig));

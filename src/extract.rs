@@ -1,7 +1,7 @@
 //! Turning an agent CLI's stdout into a job's result: plain text, a value taken from one JSON
 //! document, or from the last matching line of JSON Lines; with failure, token and cost fields.
 //! Pure: the dispatcher feeds it the worker's `.out` log. Ready specs for the agent CLIs live in
-//! [`preset`].
+//! [`crate::preset`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,9 +29,22 @@ pub struct OutputSpec {
     pub failed_where: Vec<(String, Value)>,
     /// JSON pointer of the error message in a failing document.
     pub error: Option<String>,
-    /// JSON pointers summed into the token count, over every document.
+    /// JSON pointers summed into the total token count, over every document. When empty, the
+    /// total is input + output.
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// JSON pointers summed into the prompt tokens (cached ones included), over every document.
+    #[serde(default)]
+    pub input_tokens: Vec<String>,
+    /// JSON pointers summed into the generated tokens (reasoning included), over every document.
+    #[serde(default)]
+    pub output_tokens: Vec<String>,
+    /// JSON pointers summed into the prompt tokens read from the provider's cache.
+    #[serde(default)]
+    pub cached_tokens: Vec<String>,
+    /// JSON pointer of a list of tool calls the CLI refused for want of permission (claude's
+    /// `/permission_denials`): a non-empty list makes the job fail, naming the tools.
+    pub denials: Option<String>,
     /// JSON pointer of the cost in USD, summed over every document.
     pub cost: Option<String>,
 }
@@ -45,15 +58,71 @@ pub enum Format {
     Jsonl,
 }
 
+/// Token counts of a job, by kind; `None` where the output did not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    /// The total.
+    pub total: Option<i64>,
+    /// Prompt tokens, cached ones included.
+    pub input: Option<i64>,
+    /// Generated tokens, reasoning included.
+    pub output: Option<i64>,
+    /// The part of `input` read from the provider's prompt cache.
+    pub cached: Option<i64>,
+}
+
 /// What was found in the output.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Extracted {
     /// The response text (the trimmed stdout for `text`; `None` when nothing matched).
     pub text: Option<String>,
+    /// The output had the promised shape (`text`, or at least one JSON document): when it did
+    /// and no text was found, there is no response; when it did not, the raw output is one.
+    pub shaped: bool,
     /// The output itself says the job failed, with this message.
     pub failure: Option<String>,
-    pub tokens: Option<i64>,
+    pub tokens: Tokens,
     pub cost_usd: Option<f64>,
+}
+
+/// Every value at a JSON pointer whose segments may be `*` (any key of an object, any element
+/// of an array), e.g. `/stats/models/*/tokens/total`.
+fn pointer_all<'a>(doc: &'a Value, ptr: &str) -> Vec<&'a Value> {
+    if !ptr.contains('*') {
+        return doc.pointer(ptr).into_iter().collect();
+    }
+    let mut here = vec![doc];
+    for seg in ptr.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        here = here
+            .into_iter()
+            .flat_map(|v| -> Vec<&Value> {
+                match (v, seg.as_str()) {
+                    (Value::Object(m), "*") => m.values().collect(),
+                    (Value::Array(a), "*") => a.iter().collect(),
+                    (Value::Object(m), k) => m.get(k).into_iter().collect(),
+                    (Value::Array(a), k) => k.parse::<usize>().ok().and_then(|i| a.get(i)).into_iter().collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect();
+    }
+    here
+}
+
+/// What a permission denial names: `Write (hello.txt)`, from claude's
+/// `{"tool_name": "Write", "tool_input": {"file_path": ...}}`, else the entry itself.
+fn denial_text(d: &Value) -> String {
+    let tool = d.get("tool_name").and_then(Value::as_str);
+    let input = d.get("tool_input");
+    let what = ["file_path", "command", "path", "url", "pattern"]
+        .iter()
+        .find_map(|k| input.and_then(|i| i.get(*k)).and_then(Value::as_str));
+    match (tool, what) {
+        (Some(t), Some(w)) => format!("{t} ({w})"),
+        (Some(t), None) => t.to_string(),
+        _ => d.to_string(),
+    }
 }
 
 fn matches(doc: &Value, conds: &[(String, Value)]) -> bool {
@@ -82,10 +151,21 @@ fn truthy(v: Option<&Value>) -> bool {
 /// no matching line) gives `text: None`: the caller falls back to the raw stdout and says so.
 pub fn extract(spec: &OutputSpec, stdout: &str) -> Extracted {
     let docs: Vec<Value> = match spec.format {
-        Format::Text => return Extracted { text: Some(stdout.trim().to_string()), ..Default::default() },
+        Format::Text => {
+            return Extracted { text: Some(stdout.trim().to_string()), shaped: true, ..Default::default() };
+        }
+        // The whole output, else its last line that parses, else a pretty-printed document
+        // after other output (from the last line that opens with `{`).
         Format::Json => serde_json::from_str::<Value>(stdout.trim())
             .ok()
             .or_else(|| stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()))
+            .or_else(|| {
+                let at = stdout
+                    .rmatch_indices("\n{")
+                    .map(|(i, _)| i + 1)
+                    .find(|&i| serde_json::from_str::<Value>(stdout[i..].trim()).is_ok())?;
+                serde_json::from_str(stdout[at..].trim()).ok()
+            })
             .into_iter()
             .collect(),
         Format::Jsonl => stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok()).collect(),
@@ -106,103 +186,47 @@ pub fn extract(spec: &OutputSpec, stdout: &str) -> Extracted {
         .iter()
         .rev()
         .find(|d| spec.failed.as_deref().is_some_and(|p| truthy(d.pointer(p))) || matches(d, &spec.failed_where));
-    let failure = failing.map(|d| {
-        spec.error
-            .as_deref()
-            .and_then(|p| d.pointer(p))
-            .and_then(as_text)
-            .or_else(|| text.clone())
-            .unwrap_or_else(|| "the agent reported an error".into())
-    });
+    let denied: Vec<String> = spec
+        .denials
+        .as_deref()
+        .map(|p| docs.iter().flat_map(|d| pointer_all(d, p)).flat_map(|v| v.as_array().into_iter().flatten()))
+        .into_iter()
+        .flatten()
+        .map(denial_text)
+        .collect();
+    let failure = failing
+        .map(|d| {
+            spec.error
+                .as_deref()
+                .and_then(|p| d.pointer(p))
+                .and_then(as_text)
+                .or_else(|| text.clone())
+                .unwrap_or_else(|| "the agent reported an error".into())
+        })
+        .or_else(|| {
+            (!denied.is_empty()).then(|| {
+                format!(
+                    "the agent was refused permission for {}: the profile's runner does not grant it",
+                    denied.join(", ")
+                )
+            })
+        });
     let sum_i = |ptrs: &[String]| -> Option<i64> {
-        let vals: Vec<i64> = docs.iter().flat_map(|d| ptrs.iter().filter_map(|p| d.pointer(p)?.as_i64())).collect();
+        let vals: Vec<i64> =
+            docs.iter().flat_map(|d| ptrs.iter().flat_map(|p| pointer_all(d, p)).filter_map(Value::as_i64)).collect();
         (!vals.is_empty()).then(|| vals.iter().sum())
     };
+    let (input, output) = (sum_i(&spec.input_tokens), sum_i(&spec.output_tokens));
+    let total = sum_i(&spec.tokens).or(match (input, output) {
+        (None, None) => None,
+        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
+    });
+    let tokens = Tokens { total, input, output, cached: sum_i(&spec.cached_tokens) };
     let cost = spec.cost.as_deref().and_then(|p| {
-        let vals: Vec<f64> = docs.iter().filter_map(|d| d.pointer(p)?.as_f64()).collect();
+        let vals: Vec<f64> = docs.iter().flat_map(|d| pointer_all(d, p)).filter_map(Value::as_f64).collect();
         (!vals.is_empty()).then(|| vals.iter().sum())
     });
-    Extracted { text: text.map(|t| t.trim().to_string()), failure, tokens: sum_i(&spec.tokens), cost_usd: cost }
-}
-
-/// Ready runners for agent CLIs: an argv template and how to read its output.
-pub mod preset {
-    use super::{Format, OutputSpec};
-    use serde_json::{Value, json};
-
-    fn cond(ptr: &str, v: Value) -> (String, Value) {
-        (ptr.to_string(), v)
-    }
-
-    /// The names of the presets.
-    pub const NAMES: [&str; 4] = ["opencode", "claude", "codex", "gemini"];
-
-    /// A preset's runner (argv template) and output spec, by name.
-    pub fn get(name: &str) -> Option<(Value, OutputSpec)> {
-        match name {
-            // JSON Lines events; the answer is the last `text` event's part text; `error` events
-            // fail the job; tokens are summed from `step_finish` parts.
-            "opencode" => Some((
-                json!(["opencode", "run", "--format", "json", ["--model", "{model}"], "{prompt}"]),
-                OutputSpec {
-                    format: Format::Jsonl,
-                    where_: vec![cond("/type", json!("text"))],
-                    text: Some("/part/text".into()),
-                    failed_where: vec![cond("/type", json!("error"))],
-                    error: Some("/error/data/message".into()),
-                    tokens: vec!["/part/tokens/input".into(), "/part/tokens/output".into()],
-                    cost: Some("/part/cost".into()),
-                    ..Default::default()
-                },
-            )),
-            // One JSON document: `result`, `is_error` makes it a failure, usage and cost.
-            "claude" => Some((
-                json!([
-                    "claude",
-                    "-p",
-                    "--output-format",
-                    "json",
-                    ["--model", "{model}"],
-                    ["--append-system-prompt", "{systemPrompt}"],
-                    "{prompt}"
-                ]),
-                OutputSpec {
-                    format: Format::Json,
-                    text: Some("/result".into()),
-                    failed: Some("/is_error".into()),
-                    error: Some("/result".into()),
-                    tokens: vec!["/usage/input_tokens".into(), "/usage/output_tokens".into()],
-                    cost: Some("/total_cost_usd".into()),
-                    ..Default::default()
-                },
-            )),
-            // JSON Lines events; the answer is the last completed agent message.
-            "codex" => Some((
-                json!(["codex", "exec", "--json", ["--model", "{model}"], "{prompt}"]),
-                OutputSpec {
-                    format: Format::Jsonl,
-                    where_: vec![cond("/type", json!("item.completed")), cond("/item/type", json!("agent_message"))],
-                    text: Some("/item/text".into()),
-                    failed_where: vec![cond("/type", json!("turn.failed"))],
-                    error: Some("/error/message".into()),
-                    tokens: vec!["/usage/input_tokens".into(), "/usage/output_tokens".into()],
-                    ..Default::default()
-                },
-            )),
-            // One JSON document: `response`; an `error` object makes it a failure.
-            "gemini" => Some((
-                json!(["gemini", ["--model", "{model}"], "--output-format", "json", "-p", "{prompt}"]),
-                OutputSpec {
-                    format: Format::Json,
-                    text: Some("/response".into()),
-                    failed: Some("/error".into()),
-                    error: Some("/error/message".into()),
-                    ..Default::default()
-                },
-            )),
-            _ => None,
-        }
-    }
+    Extracted { text: text.map(|t| t.trim().to_string()), shaped: !docs.is_empty(), failure, tokens, cost_usd: cost }
 }
 
 #[cfg(test)]
@@ -210,7 +234,8 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> OutputSpec {
-        preset::get(name).unwrap().1
+        let name = crate::preset::Name::parse(name).unwrap();
+        crate::preset::get(name, crate::preset::Access::FULL).output
     }
 
     #[test]
@@ -226,7 +251,7 @@ mod tests {
         let e = extract(&spec("claude"), ok);
         assert_eq!(e.text.as_deref(), Some("## Summary\nDone."));
         assert_eq!(e.failure, None);
-        assert_eq!(e.tokens, Some(154));
+        assert_eq!(e.tokens, Tokens { total: Some(154), input: Some(120), output: Some(34), cached: Some(0) });
         assert_eq!(e.cost_usd, Some(0.0123));
         let bad = r###"{"type":"result","subtype":"error_during_execution","is_error":true,"result":"Credit balance is too low","session_id":"x"}"###;
         let e = extract(&spec("claude"), bad);
@@ -250,7 +275,7 @@ mod tests {
         );
         let e = extract(&spec("codex"), out);
         assert_eq!(e.text.as_deref(), Some("## Summary\nfinal"));
-        assert_eq!(e.tokens, Some(1050));
+        assert_eq!(e.tokens, Tokens { total: Some(1050), input: Some(1000), output: Some(50), cached: Some(10) });
         let failed = concat!(r###"{"type":"turn.failed","error":{"message":"stream disconnected"}}"###, "\n");
         assert_eq!(extract(&spec("codex"), failed).failure.as_deref(), Some("stream disconnected"));
     }
@@ -271,7 +296,7 @@ mod tests {
         );
         let e = extract(&spec("opencode"), out);
         assert_eq!(e.text.as_deref(), Some("## Summary\nread it"));
-        assert_eq!(e.tokens, Some(320));
+        assert_eq!(e.tokens.total, Some(320));
         assert_eq!(e.cost_usd, Some(0.002));
         let err =
             r###"{"type":"error","sessionID":"s","error":{"name":"APIError","data":{"message":"model not found"}}}"###;
@@ -290,7 +315,7 @@ mod tests {
 
     #[test]
     fn wrong_shapes_find_nothing_and_never_panic() {
-        for name in preset::NAMES {
+        for name in crate::preset::NAMES {
             let e = extract(&spec(name), "plain words, no JSON\n{\"half\": ");
             assert_eq!(e.text, None, "{name}");
             assert_eq!(e.failure, None, "{name}");

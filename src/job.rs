@@ -89,6 +89,12 @@ pub struct JobRow {
     pub output: Option<String>,
     /// `oneshot` or `server`: which kind of worker runs it.
     pub worker_kind: String,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: Option<i64>,
+    /// Generated tokens, reasoning included.
+    pub output_tokens: Option<i64>,
+    /// The part of `input_tokens` read from the provider's prompt cache.
+    pub cached_tokens: Option<i64>,
 }
 
 impl JobRow {
@@ -192,7 +198,14 @@ pub struct Record {
     pub stalled: bool,
     pub output_tail: Option<String>,
     pub cancel_requested: bool,
+    /// Total tokens, as the agent CLI reported them.
     pub tokens: Option<i64>,
+    /// Prompt tokens, cached ones included.
+    pub input_tokens: Option<i64>,
+    /// Generated tokens, reasoning included.
+    pub output_tokens: Option<i64>,
+    /// The part of `inputTokens` read from the provider's prompt cache.
+    pub cached_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
     /// Added by await answers.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -268,6 +281,9 @@ impl Record {
             output_tail: if row.is_terminal() { row.output_tail.clone() } else { None },
             cancel_requested: row.cancel_requested_ms.is_some() && !row.is_terminal(),
             tokens: row.tokens,
+            input_tokens: row.input_tokens,
+            output_tokens: row.output_tokens,
+            cached_tokens: row.cached_tokens,
             cost_usd: row.cost_usd,
             timed_out: None,
             dispatcher: None,

@@ -17,7 +17,8 @@
 //! - `wake`: waking on queue changes (inotify on the WAL, a bounded `data_version` poll).
 //! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
 //! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
-//! - [`extract`]: reading an agent CLI's output (text, JSON, JSON Lines) and the CLI presets.
+//! - [`extract`]: reading an agent CLI's output (text, JSON, JSON Lines); [`preset`]: ready
+//!   runners for the agent CLIs, by profile access.
 //! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
 //! - [`cli`]: the command line, a thin face over `api`.
 //! - [`mcp`]: the MCP server on stdio (`baton mcp`), another thin face over `api`.
@@ -50,6 +51,7 @@ mod location;
 pub mod logging;
 pub mod mcp;
 mod output;
+pub mod preset;
 mod proc;
 pub mod profile;
 mod prune;

@@ -11,7 +11,7 @@ pub const TAIL_LINES: usize = 20;
 pub const TAIL_BYTES: u64 = 4096;
 
 /// The last `max` bytes of a file, as text (lossy; a cut UTF-8 sequence at the start is dropped).
-fn read_tail(path: &Path, max: u64) -> String {
+pub fn read_tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = File::open(path) else { return String::new() };
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let start = len.saturating_sub(max);
@@ -55,6 +55,17 @@ pub fn tail_of_files(out: &Path, err: &Path) -> String {
         };
     }
     joined
+}
+
+/// At most this many chars of a line quoted in an error.
+pub const REASON_CHARS: usize = 500;
+
+/// The last non-empty line of `text`, trimmed and capped at [`REASON_CHARS`]: what a failing
+/// program said last, for the error message.
+pub fn last_line(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let (cut, more) = crate::job::cap_chars(line, REASON_CHARS);
+    Some(if more { format!("{cut}...") } else { cut.to_string() })
 }
 
 /// The response text from a worker's stdout log: its trimmed text, capped at 1 MiB (on a char

@@ -54,13 +54,13 @@ pub struct Profile {
     pub tags: Vec<String>,
     /// Process kind.
     pub kind: ProfileKind,
-    /// Runner override; `None` means [`Runner::default_runner`].
-    pub command: Option<Runner>,
-    /// How the runner's stdout becomes the response: given as `output` (a spec or a preset
-    /// name), or the output of a preset named as `command`; `None`: plain stdout.
+    /// Runner override (an argv template or a preset); `None`: the configured `runner`.
+    pub command: Option<RunnerSpec>,
+    /// How the runner's stdout becomes the response (`output`: a spec or a preset name);
+    /// `None`: the runner's preset says, else stdout is the response.
     pub output: Option<crate::extract::OutputSpec>,
-    /// How the prompt is passed.
-    pub prompt_via: PromptVia,
+    /// How the prompt is passed (`promptVia`); `None`: as the runner's preset says, else as an argument.
+    pub prompt_via: Option<PromptVia>,
     /// Extra environment for the worker process.
     pub env: BTreeMap<String, String>,
     /// Per-task timeout in milliseconds.
@@ -73,10 +73,77 @@ pub struct Profile {
     pub protected: bool,
 }
 
+/// A runner as configured: an argv template, or the name of a preset (see [`crate::preset`]),
+/// which expands according to the profile that runs it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RunnerSpec {
+    /// A preset (`"claude"`).
+    Preset(crate::preset::Name),
+    /// An argv template.
+    Argv(Runner),
+}
+
+impl RunnerSpec {
+    /// A preset's name or an argv template.
+    ///
+    /// # Errors
+    /// A message naming what is wrong: an unknown preset, or the template's fault.
+    pub fn parse(v: &Value) -> Result<RunnerSpec, String> {
+        match v {
+            Value::String(name) => crate::preset::Name::parse(name).map(RunnerSpec::Preset).ok_or_else(|| {
+                format!("\"{name}\" is not a preset ({}); give an argv array instead", crate::preset::NAMES.join(", "))
+            }),
+            v => Runner::parse(v).map(RunnerSpec::Argv),
+        }
+    }
+}
+
+/// How one profile runs: everything a job of it needs from its runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub runner: Runner,
+    pub prompt_via: PromptVia,
+    /// The preset's environment with the profile's `env` over it.
+    pub env: BTreeMap<String, String>,
+    /// `None`: stdout is the response.
+    pub output: Option<crate::extract::OutputSpec>,
+    /// The concrete model, `None` when the tag resolves to none.
+    pub model: Option<String>,
+}
+
 impl Profile {
-    /// The runner to use: the profile's `command`, or the default runner.
-    pub fn runner(&self) -> Runner {
-        self.command.clone().unwrap_or_else(Runner::default_runner)
+    /// What this profile's agent may do, from its `tools`.
+    pub fn access(&self) -> crate::preset::Access {
+        crate::preset::Access::of(&self.tools)
+    }
+
+    /// How this profile runs: its own `command`, else `configured` (the config's `runner`); a
+    /// preset expands for this profile's access. The profile's `env`, `output` and `promptVia`
+    /// win over a preset's.
+    pub fn resolve(&self, configured: &RunnerSpec, models: &BTreeMap<String, String>) -> Resolved {
+        let model = resolve_model(&self.model, models);
+        match self.command.as_ref().unwrap_or(configured) {
+            RunnerSpec::Argv(runner) => Resolved {
+                runner: runner.clone(),
+                prompt_via: self.prompt_via.unwrap_or(PromptVia::Arg),
+                env: self.env.clone(),
+                output: self.output.clone(),
+                model,
+            },
+            RunnerSpec::Preset(name) => {
+                let preset = crate::preset::get(*name, self.access());
+                let mut env = preset.env;
+                env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Resolved {
+                    runner: preset.runner,
+                    prompt_via: self.prompt_via.unwrap_or(preset.prompt_via),
+                    env,
+                    output: self.output.clone().or(Some(preset.output)),
+                    model,
+                }
+            }
+        }
     }
 }
 
@@ -154,7 +221,7 @@ fn builtin(id: &str, name: &str, model: &str, purpose: &str, when_to_use: &str, 
         kind: ProfileKind::Oneshot,
         command: None,
         output: None,
-        prompt_via: PromptVia::Arg,
+        prompt_via: None,
         env: BTreeMap::new(),
         timeout_ms: None,
         max_concurrency: None,
@@ -236,8 +303,9 @@ pub struct ProfileSet {
 impl ProfileSet {
     /// Build the set from the built-ins and `custom`: (entry, origin layer name) pairs from the merged config.
     ///
-    /// Entries with a built-in id are skipped with a warning; duplicate ids merge (later keys over earlier)
-    /// and keep the position of the first occurrence.
+    /// Entries with a built-in id may set only how it runs ([`BUILTIN_SETTABLE`]; other fields are
+    /// ignored with a warning); duplicate ids merge (later keys over earlier) and keep the position
+    /// of the first occurrence.
     ///
     /// # Errors
     /// A [`ProfileError`] naming the entry, or the profile and field, for a malformed entry.
@@ -245,7 +313,6 @@ impl ProfileSet {
         let mut warnings = Vec::new();
         // (id, merged object, origin), in order of first occurrence.
         let mut merged: Vec<(String, Map<String, Value>, String)> = Vec::new();
-        let mut refused: Vec<String> = Vec::new();
         for (index, (entry, origin)) in custom.iter().enumerate() {
             let obj = entry.as_object().ok_or_else(|| ProfileError::NotAnObject {
                 index,
@@ -261,15 +328,6 @@ impl ProfileSet {
                     return Err(ProfileError::InvalidId { id: other.to_string(), origin: origin.clone() });
                 }
             };
-            if BUILTIN_IDS.contains(&id.as_str()) {
-                if !refused.contains(&id) {
-                    warnings.push(format!(
-                        "Profile \"{id}\" is built-in and cannot be overridden; ignoring the one configured in the {origin} config."
-                    ));
-                    refused.push(id);
-                }
-                continue;
-            }
             match merged.iter_mut().find(|(known, _, _)| *known == id) {
                 Some((_, base, base_origin)) => {
                     for (k, v) in obj {
@@ -282,7 +340,10 @@ impl ProfileSet {
         }
         let mut profiles = builtins();
         for (id, obj, origin) in merged {
-            profiles.push(parse_custom(id, &obj, origin, &mut warnings)?);
+            match profiles.iter_mut().find(|p| p.protected && p.id == id) {
+                Some(builtin) => adjust_builtin(builtin, &obj, &origin, &mut warnings)?,
+                None => profiles.push(parse_custom(id, &obj, origin, &mut warnings)?),
+            }
         }
         Ok(ProfileSet { profiles, warnings })
     }
@@ -450,12 +511,12 @@ impl Fields<'_> {
         }
     }
 
-    fn prompt_via(&self) -> Result<PromptVia, ProfileError> {
+    fn prompt_via(&self) -> Result<Option<PromptVia>, ProfileError> {
         let field = "promptVia";
         match self.get(field) {
-            None => Ok(PromptVia::Arg),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("arg") => Ok(PromptVia::Arg),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("stdin") => Ok(PromptVia::Stdin),
+            None => Ok(None),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("arg") => Ok(Some(PromptVia::Arg)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("stdin") => Ok(Some(PromptVia::Stdin)),
             Some(Value::String(s)) => Err(self.invalid(field, format!("must be \"arg\" or \"stdin\", found \"{s}\""))),
             Some(other) => Err(self.expected(field, "\"arg\" or \"stdin\"", other)),
         }
@@ -472,7 +533,7 @@ impl Fields<'_> {
                 format!("of a server profile must be an argv array, not \"{name}\" (presets run one process per task)"),
             )),
             Some(_) => match self.command()? {
-                Some(runner) => match runner.job_placeholder_outside_groups() {
+                Some(RunnerSpec::Argv(runner)) => match runner.job_placeholder_outside_groups() {
                     Some(ph) => Err(self.invalid(
                         field,
                         format!(
@@ -484,41 +545,31 @@ impl Fields<'_> {
                         .invalid("output", "does not apply to a server profile: its answers come over the protocol")),
                     None => Ok(()),
                 },
-                None => Ok(()),
+                _ => Ok(()),
             },
         }
     }
 
-    fn command(&self) -> Result<Option<Runner>, ProfileError> {
+    fn command(&self) -> Result<Option<RunnerSpec>, ProfileError> {
         let field = "command";
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(name)) if crate::extract::preset::get(name).is_some() => {
-                let (argv, _) = crate::extract::preset::get(name).unwrap_or_default();
-                Runner::parse(&argv).map(Some).map_err(|e| self.invalid(field, format!("preset {name}: {e}")))
-            }
-            Some(v) => {
-                Runner::parse(v).map(Some).map_err(|e| self.invalid(field, format!("is not a valid runner: {e}")))
-            }
-        }
+        self.get(field)
+            .map(|v| RunnerSpec::parse(v).map_err(|e| self.invalid(field, format!("is not a valid runner: {e}"))))
+            .transpose()
     }
 
-    /// `output` (a spec object or a preset name), else the output of a preset `command`.
-    fn output(&self) -> Result<Option<crate::extract::OutputSpec>, ProfileError> {
-        use crate::extract::preset;
+    /// `output`: a spec object, or a preset's name (that preset's spec for this access).
+    fn output(&self, access: crate::preset::Access) -> Result<Option<crate::extract::OutputSpec>, ProfileError> {
+        use crate::preset;
         match self.get("output") {
-            Some(Value::String(name)) => match preset::get(name) {
-                Some((_, spec)) => Ok(Some(spec)),
+            None => Ok(None),
+            Some(Value::String(name)) => match preset::Name::parse(name) {
+                Some(name) => Ok(Some(preset::get(name, access).output)),
                 None => Err(self
                     .invalid("output", format!("names no preset \"{name}\" (presets: {})", preset::NAMES.join(", ")))),
             },
             Some(v) => serde_json::from_value(v.clone())
                 .map(Some)
                 .map_err(|e| self.invalid("output", format!("is not a valid output spec: {e}"))),
-            None => Ok(match self.get("command") {
-                Some(Value::String(name)) => preset::get(name).map(|(_, spec)| spec),
-                _ => None,
-            }),
         }
     }
 
@@ -579,6 +630,48 @@ impl Fields<'_> {
     }
 }
 
+/// The fields a config may set on a built-in profile: how it runs, never what it is.
+pub const BUILTIN_SETTABLE: [&str; 6] = ["command", "output", "promptVia", "env", "timeoutMs", "maxConcurrency"];
+
+/// Apply a config entry to a built-in profile: its runner, environment and limits may be set;
+/// its identity (name, model, purpose, tools, system prompt...) stays, with a warning per field.
+fn adjust_builtin(
+    p: &mut Profile,
+    obj: &Map<String, Value>,
+    origin: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), ProfileError> {
+    let f = Fields { id: &p.id, obj };
+    for key in obj.keys().filter(|k| *k != "id" && !BUILTIN_SETTABLE.contains(&k.as_str())) {
+        warnings.push(format!(
+            "Profile \"{}\" is built-in and its \"{key}\" cannot be changed; ignoring the one in the {origin} config \
+             (a built-in profile takes only {}).",
+            p.id,
+            BUILTIN_SETTABLE.join(", ")
+        ));
+    }
+    if let Some(c) = f.command()? {
+        p.command = Some(c);
+    }
+    if let Some(o) = f.output(p.access())? {
+        p.output = Some(o);
+    }
+    if let Some(v) = f.prompt_via()? {
+        p.prompt_via = Some(v);
+    }
+    p.env.extend(f.env()?);
+    if let Some(t) = f.timeout_ms()? {
+        p.timeout_ms = Some(t);
+    }
+    if let Some(c) = f.max_concurrency()? {
+        p.max_concurrency = Some(c);
+    }
+    if BUILTIN_SETTABLE.iter().any(|k| f.get(k).is_some()) {
+        p.origin = format!("built-in, adjusted in the {origin} config");
+    }
+    Ok(())
+}
+
 fn parse_custom(
     id: String,
     obj: &Map<String, Value>,
@@ -595,6 +688,8 @@ fn parse_custom(
     if kind == ProfileKind::Server {
         f.check_server()?;
     }
+    let tools = f.tools()?;
+    let access = crate::preset::Access::of(&tools);
     Ok(Profile {
         id: id.clone(),
         name: f.required_str("name")?,
@@ -604,12 +699,12 @@ fn parse_custom(
         system_prompt: f.opt_str("systemPrompt")?,
         supports_vision: f.flag("supportsVision")?,
         supports_web: f.flag("supportsWeb")?,
-        tools: f.tools()?,
+        tools,
         temperature: f.temperature()?,
         tags: f.tags()?,
         kind,
         command: f.command()?,
-        output: f.output()?,
+        output: f.output(access)?,
         prompt_via: f.prompt_via()?,
         env: f.env()?,
         timeout_ms: f.timeout_ms()?,
@@ -851,16 +946,9 @@ impl Runner {
         Ok(Runner { items: parsed })
     }
 
-    /// The default runner: `["opencode", "run", ["--model", "{model}"], "{prompt}"]`.
-    pub fn default_runner() -> Runner {
-        Runner {
-            items: vec![
-                RunnerItem::Arg("opencode".to_string()),
-                RunnerItem::Arg("run".to_string()),
-                RunnerItem::Group(vec!["--model".to_string(), "{model}".to_string()]),
-                RunnerItem::Arg("{prompt}".to_string()),
-            ],
-        }
+    /// A template made of these elements (for the presets, which are valid by construction).
+    pub fn from_items(items: Vec<RunnerItem>) -> Runner {
+        Runner { items }
     }
 
     /// The first per-job placeholder (`prompt`, `taskId`, `attachments`) found in a plain
@@ -1008,10 +1096,19 @@ pub fn auto_select(task: &str, attachments: &[AttachmentKind]) -> &'static str {
     }
 }
 
-/// True when the profile's tools/temperature cannot be expressed by a plain runner (for `baton profiles` to say
-/// "advisory"): some tool is switched off, or a temperature is set.
-pub fn is_restricted(p: &Profile) -> bool {
-    p.tools.values().any(|allowed| !allowed) || p.temperature.is_some()
+/// What of the profile's limits its runner cannot pass to the agent: its tool switches when it
+/// runs a plain argv (a preset maps them to the CLI's own permission flags), its temperature
+/// always (no agent CLI takes one on its command line).
+pub fn advisory_limits(p: &Profile, configured: &RunnerSpec) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let plain = matches!(p.command.as_ref().unwrap_or(configured), RunnerSpec::Argv(_));
+    if plain && p.tools.values().any(|allowed| !allowed) {
+        out.push("tool limits");
+    }
+    if p.temperature.is_some() {
+        out.push("temperature");
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1100,9 +1197,13 @@ mod tests {
         assert_eq!(resolve_model("", &full), None);
     }
 
+    fn plain_opencode() -> Runner {
+        Runner::parse(&json!(["opencode", "run", ["--model", "{model}"], "{prompt}"])).unwrap()
+    }
+
     #[test]
-    fn default_runner_with_and_without_model() {
-        let r = Runner::default_runner();
+    fn an_optional_group_drops_without_its_model() {
+        let r = plain_opencode();
         assert_eq!(r.to_json(), json!(["opencode", "run", ["--model", "{model}"], "{prompt}"]));
         assert_eq!(Runner::parse(&r.to_json()).unwrap(), r);
         assert_eq!(serde_json::to_value(&r).unwrap(), r.to_json());
@@ -1161,7 +1262,7 @@ mod tests {
 
     #[test]
     fn long_prompts_go_on_stdin_automatically() {
-        let r = Runner::default_runner();
+        let r = plain_opencode();
         let at_limit = "x".repeat(STDIN_PROMPT_BYTES);
         let (argv, stdin) = r.expand(&placeholders(&at_limit, Some("m")), PromptVia::Arg);
         assert!(!stdin);
@@ -1233,7 +1334,7 @@ mod tests {
             assert!(p.protected);
             assert_eq!(p.origin, "built-in");
             assert_eq!(p.kind, ProfileKind::Oneshot);
-            assert_eq!(p.prompt_via, PromptVia::Arg);
+            assert_eq!(p.prompt_via, None);
             assert!(p.command.is_none());
             assert!(p.system_prompt.as_deref().is_some_and(|s| !s.is_empty()));
         }
@@ -1246,12 +1347,13 @@ mod tests {
         assert_eq!(b[4].tools, tools(&[("write", false), ("edit", false)]));
         let temps: Vec<Option<f64>> = b.iter().map(|p| p.temperature).collect();
         assert_eq!(temps, [None, None, None, None, Some(0.1)]);
-        let restricted: Vec<bool> = b.iter().map(is_restricted).collect();
-        assert_eq!(restricted, [false, true, false, true, true]);
+        let plain = RunnerSpec::Argv(plain_opencode());
+        let advisory: Vec<usize> = b.iter().map(|p| advisory_limits(p, &plain).len()).collect();
+        assert_eq!(advisory, [0, 1, 0, 1, 2]);
         let json = serde_json::to_value(&b[4]).unwrap();
         assert_eq!(json["whenToUse"], b[4].when_to_use.as_str());
         assert_eq!(json["kind"], "oneshot");
-        assert_eq!(json["promptVia"], "arg");
+        assert_eq!(json["promptVia"], Value::Null, "as the runner says");
         assert_eq!(json["tools"], json!({"edit": false, "write": false}));
     }
 
@@ -1304,14 +1406,15 @@ mod tests {
         assert_eq!(p.origin, "project");
         assert!(!p.protected);
         assert_eq!(p.kind, ProfileKind::Server);
-        assert_eq!(p.prompt_via, PromptVia::Stdin);
-        assert_eq!(p.command.as_ref().unwrap().to_json(), json!(["rev", ["-m", "{model}"], ["--first", "{prompt}"]]));
+        assert_eq!(p.prompt_via, Some(PromptVia::Stdin));
+        let Some(RunnerSpec::Argv(r)) = &p.command else { panic!("{:?}", p.command) };
+        assert_eq!(r.to_json(), json!(["rev", ["-m", "{model}"], ["--first", "{prompt}"]]));
         assert_eq!(p.env.get("A").map(String::as_str), Some("1"));
         assert_eq!((p.timeout_ms, p.max_concurrency, p.temperature), (Some(60000), Some(2), Some(0.2)));
         assert_eq!(p.tags, ["review"]);
         assert!(p.supports_web && !p.supports_vision);
-        assert!(is_restricted(p));
-        assert_eq!(set.get("z-last").unwrap().runner(), Runner::default_runner());
+        assert_eq!(advisory_limits(p, &RunnerSpec::Argv(plain_opencode())), ["tool limits", "temperature"]);
+        assert_eq!(set.get("z-last").unwrap().command, None);
         assert_eq!(set.get("Coder").unwrap().id, "coder");
         assert!(set.get("nope").is_none());
         assert_eq!(set.all().len(), 7);
@@ -1334,13 +1437,59 @@ mod tests {
     }
 
     #[test]
-    fn protected_ids_are_skipped_with_a_warning() {
-        let set =
-            ProfileSet::load(&custom(&[(minimal("Coder"), "project"), (json!({"id": "coder"}), "global")])).unwrap();
+    fn a_builtin_takes_its_runner_and_env_from_config_but_keeps_its_identity() {
+        let set = ProfileSet::load(&custom(&[
+            (minimal("Coder"), "project"),
+            (json!({"id": "coder", "env": {"A": "1"}, "command": "claude", "tools": {"write": false}}), "global"),
+            (json!({"id": "architect", "timeoutMs": 5000, "maxConcurrency": 2, "promptVia": "stdin"}), "project"),
+        ]))
+        .unwrap();
         assert_eq!(set.ids(), BUILTIN_IDS);
-        assert_eq!(set.warnings().len(), 1);
-        assert!(set.warnings()[0].contains("\"coder\" is built-in"), "{:?}", set.warnings());
-        assert_eq!(set.get("coder").unwrap().name, "Code Implementer");
+        // name, model, purpose, whenToUse (from minimal) and tools are refused, one warning each.
+        assert_eq!(set.warnings().len(), 5, "{:?}", set.warnings());
+        assert!(
+            set.warnings().iter().any(|w| w.contains("\"coder\" is built-in and its \"tools\" cannot be changed")),
+            "{:?}",
+            set.warnings()
+        );
+        let coder = set.get("coder").unwrap();
+        assert_eq!(coder.name, "Code Implementer");
+        assert_eq!(coder.tools, tools(&[("write", true), ("edit", true), ("bash", true)]));
+        assert_eq!(coder.env.get("A").map(String::as_str), Some("1"));
+        assert_eq!(coder.command, Some(RunnerSpec::Preset(crate::preset::Name::Claude)));
+        assert_eq!(coder.origin, "built-in, adjusted in the global config");
+        let architect = set.get("architect").unwrap();
+        assert_eq!((architect.timeout_ms, architect.max_concurrency), (Some(5000), Some(2)));
+        assert_eq!(architect.prompt_via, Some(PromptVia::Stdin));
+        assert!(architect.protected);
+        let bad = ProfileSet::load(&custom(&[(json!({"id": "coder", "env": {"A": 1}}), "project")]));
+        assert!(bad.unwrap_err().to_string().contains("value of \"A\" must be a string"));
+    }
+
+    #[test]
+    fn a_preset_runs_as_the_profile_may() {
+        let set = ProfileSet::load(&[]).unwrap();
+        let models = models(&[("default", "m/x")]);
+        let claude = RunnerSpec::Preset(crate::preset::Name::Claude);
+        let argv = |id: &str, spec: &RunnerSpec| {
+            let r = set.get(id).unwrap().resolve(spec, &models);
+            let (argv, stdin) = r.runner.expand(&placeholders("hello", r.model.as_deref()), r.prompt_via);
+            assert!(stdin, "presets take the prompt on stdin");
+            argv
+        };
+        let coder = argv("coder", &claude);
+        assert!(coder.windows(2).any(|w| w == ["--permission-mode", "acceptEdits"]), "{coder:?}");
+        assert!(coder.windows(2).any(|w| w == ["--model", "m/x"]), "{coder:?}");
+        assert!(!coder.contains(&"hello".to_string()), "{coder:?}");
+        let architect = argv("architect", &claude);
+        assert!(!architect.iter().any(|a| a == "acceptEdits"), "{architect:?}");
+        assert!(architect.iter().any(|a| a == "--disallowedTools"), "{architect:?}");
+        let codex = RunnerSpec::Preset(crate::preset::Name::Codex);
+        assert!(argv("coder", &codex).windows(2).any(|w| w == ["--sandbox", "workspace-write"]));
+        assert!(argv("explorer", &codex).windows(2).any(|w| w == ["--sandbox", "read-only"]));
+        let r = set.get("coder").unwrap().resolve(&claude, &models);
+        assert!(r.output.is_some_and(|o| o.denials.is_some()));
+        assert_eq!(r.env.get("CLAUDE_CODE_MAX_RETRIES").map(String::as_str), Some("2"));
     }
 
     #[test]
@@ -1421,13 +1570,18 @@ mod tests {
     }
 
     #[test]
-    fn restricted_means_tools_off_or_temperature() {
+    fn advisory_means_tools_off_under_a_plain_runner_or_a_temperature() {
+        let plain = RunnerSpec::Argv(plain_opencode());
+        let preset = RunnerSpec::Preset(crate::preset::Name::Claude);
         let mut p = builtins().remove(2);
-        assert!(!is_restricted(&p));
+        assert!(advisory_limits(&p, &plain).is_empty());
         p.temperature = Some(0.5);
-        assert!(is_restricted(&p));
+        assert_eq!(advisory_limits(&p, &preset), ["temperature"]);
         p.temperature = None;
         p.tools.insert("bash".to_string(), false);
-        assert!(is_restricted(&p));
+        assert_eq!(advisory_limits(&p, &plain), ["tool limits"]);
+        assert!(advisory_limits(&p, &preset).is_empty(), "a preset enforces them");
+        p.command = Some(plain);
+        assert_eq!(advisory_limits(&p, &preset), ["tool limits"], "the profile's own runner counts");
     }
 }

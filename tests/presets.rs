@@ -16,35 +16,40 @@ fn fake_clis(q: &TestQueue) -> std::path::PathBuf {
     let scripts = [
         (
             "claude",
-            r###"for a; do p="$a"; done
+            r###"p=$(cat)
 case "$p" in
   *FAIL*) echo '{"type":"result","subtype":"error_during_execution","is_error":true,"result":"Credit balance is too low"}' ;;
   *EXIT3*) echo '{"type":"result","is_error":false,"result":"partial"}'; exit 3 ;;
-  *) printf '{"type":"result","subtype":"success","is_error":false,"result":"## Summary\\nclaude did: %s","total_cost_usd":0.25,"usage":{"input_tokens":100,"output_tokens":20}}\n' "$p" ;;
+  *DENY*) echo '{"type":"result","subtype":"success","is_error":false,"result":"I could not write it","permission_denials":[{"tool_name":"Write","tool_use_id":"t1","tool_input":{"file_path":"/w/hello.txt","content":"hi"}}]}' ;;
+  *) printf '{"type":"result","subtype":"success","is_error":false,"result":"## Summary\\nclaude did: %s","total_cost_usd":0.25,"usage":{"input_tokens":100,"cache_creation_input_tokens":20,"cache_read_input_tokens":300,"output_tokens":20}}\n' "$p" ;;
 esac"###,
         ),
         (
             "codex",
-            r###"for a; do p="$a"; done
+            r###"p=$(cat)
+case "$p" in
+  *NOGIT*) echo 'Not inside a trusted directory and --skip-git-repo-check was not specified.' >&2; exit 1 ;;
+esac
 echo '{"type":"thread.started","thread_id":"t"}'
 echo '{"type":"item.completed","item":{"id":"i0","type":"agent_message","text":"draft"}}'
 case "$p" in
   *FAIL*) echo '{"type":"turn.failed","error":{"message":"stream disconnected"}}' ;;
   *) echo '{"type":"item.completed","item":{"id":"i1","type":"agent_message","text":"codex final"}}'
-     echo '{"type":"turn.completed","usage":{"input_tokens":7,"output_tokens":3}}' ;;
+     echo '{"type":"turn.completed","usage":{"input_tokens":7,"cached_input_tokens":4,"output_tokens":3}}' ;;
 esac"###,
         ),
         (
             "gemini",
             r###"for a; do p="$a"; done
 case "$p" in
-  *FAIL*) echo '{"error":{"type":"ApiError","message":"quota exceeded","code":429}}' ;;
-  *) echo '{"response":"gemini answer","stats":{}}' ;;
+  *FAIL*) printf '{\n  "error": {\n    "type": "ApiError",\n    "message": "quota exceeded",\n    "code": 429\n  }\n}\n' >&2; exit 173 ;;
+  *) echo '{"response":"gemini answer","stats":{"models":{"a":{"tokens":{"prompt":10,"candidates":2,"total":12,"cached":4,"thoughts":0}},"b":{"tokens":{"prompt":100,"candidates":5,"total":107,"cached":50,"thoughts":2}}}}}' ;;
 esac"###,
         ),
         (
             "opencode",
-            r###"echo '{"type":"step_start","sessionID":"s","part":{"type":"step-start"}}'
+            r###"cat > "$0.stdin"
+echo '{"type":"step_start","sessionID":"s","part":{"type":"step-start"}}'
 echo '{"type":"text","sessionID":"s","part":{"type":"text","text":"opencode answer"}}'
 echo '{"type":"step_finish","sessionID":"s","part":{"type":"step-finish","tokens":{"input":5,"output":6},"cost":0.5}}'"###,
         ),
@@ -80,7 +85,9 @@ fn presets_read_each_clis_output_format() {
     assert_eq!((v["status"].as_str(), code), (Some("succeeded"), 0), "{v}");
     assert_eq!(v["responseText"], "## Summary\nclaude did: add a flag");
     assert_eq!(v["report"]["summary"], "claude did: add a flag");
-    assert_eq!((v["tokens"].as_i64(), v["costUsd"].as_f64()), (Some(120), Some(0.25)));
+    assert_eq!((v["tokens"].as_i64(), v["costUsd"].as_f64()), (Some(440), Some(0.25)));
+    let kinds = (v["inputTokens"].as_i64(), v["outputTokens"].as_i64(), v["cachedTokens"].as_i64());
+    assert_eq!(kinds, (Some(420), Some(20), Some(300)), "cached tokens count: {v}");
     let argv: String =
         q.raw().query_row("SELECT argv FROM jobs WHERE id = ?1", [v["id"].as_str().unwrap()], |r| r.get(0)).unwrap();
     assert_eq!(serde_json::from_str::<Vec<String>>(&argv).unwrap()[..4], ["claude", "-p", "--output-format", "json"]);
@@ -88,24 +95,66 @@ fn presets_read_each_clis_output_format() {
     let (v, code) = run(&["--worker", "coder", "please FAIL"]);
     assert_eq!((v["status"].as_str(), code), (Some("failed"), 1), "is_error with exit 0 fails: {v}");
     assert_eq!(v["error"], "Agent reported an error: Credit balance is too low");
+    let (v, code) = run(&["--worker", "coder", "please DENY"]);
+    assert_eq!((v["status"].as_str(), code), (Some("failed"), 1), "a permission denial fails: {v}");
+    assert_eq!(
+        v["error"],
+        "Agent reported an error: the agent was refused permission for Write (/w/hello.txt): the profile's runner does not grant it"
+    );
+    assert_eq!(v["responseText"], "I could not write it");
     let (v, _) = run(&["--worker", "coder", "EXIT3"]);
     assert_eq!(v["status"], "failed");
     assert_eq!(v["error"], "Worker exited with code 3");
 
     let (v, _) = run(&["--worker", "cx", "go"]);
     assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("codex final")), "{v}");
-    assert_eq!(v["tokens"], 10);
+    assert_eq!((v["tokens"].as_i64(), v["cachedTokens"].as_i64()), (Some(10), Some(4)));
     let (v, _) = run(&["--worker", "cx", "FAIL"]);
     assert_eq!(v["error"], "Agent reported an error: stream disconnected");
+    assert_eq!(v["responseText"], "draft", "the extracted text, not the raw JSON Lines: {v}");
+    let (v, _) = run(&["--worker", "cx", "NOGIT"]);
+    assert_eq!(
+        v["error"],
+        "Worker exited with code 1: Not inside a trusted directory and --skip-git-repo-check was not specified."
+    );
+    assert_eq!(v["responseText"], Value::Null, "{v}");
 
     let (v, _) = run(&["--worker", "gm", "go"]);
     assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("gemini answer")));
+    assert_eq!((v["tokens"].as_i64(), v["inputTokens"].as_i64()), (Some(119), Some(110)), "summed over models: {v}");
+    assert_eq!((v["outputTokens"].as_i64(), v["cachedTokens"].as_i64()), (Some(9), Some(54)));
     let (v, _) = run(&["--worker", "gm", "FAIL"]);
-    assert_eq!(v["error"], "Agent reported an error: quota exceeded");
+    assert_eq!(v["error"], "Agent reported an error: quota exceeded", "read from stderr: {v}");
+    assert_eq!(v["exitCode"], 173);
 
     let (v, _) = run(&["--worker", "oc", "go"]);
     assert_eq!((v["responseText"].as_str(), v["tokens"].as_i64()), (Some("opencode answer"), Some(11)), "{v}");
     assert_eq!(v["costUsd"], 0.5);
+    let prompt = "write \"hello world\"\n--and keep {model} literal";
+    let (v, _) = run(&["--worker", "oc", prompt]);
+    assert_eq!(v["status"], "succeeded");
+    let got = std::fs::read_to_string(bin.join("opencode.stdin")).unwrap();
+    assert_eq!(got, prompt, "opencode receives the task text verbatim on stdin");
+}
+
+#[test]
+fn built_in_profiles_take_env_and_a_runner_from_config() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({
+        "profiles": [{"id": "coder", "env": {"GREETING": "hi from config"}},
+                     {"id": "architect", "command": ["sh", "-c", "echo arch:$GREETING"], "env": {"GREETING": "a"}}]
+    }));
+    let _d = common::Kill(q.cmd().arg("run").spawn().unwrap());
+    let id = q.start(&["--worker", "coder", "echo $GREETING"]);
+    let (v, code) = q.json(&["task", "await", &id, "--timeout", "30000"]);
+    assert_eq!((v["responseText"].as_str(), code), (Some("hi from config"), 0), "{v}");
+    let id = q.start(&["--worker", "architect", "ignored"]);
+    let (v, _) = q.json(&["task", "await", &id, "--timeout", "30000"]);
+    assert_eq!(v["responseText"], "arch:a", "{v}");
+    let (listed, _) = q.json(&["profiles"]);
+    let coder = listed.as_array().unwrap().iter().find(|p| p["id"] == "coder").unwrap().clone();
+    assert_eq!(coder["origin"], "built-in, adjusted in the project config", "{coder}");
+    assert_eq!(coder["name"], "Code Implementer");
 }
 
 #[test]

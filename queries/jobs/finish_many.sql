@@ -4,6 +4,7 @@
 UPDATE jobs
     SET state = o.state, finished_ms = ?2, response = o.response, response_chars = o.response_chars,
         report = o.report, exit_code = o.exit_code, output_tail = o.output_tail, tokens = o.tokens,
+        input_tokens = o.input_tokens, output_tokens = o.output_tokens, cached_tokens = o.cached_tokens,
         cost_usd = o.cost_usd,
         error = CASE WHEN o.state = 'canceled' THEN coalesce('Canceled: ' || jobs.cancel_reason, 'Canceled')
                      ELSE o.error END
@@ -11,7 +12,8 @@ UPDATE jobs
                 value ->> 'response_chars' AS response_chars, value ->> 'error' AS error,
                 value ->> 'report' AS report, value ->> 'exit_code' AS exit_code,
                 value ->> 'output_tail' AS output_tail, value ->> 'tokens' AS tokens,
-                value ->> 'cost_usd' AS cost_usd
+                value ->> 'input_tokens' AS input_tokens, value ->> 'output_tokens' AS output_tokens,
+                value ->> 'cached_tokens' AS cached_tokens, value ->> 'cost_usd' AS cost_usd
            FROM json_each(?1)) AS o
   WHERE jobs.id = o.id AND jobs.state = 'running' AND jobs.owner = ?3 AND jobs.epoch = ?4
  RETURNING jobs.id AS "id!: String"

@@ -257,7 +257,11 @@ pub struct Outcome {
     pub report: Option<String>,
     pub exit_code: Option<i64>,
     pub output_tail: Option<String>,
+    /// The total.
     pub tokens: Option<i64>,
+    pub input_tokens: Option<i64>,
+    pub output_tokens: Option<i64>,
+    pub cached_tokens: Option<i64>,
     pub cost_usd: Option<f64>,
 }
 

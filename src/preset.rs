@@ -1,0 +1,241 @@
+//! Ready runners for the agent CLIs (opencode, claude, codex, gemini): the argv a profile's
+//! access needs (a writing profile may edit, a read-only one cannot), how the prompt reaches
+//! the CLI verbatim, the environment that keeps it non-interactive and quick to fail, and how
+//! its output becomes the job's response, failure, tokens and cost.
+//!
+//! Each preset follows what the real CLI does headless (checked against the CLIs themselves):
+//! claude answers an unapproved edit with a permission denial, codex sandboxes read-only and
+//! refuses to run outside git, gemini refuses an untrusted folder and prints its errors on
+//! stderr, opencode rewrites a message given as an argument.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::extract::{Format, OutputSpec};
+use crate::profile::{PromptVia, Runner, RunnerItem};
+
+/// The names of the presets.
+pub const NAMES: [&str; 4] = ["opencode", "claude", "codex", "gemini"];
+
+/// A preset, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Name {
+    Opencode,
+    Claude,
+    Codex,
+    Gemini,
+}
+
+impl Name {
+    /// The preset called `name`, if there is one.
+    pub fn parse(name: &str) -> Option<Name> {
+        Some(match name {
+            "opencode" => Name::Opencode,
+            "claude" => Name::Claude,
+            "codex" => Name::Codex,
+            "gemini" => Name::Gemini,
+            _ => return None,
+        })
+    }
+}
+
+/// What a profile lets its agent do, from its `tools` switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    /// Create and edit files (`write` and `edit` not switched off).
+    pub edit: bool,
+    /// Run commands (`bash` not switched off). A read-only profile never gets a shell that
+    /// could write, whatever this says.
+    pub bash: bool,
+}
+
+impl Access {
+    /// Every tool (the `coder` profile).
+    pub const FULL: Access = Access { edit: true, bash: true };
+    /// Reading only (the `architect` profile).
+    pub const READ_ONLY: Access = Access { edit: false, bash: false };
+
+    /// The access a profile's `tools` switches give: a tool is allowed unless set to false.
+    pub fn of(tools: &BTreeMap<String, bool>) -> Access {
+        let on = |t: &str| tools.get(t).copied().unwrap_or(true);
+        Access { edit: on("write") && on("edit"), bash: on("bash") }
+    }
+}
+
+/// A preset resolved for one access level.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    /// The argv template.
+    pub runner: Runner,
+    /// How the prompt reaches the CLI.
+    pub prompt_via: PromptVia,
+    /// Environment for the CLI; a profile's own `env` overrides it.
+    pub env: BTreeMap<String, String>,
+    /// How its stdout becomes the result.
+    pub output: OutputSpec,
+}
+
+fn cond(ptr: &str, v: Value) -> (String, Value) {
+    (ptr.to_string(), v)
+}
+
+fn ptrs(list: &[&str]) -> Vec<String> {
+    list.iter().map(|p| (*p).to_string()).collect()
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+}
+
+fn arg(s: &str) -> RunnerItem {
+    RunnerItem::Arg(s.to_string())
+}
+
+fn args(list: &[&str]) -> Vec<RunnerItem> {
+    list.iter().map(|s| arg(s)).collect()
+}
+
+fn group(list: &[&str]) -> RunnerItem {
+    RunnerItem::Group(list.iter().map(|s| (*s).to_string()).collect())
+}
+
+/// A preset for a profile with this access.
+pub fn get(name: Name, access: Access) -> Preset {
+    match name {
+        Name::Opencode => opencode(access),
+        Name::Claude => claude(access),
+        Name::Codex => codex(access),
+        Name::Gemini => gemini(access),
+    }
+}
+
+/// `opencode run --format json`: JSON Lines events; the answer is the last `text` event's part
+/// text, an `error` event fails the job, tokens and cost come from `step_finish` parts. A
+/// read-only profile runs opencode's own read-only `plan` agent.
+fn opencode(access: Access) -> Preset {
+    let mut argv = args(&["opencode", "run", "--format", "json"]);
+    if !access.edit {
+        argv.extend(args(&["--agent", "plan"]));
+    }
+    argv.push(group(&["--model", "{model}"]));
+    Preset {
+        runner: Runner::from_items(argv),
+        prompt_via: PromptVia::Stdin,
+        env: BTreeMap::new(),
+        output: OutputSpec {
+            format: Format::Jsonl,
+            where_: vec![cond("/type", json!("text"))],
+            text: Some("/part/text".into()),
+            failed_where: vec![cond("/type", json!("error"))],
+            error: Some("/error/data/message".into()),
+            input_tokens: ptrs(&["/part/tokens/input", "/part/tokens/cache/read", "/part/tokens/cache/write"]),
+            output_tokens: ptrs(&["/part/tokens/output", "/part/tokens/reasoning"]),
+            cached_tokens: ptrs(&["/part/tokens/cache/read"]),
+            cost: Some("/part/cost".into()),
+            ..Default::default()
+        },
+    }
+}
+
+/// `claude -p --output-format json`: one JSON document; `result` is the answer, `is_error`
+/// fails the job, and so does a permission denial. A writing profile accepts edits (and runs
+/// commands when it may); a read-only one does not see the editing tools or the shell at all.
+fn claude(access: Access) -> Preset {
+    let mut argv = args(&["claude", "-p", "--output-format", "json"]);
+    if access.edit {
+        argv.extend(args(&["--permission-mode", "acceptEdits"]));
+        if access.bash {
+            argv.extend(args(&["--allowedTools", "Bash"]));
+        }
+    } else {
+        argv.extend(args(&["--disallowedTools", "Write,Edit,NotebookEdit,Bash"]));
+    }
+    argv.push(group(&["--model", "{model}"]));
+    argv.push(group(&["--append-system-prompt", "{systemPrompt}"]));
+    Preset {
+        runner: Runner::from_items(argv),
+        prompt_via: PromptVia::Stdin,
+        env: env(&[("CLAUDE_CODE_MAX_RETRIES", "2")]),
+        output: OutputSpec {
+            format: Format::Json,
+            text: Some("/result".into()),
+            failed: Some("/is_error".into()),
+            error: Some("/result".into()),
+            denials: Some("/permission_denials".into()),
+            input_tokens: ptrs(&[
+                "/usage/input_tokens",
+                "/usage/cache_creation_input_tokens",
+                "/usage/cache_read_input_tokens",
+            ]),
+            output_tokens: ptrs(&["/usage/output_tokens"]),
+            cached_tokens: ptrs(&["/usage/cache_read_input_tokens"]),
+            cost: Some("/total_cost_usd".into()),
+            ..Default::default()
+        },
+    }
+}
+
+/// `codex exec --json`: JSON Lines events; the answer is the last completed agent message,
+/// `turn.failed` fails the job. A writing profile gets the workspace-write sandbox, a read-only
+/// one the read-only sandbox (where running outside git risks nothing).
+fn codex(access: Access) -> Preset {
+    let mut argv = args(&["codex", "exec", "--json"]);
+    if access.edit {
+        argv.extend(args(&["--sandbox", "workspace-write"]));
+    } else {
+        argv.extend(args(&["--sandbox", "read-only", "--skip-git-repo-check"]));
+    }
+    argv.push(group(&["--model", "{model}"]));
+    argv.push(arg("-"));
+    Preset {
+        runner: Runner::from_items(argv),
+        prompt_via: PromptVia::Stdin,
+        env: BTreeMap::new(),
+        output: OutputSpec {
+            format: Format::Jsonl,
+            where_: vec![cond("/type", json!("item.completed")), cond("/item/type", json!("agent_message"))],
+            text: Some("/item/text".into()),
+            failed_where: vec![cond("/type", json!("turn.failed"))],
+            error: Some("/error/message".into()),
+            input_tokens: ptrs(&["/usage/input_tokens"]),
+            output_tokens: ptrs(&["/usage/output_tokens"]),
+            cached_tokens: ptrs(&["/usage/cached_input_tokens"]),
+            ..Default::default()
+        },
+    }
+}
+
+/// `gemini --output-format json`: one JSON document; `response` is the answer, an `error`
+/// object fails the job (on stderr when it fails). Tokens are reported per model. A writing
+/// profile auto-approves edits, a read-only one runs gemini's read-only `plan` mode.
+fn gemini(access: Access) -> Preset {
+    let mode = if access.edit { "auto_edit" } else { "plan" };
+    Preset {
+        runner: Runner::from_items(vec![
+            arg("gemini"),
+            arg("--output-format"),
+            arg("json"),
+            arg("--skip-trust"),
+            arg("--approval-mode"),
+            arg(mode),
+            group(&["--model", "{model}"]),
+            arg("-p"),
+            arg("{prompt}"),
+        ]),
+        prompt_via: PromptVia::Arg,
+        env: BTreeMap::new(),
+        output: OutputSpec {
+            format: Format::Json,
+            text: Some("/response".into()),
+            failed: Some("/error".into()),
+            error: Some("/error/message".into()),
+            tokens: ptrs(&["/stats/models/*/tokens/total"]),
+            input_tokens: ptrs(&["/stats/models/*/tokens/prompt"]),
+            output_tokens: ptrs(&["/stats/models/*/tokens/candidates", "/stats/models/*/tokens/thoughts"]),
+            cached_tokens: ptrs(&["/stats/models/*/tokens/cached"]),
+            ..Default::default()
+        },
+    }
+}
