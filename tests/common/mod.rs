@@ -3,6 +3,8 @@
 //! cleanup of every dispatcher a test started (killed by pid).
 #![allow(dead_code)]
 
+pub mod fake_model;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,127 @@
+//! The presets with the real agent CLIs (installed from npm by `.ci/agent-clis` into
+//! `target/agent-clis`, or found in `$BATON_AGENT_CLIS`), run offline by a real dispatcher
+//! against a fake model server on 127.0.0.1: a writing profile's file exists, a read-only
+//! profile's does not, an HTTP 400 fails the task with the server's message, tokens count the
+//! cached ones. A test whose CLI is absent says so and passes without running.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::TestQueue;
+use common::fake_model::{self, FakeModel, Reply};
+use serde_json::{Value, json};
+
+/// The directory holding the CLIs' executables, when `name` is installed there.
+fn cli_dir(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("BATON_AGENT_CLIS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/agent-clis/node_modules/.bin"));
+    if dir.join(name).exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: the real `{name}` CLI is not installed in {} (run `bash .ci/agent-clis`, or point \
+             BATON_AGENT_CLIS at a node_modules/.bin holding it)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// A queue whose project is a real git repository, with `runner` as its configured runner.
+fn queue(runner: &str) -> TestQueue {
+    let q = TestQueue::with_overrides(json!({"runner": runner, "jobs": {"maxAttempts": 1, "timeoutMs": 120000}}));
+    std::fs::remove_dir_all(q.project.join(".git")).unwrap();
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git").args(args).current_dir(&q.project).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    git(&["init", "-q"]);
+    git(&["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "init"]);
+    q
+}
+
+/// Start a dispatcher whose workers find the CLIs on PATH and the fake server in `env`.
+fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> common::Kill {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut c = q.cmd();
+    c.arg("run").env("PATH", path).stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    common::Kill(c.spawn().unwrap())
+}
+
+fn run(q: &TestQueue, worker: &str, task: &str) -> Value {
+    let id = q.start(&["--worker", worker, task]);
+    q.json(&["task", "await", &id, "--timeout", "150000"]).0
+}
+
+fn claude_env(m: &FakeModel) -> Vec<(&'static str, String)> {
+    vec![
+        ("ANTHROPIC_BASE_URL", m.url()),
+        ("ANTHROPIC_API_KEY", "sk-ant-test".into()),
+        ("DISABLE_TELEMETRY", "1".into()),
+        ("DISABLE_AUTOUPDATER", "1".into()),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1".into()),
+    ]
+}
+
+#[test]
+fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
+    let Some(bin) = cli_dir("claude") else { return };
+    let _g = common::heavy();
+    let q = queue("claude");
+    // A profile that runs plain `claude -p` (no permission mode) but reads its output like the preset.
+    let plain = json!({"id": "plain", "name": "p", "model": "node", "purpose": "p", "whenToUse": "w",
+        "command": ["claude", "-p", "--output-format", "json"], "promptVia": "stdin", "output": "claude"});
+    std::fs::write(
+        q.project.join(".baton/config.json"),
+        serde_json::to_string(&json!({"autoSpawn": false, "runner": "claude", "profiles": [plain],
+            "jobs": {"maxAttempts": 1, "timeoutMs": 120000}}))
+        .unwrap(),
+    )
+    .unwrap();
+    let target = q.project.join("hello.txt");
+    let write = Reply::tool("Write", json!({"file_path": target.display().to_string(), "content": "hi\n"}));
+    let m = FakeModel::start(vec![
+        write.clone(),
+        Reply::text("## Summary\nwrote it"),
+        Reply::error(400, "bad request: no such model"),
+        write.clone(),
+        Reply::text("could not"),
+        Reply::tool("Bash", json!({"command": format!("echo hi > {}", target.display())})),
+        Reply::text("read only"),
+    ]);
+    let _d = dispatcher(&q, &bin, &claude_env(&m));
+
+    let v = run(&q, "coder", "write \"hi\" into hello.txt");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "hi\n");
+    assert_eq!(v["responseText"], "## Summary\nwrote it");
+    let cached = fake_model::ANTHROPIC_CACHE_READ_TOKENS as i64;
+    assert!(v["cachedTokens"].as_i64().is_some_and(|c| c >= cached), "cached tokens counted: {v}");
+    assert!(v["inputTokens"].as_i64() >= v["cachedTokens"].as_i64(), "{v}");
+    let first = m.main_requests().into_iter().next().unwrap();
+    assert!(first.body_text().contains(r#"write \"hi\" into hello.txt"#), "the prompt verbatim: {}", first.body_text());
+
+    let v = run(&q, "coder", "now fail");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
+
+    // Without a permission mode claude refuses the write and says so in its JSON: that fails.
+    std::fs::remove_file(&target).unwrap();
+    let v = run(&q, "plain", "write hello.txt");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("refused permission for Write"), "{v}");
+    assert!(!target.exists());
+
+    // A read-only profile is not offered the editing tools or the shell at all.
+    let v = run(&q, "architect", "write hello.txt");
+    assert!(!target.exists(), "{v}");
+    let answer = v["responseText"].as_str().unwrap_or_default();
+    assert!(answer.contains("no offered tool ends with \"Bash\""), "{v}");
+    let offered = m.main_requests().last().unwrap().body_text();
+    assert!(!offered.contains("\"Write\"") && !offered.contains("\"Edit\""), "{offered}");
+}
