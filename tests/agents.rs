@@ -125,3 +125,65 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     let offered = m.main_requests().last().unwrap().body_text();
     assert!(!offered.contains("\"Write\"") && !offered.contains("\"Edit\""), "{offered}");
 }
+
+fn codex_home(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+    let dir = q.home.join(".codex");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "model = \"fake-model\"\nmodel_provider = \"fake\"\n\n[model_providers.fake]\nname = \"fake\"\n\
+         base_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"FAKE_API_KEY\"\n\
+         request_max_retries = 0\nstream_max_retries = 0\n",
+        m.url()
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    vec![("FAKE_API_KEY", "sk-test".into()), ("CODEX_HOME", dir.display().to_string())]
+}
+
+#[test]
+fn codex_writes_in_the_workspace_sandbox_and_reads_only_when_read_only() {
+    let Some(bin) = cli_dir("codex") else { return };
+    let _g = common::heavy();
+    let q = queue("codex");
+    let target = q.project.join("hello.txt");
+    let m = FakeModel::start(vec![
+        Reply::tool("exec_command", json!({"cmd": "printf 'hi\\n' > hello.txt"})),
+        Reply::text("## Summary\nwrote it"),
+        Reply::error(400, "bad request: no such model"),
+        Reply::tool("exec_command", json!({"cmd": "printf 'hi\\n' > hello.txt"})),
+        Reply::text("tried"),
+    ]);
+    let _d = dispatcher(&q, &bin, &codex_home(&q, &m));
+    let v = run(&q, "coder", "write \"hi\" into hello.txt");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
+    assert_eq!(v["responseText"], "## Summary\nwrote it");
+    assert_eq!(v["cachedTokens"].as_i64(), Some(2 * fake_model::CACHED_TOKENS as i64), "{v}");
+
+    let v = run(&q, "coder", "now fail");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
+    assert!(!v["responseText"].as_str().unwrap_or_default().contains("thread.started"), "no raw JSON Lines: {v}");
+
+    // The read-only sandbox keeps the same command from writing.
+    std::fs::remove_file(&target).unwrap();
+    let v = run(&q, "explorer", "write \"hi\" into hello.txt");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert!(!target.exists(), "a read-only profile wrote a file: {v}");
+    assert_eq!(m.consumed(), 5);
+}
+
+#[test]
+fn codex_outside_git_says_why_it_failed() {
+    let Some(bin) = cli_dir("codex") else { return };
+    let _g = common::heavy();
+    let q = queue("codex");
+    std::fs::remove_dir_all(q.project.join(".git")).unwrap();
+    let m = FakeModel::start(vec![Reply::text("never asked")]);
+    let _d = dispatcher(&q, &bin, &codex_home(&q, &m));
+    let v = run(&q, "coder", "edit something");
+    assert_eq!(v["status"], "failed", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.starts_with("Worker exited with code 1: ") && error.contains("trusted directory"), "{v}");
+    let v = run(&q, "explorer", "look around");
+    assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("never asked")), "{v}");
+}
