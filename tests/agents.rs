@@ -187,3 +187,46 @@ fn codex_outside_git_says_why_it_failed() {
     let v = run(&q, "explorer", "look around");
     assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("never asked")), "{v}");
 }
+
+fn gemini_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+    let dir = q.home.join(".gemini");
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = json!({
+        "security": {"auth": {"selectedType": "gemini-api-key"}},
+        "general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
+        "privacy": {"usageStatisticsEnabled": false},
+        "telemetry": {"enabled": false}
+    });
+    std::fs::write(dir.join("settings.json"), settings.to_string()).unwrap();
+    vec![("GEMINI_API_KEY", "test-key".into()), ("GOOGLE_GEMINI_BASE_URL", m.url())]
+}
+
+#[test]
+fn gemini_writes_with_auto_edit_not_in_plan_mode_and_reads_its_errors_from_stderr() {
+    let Some(bin) = cli_dir("gemini") else { return };
+    let _g = common::heavy();
+    let q = queue("gemini");
+    let target = q.project.join("hello.txt");
+    let write = Reply::tool("write_file", json!({"file_path": target.display().to_string(), "content": "hi\n"}));
+    let m = FakeModel::start(vec![
+        write.clone(),
+        Reply::text("## Summary\nwrote it"),
+        Reply::error(400, "bad request: no such model"),
+        write,
+        Reply::text("could not"),
+    ]);
+    let _d = dispatcher(&q, &bin, &gemini_env(&q, &m));
+    let v = run(&q, "coder", "write \"hi\" into hello.txt");
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
+    assert_eq!(v["responseText"], "## Summary\nwrote it");
+    assert!(v["cachedTokens"].as_i64().is_some_and(|c| c >= fake_model::CACHED_TOKENS as i64), "{v}");
+
+    let v = run(&q, "coder", "now fail");
+    assert_eq!((v["status"].as_str(), v["exitCode"].as_i64()), (Some("failed"), Some(144)), "{v}");
+    assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
+
+    std::fs::remove_file(&target).unwrap();
+    let v = run(&q, "architect", "write \"hi\" into hello.txt");
+    assert!(!target.exists(), "plan mode wrote a file: {v}");
+}

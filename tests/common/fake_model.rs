@@ -460,7 +460,7 @@ fn side_text(body: &Value) -> String {
     schema.map_or_else(|| SIDE_TEXT.to_string(), |s| fill_schema(s).to_string())
 }
 
-/// A value of a JSON schema's shape: the first enum value, "side" for strings, zeros...
+/// A value of a JSON schema's shape: the first enum value, "side" for strings, 1 for numbers...
 fn fill_schema(s: &Value) -> Value {
     if let Some(e) = s.get("enum").and_then(Value::as_array).and_then(|a| a.first()) {
         return e.clone();
@@ -472,7 +472,8 @@ fn fill_schema(s: &Value) -> Value {
             Value::Object(props.iter().map(|(k, v)| (k.clone(), fill_schema(v))).collect())
         }
         Some("array") => json!([]),
-        Some("number") | Some("integer") => json!(0),
+        // 1, not 0: gemini's router wants a complexity score of at least 1.
+        Some("number") | Some("integer") => s.get("minimum").cloned().unwrap_or(json!(1)),
         Some("boolean") => json!(false),
         Some("object") => json!({}),
         _ => json!(SIDE_TEXT),
