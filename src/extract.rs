@@ -45,6 +45,10 @@ pub struct OutputSpec {
     /// JSON pointer of a list of tool calls the CLI refused for want of permission (claude's
     /// `/permission_denials`): a non-empty list makes the job fail, naming the tools.
     pub denials: Option<String>,
+    /// `jsonl`: a line matching all of these pointer/value pairs records a tool call the CLI
+    /// refused for want of permission (opencode's rejected `tool_use`): the job fails.
+    #[serde(default)]
+    pub denied_where: Vec<(String, Value)>,
     /// JSON pointer of the cost in USD, summed over every document.
     pub cost: Option<String>,
 }
@@ -111,11 +115,12 @@ fn pointer_all<'a>(doc: &'a Value, ptr: &str) -> Vec<&'a Value> {
 }
 
 /// What a permission denial names: `Write (hello.txt)`, from claude's
-/// `{"tool_name": "Write", "tool_input": {"file_path": ...}}`, else the entry itself.
+/// `{"tool_name": "Write", "tool_input": {"file_path": ...}}` or opencode's
+/// `{"part": {"tool": "write", "state": {"input": {"filePath": ...}}}}`, else the entry itself.
 fn denial_text(d: &Value) -> String {
-    let tool = d.get("tool_name").and_then(Value::as_str);
-    let input = d.get("tool_input");
-    let what = ["file_path", "command", "path", "url", "pattern"]
+    let tool = d.get("tool_name").or_else(|| d.pointer("/part/tool")).and_then(Value::as_str);
+    let input = d.get("tool_input").or_else(|| d.pointer("/part/state/input"));
+    let what = ["file_path", "filePath", "command", "path", "url", "pattern"]
         .iter()
         .find_map(|k| input.and_then(|i| i.get(*k)).and_then(Value::as_str));
     match (tool, what) {
@@ -186,14 +191,14 @@ pub fn extract(spec: &OutputSpec, stdout: &str) -> Extracted {
         .iter()
         .rev()
         .find(|d| spec.failed.as_deref().is_some_and(|p| truthy(d.pointer(p))) || matches(d, &spec.failed_where));
-    let denied: Vec<String> = spec
+    let listed = spec
         .denials
         .as_deref()
         .map(|p| docs.iter().flat_map(|d| pointer_all(d, p)).flat_map(|v| v.as_array().into_iter().flatten()))
         .into_iter()
-        .flatten()
-        .map(denial_text)
-        .collect();
+        .flatten();
+    let lines = docs.iter().filter(|d| matches(d, &spec.denied_where));
+    let denied: Vec<String> = listed.chain(lines).map(denial_text).collect();
     let failure = failing
         .map(|d| {
             spec.error

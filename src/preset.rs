@@ -130,6 +130,10 @@ fn opencode(access: Access) -> Preset {
             text: Some("/part/text".into()),
             failed_where: vec![cond("/type", json!("error"))],
             error: Some("/error/data/message".into()),
+            denied_where: vec![
+                cond("/type", json!("tool_use")),
+                cond("/part/state/error", json!("The user rejected permission to use this specific tool call.")),
+            ],
             input_tokens: ptrs(&["/part/tokens/input", "/part/tokens/cache/read", "/part/tokens/cache/write"]),
             output_tokens: ptrs(&["/part/tokens/output", "/part/tokens/reasoning"]),
             cached_tokens: ptrs(&["/part/tokens/cache/read"]),

@@ -503,6 +503,7 @@ impl Pool {
             .env("BATON_DB", &env.db)
             .env("BATON_PROFILE", &spec.profile)
             .envs(&spec.env)
+            .env("PWD", &spec.cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log)

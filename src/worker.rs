@@ -80,6 +80,9 @@ pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs) -> Result<Spawned> {
         .env("BATON_DB", &env.db)
         .env("BATON_PROFILE", &job.profile)
         .envs(&profile_env)
+        // Programs that trust $PWD over getcwd() (opencode does) must see the project, not
+        // the directory the dispatcher was started from.
+        .env("PWD", &job.project_dir)
         .stdin(if stdin_prompt { Stdio::piped() } else { Stdio::null() })
         .stdout(logs.out)
         .stderr(logs.err)

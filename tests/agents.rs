@@ -230,3 +230,70 @@ fn gemini_writes_with_auto_edit_not_in_plan_mode_and_reads_its_errors_from_stder
     let v = run(&q, "architect", "write \"hi\" into hello.txt");
     assert!(!target.exists(), "plan mode wrote a file: {v}");
 }
+
+fn opencode_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+    let dir = q.home.join(".config/opencode");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = json!({
+        "$schema": "https://opencode.ai/config.json",
+        "autoupdate": false,
+        "share": "disabled",
+        "provider": {"fake": {
+            "npm": "@ai-sdk/openai-compatible",
+            "name": "Fake",
+            "options": {"baseURL": format!("{}/v1", m.url()), "apiKey": "sk-test"},
+            "models": {"fake-model": {"name": "Fake model"}}
+        }},
+        "model": "fake/fake-model",
+        "small_model": "fake/fake-model"
+    });
+    std::fs::write(dir.join("opencode.json"), config.to_string()).unwrap();
+    vec![
+        ("XDG_DATA_HOME", q.home.join(".local/share").display().to_string()),
+        ("XDG_CACHE_HOME", q.home.join(".cache").display().to_string()),
+        ("XDG_STATE_HOME", q.home.join(".local/state").display().to_string()),
+        ("OPENCODE_DISABLE_AUTOUPDATE", "1".into()),
+        ("OPENCODE_DISABLE_MODELS_FETCH", "1".into()),
+    ]
+}
+
+#[test]
+fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
+    let Some(bin) = cli_dir("opencode") else { return };
+    let _g = common::heavy();
+    let q = queue("opencode");
+    let target = q.project.join("hello.txt");
+    let write = Reply::tool("write", json!({"filePath": target.display().to_string(), "content": "hi\n"}));
+    let outside = q.dir.path().join("outside.txt");
+    let m = FakeModel::start(vec![
+        write.clone(),
+        Reply::text("## Summary\nwrote it"),
+        Reply::tool("write", json!({"filePath": outside.display().to_string(), "content": "hi\n"})),
+        Reply::text("could not"),
+        write.clone(),
+        Reply::text("could not"),
+    ]);
+    let _d = dispatcher(&q, &bin, &opencode_env(&q, &m));
+    let prompt = "write \"hi\" into hello.txt,\n  then say 'done' {model}";
+    let v = run(&q, "coder", prompt);
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
+    assert_eq!(v["responseText"], "## Summary\nwrote it");
+    let first = m.main_requests().into_iter().next().unwrap();
+    let sent = serde_json::to_string(prompt).unwrap();
+    assert!(first.body_text().contains(sent.trim_matches('"')), "the prompt verbatim: {}", first.body_text());
+
+    // A write outside the project asks for a permission that `opencode run` auto-rejects: the
+    // task fails instead of succeeding with the work undone.
+    let v = run(&q, "coder", "write outside");
+    assert!(!outside.exists(), "{v}");
+    assert_eq!(v["status"], "failed", "{v}");
+    let error = v["error"].as_str().unwrap();
+    assert!(error.contains(&format!("refused permission for write ({})", outside.display())), "{v}");
+
+    // A read-only profile runs opencode's plan agent, whose rules refuse edits.
+    std::fs::remove_file(&target).unwrap();
+    let v = run(&q, "architect", "write \"hi\" into hello.txt");
+    assert!(!target.exists(), "{v}");
+    assert_eq!(v["responseText"], "could not", "{v}");
+}

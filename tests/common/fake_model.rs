@@ -32,10 +32,12 @@ pub const TASK_ID: &str = "{TASK_ID}";
 pub enum Reply {
     /// A final assistant message.
     Text(String),
-    /// Call the offered tool whose name ends with `tool_suffix` (case-insensitive) with
-    /// `args`; `"{TASK_ID}"` inside any string of `args` becomes the first UUID seen in a tool
-    /// result of the conversation. A string `args` is the raw input of a custom (freeform)
-    /// Responses tool such as codex's `apply_patch`.
+    /// Call the offered tool named `tool_suffix`, or else the one whose name ends with it (both
+    /// case-insensitive, see `find_tool`), with `args`. `"{TASK_ID}"` inside any string of
+    /// `args` becomes the first UUID seen in a tool result of the conversation. A string `args`
+    /// is the raw input of a custom (freeform) Responses tool such as codex's `apply_patch`.
+    /// A tool that codex defers behind `tool_search` (its MCP tools) is searched for first,
+    /// in an extra request that does not consume the script.
     ToolCall { tool_suffix: String, args: Value },
     /// An HTTP error with the provider's error body.
     Error { status: u16, message: String },
@@ -100,7 +102,9 @@ pub struct FakeModel {
 }
 
 impl FakeModel {
-    /// Bind 127.0.0.1 on a free port and serve `script` from a background thread.
+    /// Bind 127.0.0.1 on a free port and serve `script` from a background thread. Each main
+    /// request takes the next reply; past the end of the script a trailing `Error` keeps
+    /// failing (so retries see it too), otherwise the last `Text` (or "done") is repeated.
     pub fn start(script: Vec<Reply>) -> FakeModel {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the fake model server");
         let port = listener.local_addr().unwrap().port();
@@ -132,7 +136,7 @@ impl FakeModel {
 
     /// Every request received so far, side requests included, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.state.lock().unwrap().requests.clone()
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).requests.clone()
     }
 
     /// The main-conversation requests only (those that consumed, or would consume, the script).
@@ -142,7 +146,7 @@ impl FakeModel {
 
     /// How many script entries have been consumed.
     pub fn consumed(&self) -> usize {
-        self.state.lock().unwrap().next
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).next
     }
 }
 
@@ -194,6 +198,9 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.to_ascii_lowercase());
+    if get("expect").is_some_and(|v| v == "100-continue") {
+        r.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+    }
     let mut body = Vec::new();
     if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
         loop {
@@ -228,9 +235,6 @@ fn serve_connection(conn: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(conn.try_clone().expect("cloning a connection"));
     let mut out = conn;
     while let Some(req) = read_request(&mut reader) {
-        if req.headers.iter().any(|(k, v)| k == "expect" && v.eq_ignore_ascii_case("100-continue")) {
-            // Too late for the body by now; clients that wait for it would have timed out.
-        }
         let keep = handle(&req, state, &mut out);
         if !keep {
             break;
@@ -307,7 +311,7 @@ fn handle(req: &Request, state: &Mutex<State>, out: &mut TcpStream) -> bool {
     let side = proto.is_none_or(|p| is_side(p, &path, &body));
     let mut popped = false;
     let reply = {
-        let mut st = state.lock().unwrap();
+        let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         st.requests.push(Recorded {
             method: req.method.clone(),
             path: req.path.clone(),
@@ -358,7 +362,7 @@ fn handle(req: &Request, state: &Mutex<State>, out: &mut TcpStream) -> bool {
     let action = match reply {
         Reply::ToolCall { tool_suffix, args } => {
             let tools = offered_tools(proto, &body);
-            let found = tools.iter().find(|t| t.full.to_lowercase().ends_with(&tool_suffix.to_lowercase()));
+            let found = find_tool(&tools, &tool_suffix);
             match found {
                 Some(t) => {
                     let args = match tool_results(proto, &body).iter().find_map(|t| find_uuid(t)) {
@@ -371,7 +375,7 @@ fn handle(req: &Request, state: &Mutex<State>, out: &mut TcpStream) -> bool {
                     // Codex defers MCP tools behind `tool_search`: search first, and call the
                     // tool on the next request without consuming this script entry.
                     if popped {
-                        state.lock().unwrap().next -= 1;
+                        state.lock().unwrap_or_else(|e| e.into_inner()).next -= 1;
                     }
                     Action::ToolSearch(tool_suffix)
                 }
@@ -414,7 +418,11 @@ fn other_endpoint(req: &Request, path: &str, out: &mut TcpStream) -> bool {
                      "models": []}),
         );
     }
-    if req.method == "HEAD" || (req.method == "GET" && (path == "/" || path.is_empty())) {
+    if req.method == "HEAD" {
+        // No body: claude probes `HEAD /` on the connection it then reuses.
+        return out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").and_then(|_| out.flush()).is_ok();
+    }
+    if req.method == "GET" && (path == "/" || path.is_empty()) {
         return send_json(out, 200, &json!({}));
     }
     send_json(
@@ -512,6 +520,21 @@ fn error_body(proto: Proto, status: u16, message: &str) -> Value {
             json!({"error": {"code": status, "message": message, "status": s}})
         }
     }
+}
+
+/// The offered tool named `suffix` (case-insensitive), else the one whose name ends with it
+/// after a `_`, `.` or `-` (`task_start` finds `mcp__baton__task_start`), else any that ends
+/// with it.
+fn find_tool<'a>(tools: &'a [Offered], suffix: &str) -> Option<&'a Offered> {
+    let suffix = suffix.to_lowercase();
+    let ends = |t: &&Offered| t.full.to_lowercase().ends_with(&suffix);
+    let bounded = |t: &&Offered| {
+        let full = t.full.to_lowercase();
+        full.strip_suffix(&suffix).is_some_and(|head| head.ends_with(['_', '.', '-']))
+    };
+    (tools.iter().find(|t| t.full.to_lowercase() == suffix || t.name.to_lowercase() == suffix))
+        .or_else(|| tools.iter().find(bounded))
+        .or_else(|| tools.iter().find(ends))
 }
 
 fn offers_tool_search(body: &Value) -> bool {
