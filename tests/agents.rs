@@ -31,6 +31,10 @@ fn cli_dir(name: &str) -> Option<PathBuf> {
 
 /// A queue whose project is a real git repository, with `runner` as its configured runner.
 fn queue(runner: &str) -> TestQueue {
+    queue_with(json!(runner))
+}
+
+fn queue_with(runner: Value) -> TestQueue {
     let q = TestQueue::with_overrides(json!({"runner": runner, "jobs": {"maxAttempts": 1, "timeoutMs": 120000}}));
     std::fs::remove_dir_all(q.project.join(".git")).unwrap();
     let git = |args: &[&str]| {
@@ -296,4 +300,121 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     let v = run(&q, "architect", "write \"hi\" into hello.txt");
     assert!(!target.exists(), "{v}");
     assert_eq!(v["responseText"], "could not", "{v}");
+}
+
+/// The script of an agent that starts a baton task over MCP, awaits it and answers.
+fn mcp_script() -> Vec<Reply> {
+    vec![
+        Reply::tool("task_start", json!({"task": "echo hello-from-baton", "workerId": "coder"})),
+        Reply::tool("task_await", json!({"taskId": fake_model::TASK_ID, "timeoutMs": 60000})),
+        Reply::text("the task said hello"),
+    ]
+}
+
+/// Run an agent CLI in the project as a person would (not as a baton worker), with `env`, the
+/// prompt on stdin; then check that its MCP calls ran a task to the end and that the awaited
+/// result reached the model.
+fn mcp_round_trip(q: &TestQueue, m: &FakeModel, bin: &std::path::Path, argv: &[&str], env: &[(&str, String)]) {
+    let _d = q.dispatcher();
+    let mut c = std::process::Command::new(bin.join(argv[0]));
+    q.isolate(&mut c);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    // As from a shell in the project: opencode starts its MCP servers in $PWD.
+    c.args(&argv[1..]).env("PATH", path).env("PWD", &q.project).env_remove("BATON_DB");
+    c.stdin(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Run `echo hello-from-baton` as a baton task and tell me what it said.")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let (list, _) = q.json(&["task", "list"]);
+    let tasks = list.as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 1, "one task started over MCP: {list}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(tasks[0]["status"], "succeeded", "{list}");
+    let last = m.main_requests().last().unwrap().body_text();
+    assert!(
+        last.contains("hello-from-baton") && last.contains("succeeded"),
+        "the awaited record reached the model: {last}"
+    );
+    assert!(out.contains("the task said hello"), "stdout: {out}\nstderr: {err}");
+}
+
+#[test]
+fn claude_code_uses_baton_over_mcp_as_the_readme_registers_it() {
+    let Some(bin) = cli_dir("claude") else { return };
+    let _g = common::heavy();
+    let q = queue_with(json!(["sh", "-c", "{prompt}"]));
+    let m = FakeModel::start(mcp_script());
+    let block = json!({"mcpServers": {"baton": {"command": common::BIN, "args": ["mcp"],
+        "env": {"BATON_DB": q.db.display().to_string()}}}});
+    std::fs::write(q.project.join(".mcp.json"), block.to_string()).unwrap();
+    let argv = [
+        "claude",
+        "-p",
+        "--output-format",
+        "json",
+        "--allowedTools",
+        "mcp__baton__task_start,mcp__baton__task_await,mcp__baton__task_peek",
+        "--",
+    ];
+    mcp_round_trip(&q, &m, &bin, &argv, &claude_env(&m));
+}
+
+#[test]
+fn codex_uses_baton_over_mcp_as_the_readme_registers_it() {
+    let Some(bin) = cli_dir("codex") else { return };
+    let _g = common::heavy();
+    let q = queue_with(json!(["sh", "-c", "{prompt}"]));
+    let m = FakeModel::start(mcp_script());
+    let env = codex_home(&q, &m);
+    let block = format!(
+        "\n[mcp_servers.baton]\ncommand = \"{}\"\nargs = [\"mcp\"]\nenv = {{ BATON_DB = \"{}\" }}\n\
+         default_tools_approval_mode = \"approve\"\ntool_timeout_sec = 60\n",
+        common::BIN,
+        q.db.display()
+    );
+    let config = q.home.join(".codex/config.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&block);
+    std::fs::write(&config, text).unwrap();
+    mcp_round_trip(&q, &m, &bin, &["codex", "exec", "--json", "-"], &env);
+}
+
+#[test]
+fn gemini_cli_uses_baton_over_mcp_as_the_readme_registers_it() {
+    let Some(bin) = cli_dir("gemini") else { return };
+    let _g = common::heavy();
+    let q = queue_with(json!(["sh", "-c", "{prompt}"]));
+    let m = FakeModel::start(mcp_script());
+    let env = gemini_env(&q, &m);
+    let settings = q.home.join(".gemini/settings.json");
+    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    s["mcpServers"] = json!({"baton": {"command": common::BIN, "args": ["mcp"],
+        "env": {"BATON_DB": q.db.display().to_string()}, "trust": true}});
+    std::fs::write(&settings, s.to_string()).unwrap();
+    mcp_round_trip(&q, &m, &bin, &["gemini", "--skip-trust", "--output-format", "json", "-p", " "], &env);
+}
+
+#[test]
+fn opencode_uses_baton_over_mcp_as_the_readme_registers_it() {
+    let Some(bin) = cli_dir("opencode") else { return };
+    let _g = common::heavy();
+    let q = queue_with(json!(["sh", "-c", "{prompt}"]));
+    let m = FakeModel::start(mcp_script());
+    let env = opencode_env(&q, &m);
+    let path = q.home.join(".config/opencode/opencode.json");
+    let mut s: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    s["mcp"] = json!({"baton": {"type": "local", "command": [common::BIN, "mcp"],
+        "environment": {"BATON_DB": q.db.display().to_string()}, "enabled": true, "timeout": 60000}});
+    std::fs::write(&path, s.to_string()).unwrap();
+    mcp_round_trip(&q, &m, &bin, &["opencode", "run", "--format", "json"], &env);
 }
