@@ -120,10 +120,14 @@ fn opencode(access: Access) -> Preset {
         argv.extend(args(&["--agent", "plan"]));
     }
     argv.push(group(&["--model", "{model}"]));
+    // The plan agent refuses `write` but lets bash write files: a read-only profile gets no
+    // edit and no shell at all.
+    let env =
+        if access.edit { BTreeMap::new() } else { env(&[("OPENCODE_PERMISSION", r#"{"edit":"deny","bash":"deny"}"#)]) };
     Preset {
         runner: Runner::from_items(argv),
         prompt_via: PromptVia::Stdin,
-        env: BTreeMap::new(),
+        env,
         output: OutputSpec {
             format: Format::Jsonl,
             where_: vec![cond("/type", json!("text"))],

@@ -276,6 +276,8 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
         Reply::text("could not"),
         write.clone(),
         Reply::text("could not"),
+        Reply::tool("bash", json!({"command": "echo hi > hello.txt", "description": "write"})),
+        Reply::text("could not either"),
     ]);
     let _d = dispatcher(&q, &bin, &opencode_env(&q, &m));
     let prompt = "write \"hi\" into hello.txt,\n  then say 'done' {model}";
@@ -300,6 +302,8 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     let v = run(&q, "architect", "write \"hi\" into hello.txt");
     assert!(!target.exists(), "{v}");
     assert_eq!(v["responseText"], "could not", "{v}");
+    let v = run(&q, "architect", "write it with the shell");
+    assert!(!target.exists(), "the plan agent's shell wrote a file: {v}");
 }
 
 /// The script of an agent that starts a baton task over MCP, awaits it and answers.
