@@ -165,11 +165,7 @@ pub fn extract(spec: &OutputSpec, stdout: &str) -> Extracted {
             .ok()
             .or_else(|| stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()))
             .or_else(|| {
-                let at = stdout
-                    .rmatch_indices("\n{")
-                    .map(|(i, _)| i + 1)
-                    .find(|&i| serde_json::from_str::<Value>(stdout[i..].trim()).is_ok())?;
-                serde_json::from_str(stdout[at..].trim()).ok()
+                stdout.rmatch_indices("\n{").find_map(|(i, _)| serde_json::from_str(stdout[i + 1..].trim()).ok())
             })
             .into_iter()
             .collect(),
