@@ -229,10 +229,8 @@ fn gemini(access: Access) -> Preset {
             arg("--approval-mode"),
             arg(mode),
             group(&["--model", "{model}"]),
-            arg("-p"),
-            arg("{prompt}"),
         ]),
-        prompt_via: PromptVia::Arg,
+        prompt_via: PromptVia::Stdin,
         env: BTreeMap::new(),
         output: OutputSpec {
             format: Format::Json,

@@ -58,7 +58,7 @@ fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> c
 }
 
 fn run(q: &TestQueue, worker: &str, task: &str) -> Value {
-    let id = q.start(&["--worker", worker, task]);
+    let id = q.start(&["--worker", worker, "--", task]);
     q.json(&["task", "await", &id, "--timeout", "150000"]).0
 }
 
@@ -95,8 +95,9 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
         Reply::error(400, "bad request: no such model"),
         write.clone(),
         Reply::text("could not"),
+        // Not offered to a read-only profile: the fake answers with a text saying so.
         Reply::tool("Bash", json!({"command": format!("echo hi > {}", target.display())})),
-        Reply::text("read only"),
+        Reply::error(500, "the server is down"),
     ]);
     let _d = dispatcher(&q, &bin, &claude_env(&m));
 
@@ -128,6 +129,13 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     assert!(answer.contains("no offered tool ends with \"Bash\""), "{v}");
     let offered = m.main_requests().last().unwrap().body_text();
     assert!(!offered.contains("\"Write\"") && !offered.contains("\"Edit\""), "{offered}");
+
+    // An API that keeps failing fails the task after the preset's two retries, not minutes later.
+    let before = m.main_requests().len();
+    let v = run(&q, "coder", "now the server fails");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("the server is down"), "{v}");
+    assert_eq!(m.main_requests().len() - before, 3, "one request and two retries");
 }
 
 fn codex_home(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
@@ -220,8 +228,13 @@ fn gemini_writes_with_auto_edit_not_in_plan_mode_and_reads_its_errors_from_stder
         Reply::text("could not"),
     ]);
     let _d = dispatcher(&q, &bin, &gemini_env(&q, &m));
-    let v = run(&q, "coder", "write \"hi\" into hello.txt");
+    // A prompt that looks like a flag reaches the model verbatim (it goes on stdin).
+    let prompt = "-x: write \"hi\" into hello.txt,\n  then say 'done'";
+    let v = run(&q, "coder", prompt);
     assert_eq!(v["status"], "succeeded", "{v}");
+    let first = m.main_requests().into_iter().next().unwrap();
+    let sent = serde_json::to_string(prompt).unwrap();
+    assert!(first.body_text().contains(sent.trim_matches('"')), "the prompt verbatim: {}", first.body_text());
     assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
     assert_eq!(v["responseText"], "## Summary\nwrote it");
     assert!(v["cachedTokens"].as_i64().is_some_and(|c| c >= fake_model::CACHED_TOKENS as i64), "{v}");
@@ -272,12 +285,12 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     let m = FakeModel::start(vec![
         write.clone(),
         Reply::text("## Summary\nwrote it"),
+        // Auto-rejected: the run ends there.
         Reply::tool("write", json!({"filePath": outside.display().to_string(), "content": "hi\n"})),
-        Reply::text("could not"),
+        // Neither is offered to a read-only profile: the fake answers with a text saying so.
         write.clone(),
-        Reply::text("could not"),
         Reply::tool("bash", json!({"command": "echo hi > hello.txt", "description": "write"})),
-        Reply::text("could not either"),
+        Reply::error(400, "bad request: no such model"),
     ]);
     let _d = dispatcher(&q, &bin, &opencode_env(&q, &m));
     let prompt = "write \"hi\" into hello.txt,\n  then say 'done' {model}";
@@ -297,13 +310,20 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     let error = v["error"].as_str().unwrap();
     assert!(error.contains(&format!("refused permission for write ({})", outside.display())), "{v}");
 
-    // A read-only profile runs opencode's plan agent, whose rules refuse edits.
+    // A read-only profile runs opencode's plan agent, with edits and the shell denied: neither
+    // tool is offered.
     std::fs::remove_file(&target).unwrap();
     let v = run(&q, "architect", "write \"hi\" into hello.txt");
     assert!(!target.exists(), "{v}");
-    assert_eq!(v["responseText"], "could not", "{v}");
+    assert!(v["responseText"].as_str().unwrap_or_default().contains("no offered tool ends with \"write\""), "{v}");
     let v = run(&q, "architect", "write it with the shell");
     assert!(!target.exists(), "the plan agent's shell wrote a file: {v}");
+    assert!(v["responseText"].as_str().unwrap_or_default().contains("no offered tool ends with \"bash\""), "{v}");
+
+    // A plain HTTP 400 is not retried: the task fails with the server's message.
+    let v = run(&q, "coder", "now fail");
+    assert_eq!(v["status"], "failed", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
 }
 
 /// The script of an agent that starts a baton task over MCP, awaits it and answers.

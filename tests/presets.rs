@@ -40,7 +40,7 @@ esac"###,
         ),
         (
             "gemini",
-            r###"for a; do p="$a"; done
+            r###"p=$(cat)
 case "$p" in
   *FAIL*) printf '{\n  "error": {\n    "type": "ApiError",\n    "message": "quota exceeded",\n    "code": 429\n  }\n}\n' >&2; exit 173 ;;
   *) echo '{"response":"gemini answer","stats":{"models":{"a":{"tokens":{"prompt":10,"candidates":2,"total":12,"cached":4,"thoughts":0}},"b":{"tokens":{"prompt":100,"candidates":5,"total":107,"cached":50,"thoughts":2}}}}}' ;;

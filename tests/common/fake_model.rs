@@ -523,18 +523,16 @@ fn error_body(proto: Proto, status: u16, message: &str) -> Value {
 }
 
 /// The offered tool named `suffix` (case-insensitive), else the one whose name ends with it
-/// after a `_`, `.` or `-` (`task_start` finds `mcp__baton__task_start`), else any that ends
-/// with it.
+/// after a `_`, `.` or `-` (`task_start` finds `mcp__baton__task_start`, `write` does not find
+/// `todowrite`).
 fn find_tool<'a>(tools: &'a [Offered], suffix: &str) -> Option<&'a Offered> {
     let suffix = suffix.to_lowercase();
-    let ends = |t: &&Offered| t.full.to_lowercase().ends_with(&suffix);
     let bounded = |t: &&Offered| {
         let full = t.full.to_lowercase();
         full.strip_suffix(&suffix).is_some_and(|head| head.ends_with(['_', '.', '-']))
     };
     (tools.iter().find(|t| t.full.to_lowercase() == suffix || t.name.to_lowercase() == suffix))
         .or_else(|| tools.iter().find(bounded))
-        .or_else(|| tools.iter().find(ends))
 }
 
 fn offers_tool_search(body: &Value) -> bool {
