@@ -15,21 +15,57 @@ pub struct Lease {
 }
 
 /// Take the lease for `owner` (the caller holds the dispatcher lock) and return the new epoch,
-/// one above any before it.
+/// one above any before it. The row is inserted once, the first time, and only updated after
+/// (the schema refuses a second insert, so `REPLACE` cannot move the epoch back).
 #[tracing::instrument(skip_all, fields(owner = %owner), err)]
 pub async fn acquire(conn: &mut SqliteConnection, owner: &str, pid: i64, now: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"INSERT INTO dispatcher_lease (singleton, owner, epoch, pid, started_ms, heartbeat_ms)
-           VALUES (1, ?1, 1, ?2, ?3, ?3)
-           ON CONFLICT (singleton) DO UPDATE
-              SET owner = excluded.owner, epoch = epoch + 1, pid = excluded.pid,
-                  started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms
-           RETURNING epoch AS "epoch!: i64""#,
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::query!(
+        "INSERT INTO dispatcher_lease (singleton, owner, epoch, pid, started_ms, heartbeat_ms)
+         SELECT 1, ?1, 0, ?2, ?3, ?3 WHERE NOT EXISTS (SELECT 1 FROM dispatcher_lease)",
         owner,
         pid,
         now
     )
-    .fetch_one(conn)
+    .execute(&mut *tx)
+    .await?;
+    let epoch = sqlx::query_scalar!(
+        r#"UPDATE dispatcher_lease
+              SET owner = ?1, epoch = epoch + 1, pid = ?2, started_ms = ?3, heartbeat_ms = ?3
+            WHERE singleton = 1
+        RETURNING epoch AS "epoch!: i64""#,
+        owner,
+        pid,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(epoch)
+}
+
+/// Take the lease from a leader whose heartbeat is older than `stale_before` (it is paused or
+/// hung: it still holds the dispatcher lock, so the lock cannot tell). The epoch bump fences
+/// everything it might still try to write. `None`: the lease is fresh (or was just taken).
+#[tracing::instrument(skip_all, fields(owner = %owner), err)]
+pub async fn take_over_stale(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    pid: i64,
+    now: i64,
+    stale_before: i64,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar!(
+        r#"UPDATE dispatcher_lease
+              SET owner = ?1, epoch = epoch + 1, pid = ?2, started_ms = ?3, heartbeat_ms = ?3
+            WHERE singleton = 1 AND heartbeat_ms < ?4
+        RETURNING epoch AS "epoch!: i64""#,
+        owner,
+        pid,
+        now,
+        stale_before
+    )
+    .fetch_optional(conn)
     .await?)
 }
 
