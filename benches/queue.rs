@@ -222,8 +222,15 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A queue whose lease is held by the benchmark's owner (claims and results are fenced by it).
 async fn open_store(dir: &Path) -> Store {
-    Store::open(&dir.join("baton.db"), &dir.join("migrate.lock"), Durability::Normal).await.expect("Store::open")
+    let store =
+        Store::open(&dir.join("baton.db"), &dir.join("migrate.lock"), Durability::Normal).await.expect("Store::open");
+    let mut conn = store.pool().acquire().await.expect("acquire");
+    let epoch = baton::store::lease::acquire(&mut conn, OWNER, i64::from(std::process::id()), now_ms()).await.expect("lease");
+    assert_eq!(epoch, EPOCH);
+    drop(conn);
+    store
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,6 +248,11 @@ fn open_raw(path: &Path) -> rusqlite::Connection {
         let sql = std::fs::read_to_string(&f).expect("read migration");
         c.execute_batch(&sql).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
+    c.execute(
+        "INSERT INTO dispatcher_lease (singleton, owner, epoch, pid, started_ms, heartbeat_ms) VALUES (1, ?1, ?2, 0, 0, 0)",
+        rusqlite::params![OWNER, EPOCH],
+    )
+    .unwrap();
     // SAFETY: the connection was just opened on this thread and is used only here.
     unsafe { count_statements(c.handle(), &RAW_STMTS) };
     c

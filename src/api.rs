@@ -354,7 +354,7 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     };
     drop(conn);
     if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
-        ensure_dispatcher(q)?;
+        ensure_dispatcher(q).await?;
     }
     Ok(answer)
 }
@@ -498,7 +498,7 @@ async fn start_workflow(
     runs::begin(&mut tx, run_id, now).await?;
     tx.commit().await?;
     if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
-        ensure_dispatcher(q)?;
+        ensure_dispatcher(q).await?;
     }
     Ok(
         json!({"taskId": run_id, "kind": "workflow", "workerId": format!("workflow:{}", def.id), "status": "running", "next": "task_await"}),
@@ -535,8 +535,8 @@ fn write_base64(q: &Queue, job_id: &str, index: usize, a: &Attachment, b: &str) 
 
 /// Start a fully detached dispatcher when none is alive. Concurrent starters race safely:
 /// the losers find the lock taken and exit.
-pub fn ensure_dispatcher(q: &Queue) -> Result<()> {
-    if dispatch::is_alive(q)? {
+pub async fn ensure_dispatcher(q: &Queue) -> Result<()> {
+    if dispatch::leader(q).await?.is_some() {
         return Ok(());
     }
     spawn_detached_dispatcher(q)
@@ -670,13 +670,20 @@ pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Res
     check_session(q, caller)?;
     let resolved = resolve_ids(q, ids).await?;
     let mut out = answers(q, caller, &resolved, true, full).await?;
-    if out.iter().any(|a| a.status() == "queued") && !dispatch::is_alive(q)? {
+    // Queued or running work with no live dispatcher is said to be so, and gets one
+    // (autoSpawn): a running job whose dispatcher is gone is recovered by the next.
+    let orphaned = |s: &str| s == "queued" || s == "running";
+    if out.iter().any(|a| orphaned(a.status())) && dispatch::leader(q).await?.is_none() {
         for a in &mut out {
             if let Answer::Record(r) = a
-                && r.status == "queued"
+                && orphaned(&r.status)
             {
                 r.dispatcher = Some("none".into());
+                r.stalled |= r.status == "running";
             }
+        }
+        if q.config.config.auto_spawn {
+            ensure_dispatcher(q).await?;
         }
     }
     Ok(out)
@@ -745,8 +752,8 @@ pub async fn wait_terminal(
         }
         if !spawned_check {
             spawned_check = true;
-            if q.config.config.auto_spawn && open.iter().any(|(_, s)| s == "queued") {
-                ensure_dispatcher(q)?;
+            if q.config.config.auto_spawn && open.iter().any(|(_, s)| s == "queued" || s == "running") {
+                ensure_dispatcher(q).await?;
             }
         }
         loop {
@@ -812,7 +819,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
     let deadline = Instant::now() + grace + Duration::from_secs(5);
     let mut ownerless = running.is_empty();
     loop {
-        if !ownerless && !dispatch::is_alive(q)? {
+        if !ownerless && dispatch::leader(q).await?.is_none() {
             // No live owner (none when asked, or it died since): kill the proven groups ourselves.
             ownerless = true;
             cancel_orphans(q, &running, grace).await?;
@@ -872,7 +879,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value>
     let deadline = Instant::now() + grace * 2 + Duration::from_secs(10);
     let mut ownerless = false;
     while store::workers::count_live(&mut conn, &ids).await? > 0 && Instant::now() < deadline {
-        if !ownerless && !dispatch::is_alive(q)? {
+        if !ownerless && dispatch::leader(q).await?.is_none() {
             ownerless = true;
             cancel_orphans(q, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
@@ -1069,7 +1076,7 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<Value
 pub async fn status(q: &Queue) -> Result<Value> {
     let mut conn = q.store.pool().acquire().await?;
     let lease = store::lease::get(&mut conn).await?;
-    let alive = dispatch::is_alive(q)?;
+    let alive = dispatch::leader(q).await?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
     let mut by_state = serde_json::Map::new();
     for st in job::JobState::ALL {

@@ -15,6 +15,7 @@ use crate::api::Queue;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
 use crate::store::jobs::{ClaimLimits, Outcome};
+use crate::store::lease::Lease;
 use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
 use crate::worker::{self, Ending, SpawnEnv};
@@ -44,23 +45,126 @@ pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
     }
 }
 
-/// Is a dispatcher alive on this queue? (Someone holds the lock.)
-pub fn is_alive(queue: &Queue) -> Result<bool> {
-    Ok(try_lock(queue)?.is_none())
+/// Whether a lease shows a live leader: renewed within `stale_ms`, by a process that holds the
+/// dispatcher lock (`lock_held`: someone holds it) or is still running. A leader that replaced
+/// a paused one leads without the lock, which the paused one keeps until it wakes and exits.
+fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> bool {
+    now - lease.heartbeat_ms <= stale_ms as i64 && (lock_held || !proc::is_dead(lease.pid as i32))
 }
 
-/// Wait for the dispatcher lock (a standby).
-async fn wait_lock(queue: &Queue) -> Result<Flock<File>> {
+/// The queue's live leader, as any process can tell: none when no dispatcher ever ran, when
+/// the last one is gone, or when its heartbeat is older than `dispatcher.staleMs` (it is paused
+/// or hung, and the next dispatcher to start replaces it).
+pub async fn leader(queue: &Queue) -> Result<Option<Lease>> {
+    let held = try_lock(queue)?.is_none();
+    let mut conn = queue.store.pool().acquire().await?;
+    let lease = store::lease::get(&mut conn).await?;
+    Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
+}
+
+/// Wait for the dispatcher lock on a thread of its own (a standby). The thread ends with the
+/// process if the lock never comes.
+fn wait_lock(queue: &Queue) -> Result<oneshot::Receiver<Result<Flock<File>>>> {
     let file = store::open_lock_file(&queue.loc.dispatcher_lock())?;
-    tokio::task::spawn_blocking(move || {
-        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| Error::io("locking the dispatcher lock", e.into()))
-    })
-    .await
-    .map_err(|e| Error::io("lock task", std::io::Error::other(e)))?
+    let (tx, rx) = oneshot::channel();
+    std::thread::spawn(move || {
+        let lock = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| Error::io("locking the dispatcher lock", e.into()));
+        let _ = tx.send(lock);
+    });
+    Ok(rx)
+}
+
+/// This process leads the queue: the lease under `epoch`, and the lock while it has it.
+struct Leadership {
+    lock: Option<Flock<File>>,
+    owner: String,
+    epoch: i64,
+}
+
+/// Become the leader, or find that another leads. With the lock, this process leads at once
+/// (the last holder is gone), unless a leader that replaced a paused one still lives. Without
+/// it, it leads only by taking the lease of a leader whose heartbeat is older than
+/// `dispatcher.staleMs`. An auto-started dispatcher gives up when another leads; `baton run`
+/// stands by until it can lead.
+async fn take_lead(queue: &Queue, mode: Mode) -> Result<Option<Leadership>> {
+    let cfg = &queue.config.config.dispatcher;
+    let owner = uuid::Uuid::new_v4().to_string();
+    let pid = i64::from(std::process::id());
+    let poll = Duration::from_millis(cfg.heartbeat_ms.clamp(10, 1000));
+    let mut lock = try_lock(queue)?;
+    let mut waiter = None;
+    let mut standing_by = false;
+    loop {
+        let mut conn = queue.store.pool().acquire().await?;
+        let lease = store::lease::get(&mut conn).await?;
+        let now = now_ms();
+        let epoch = match (&lock, &lease) {
+            (Some(_), Some(l)) if leads(l, false, cfg.stale_ms, now) => None,
+            (Some(_), _) => Some(store::lease::acquire(&mut conn, &owner, pid, now).await?),
+            (None, Some(l)) if !leads(l, true, cfg.stale_ms, now) => {
+                let taken =
+                    store::lease::take_over_stale(&mut conn, &owner, pid, now, now - cfg.stale_ms as i64).await?;
+                if taken.is_some() {
+                    tracing::warn!(
+                        pid = l.pid,
+                        heartbeat_age_ms = now - l.heartbeat_ms,
+                        "the leader has not renewed its lease within dispatcher.staleMs; replacing it"
+                    );
+                }
+                taken
+            }
+            (None, _) => None,
+        };
+        drop(conn);
+        if let Some(epoch) = epoch {
+            return Ok(Some(Leadership { lock, owner, epoch }));
+        }
+        if mode == Mode::Auto {
+            tracing::info!("another dispatcher leads this queue; exiting");
+            return Ok(None);
+        }
+        if !standing_by {
+            standing_by = true;
+            tracing::info!("another dispatcher leads this queue; standing by");
+        }
+        if lock.is_some() {
+            tokio::time::sleep(poll).await;
+            continue;
+        }
+        let rx = match waiter.as_mut() {
+            Some(rx) => rx,
+            None => waiter.insert(wait_lock(queue)?),
+        };
+        tokio::select! {
+            got = rx => {
+                waiter = None;
+                lock = Some(got.map_err(|e| Error::io("lock thread", std::io::Error::other(e)))??);
+            }
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Database errors a dispatcher outlives: a write lock held too long by another process, a
+/// full disk, an I/O error. It backs off, keeps its workers and resumes; anything else (a
+/// damaged or foreign file) ends it.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Sqlx(sqlx::Error::Database(d)) => {
+            // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26) will not heal by waiting.
+            let primary = d.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+            !matches!(primary, Some(11 | 26))
+        }
+        Error::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
+        Error::Io { .. } => true,
+        _ => false,
+    }
 }
 
 /// A job this dispatcher is running.
 struct Running {
+    job: JobRow,
     cancel: Option<oneshot::Sender<()>>,
 }
 
@@ -96,19 +200,10 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
         // Detached: stderr is /dev/null.
         crate::logging::to_file(&queue.loc.dispatcher_log());
     }
-    let _lock = match try_lock(&queue)? {
-        Some(lock) => lock,
-        None if mode == Mode::Auto => {
-            tracing::info!("another dispatcher leads this queue; exiting");
-            return Ok(());
-        }
-        None => {
-            tracing::info!("another dispatcher leads this queue; standing by");
-            wait_lock(&queue).await?
-        }
-    };
+    let Some(lead) = take_lead(&queue, mode).await? else { return Ok(()) };
     proc::become_subreaper();
-    let mut d = Dispatcher::new(queue, mode).await?;
+    let _lock = lead.lock;
+    let mut d = Dispatcher::new(queue, mode, lead.owner, lead.epoch).await?;
     let result = d.run_loop().await;
     // Server workers live only as long as the dispatcher that holds their pipes.
     d.servers.shutdown(Duration::from_millis(d.queue.config.config.jobs.kill_grace_ms)).await;
@@ -131,6 +226,26 @@ struct Dispatcher {
     servers: Arc<server::Pool>,
     /// Modification times of the config files, to reload them when they change.
     config_stamp: Vec<Option<std::time::SystemTime>>,
+    /// Ends of workers whose results could not be written yet (the database refused).
+    unwritten: Vec<Finished>,
+}
+
+/// The loop's clocks and flags, kept across turns (and across database errors).
+struct LoopState {
+    last_version: Option<i64>,
+    last_heartbeat: Instant,
+    last_prune: Instant,
+    idle_since: Option<Instant>,
+    next_due: Option<i64>,
+    dirty: bool,
+    recovered: bool,
+}
+
+/// What one turn of the loop decided.
+enum Turn {
+    Go,
+    Exit,
+    Drain,
 }
 
 /// Modification times of the configuration files (None: absent).
@@ -140,11 +255,7 @@ fn config_stamp(queue: &Queue) -> Vec<Option<std::time::SystemTime>> {
 }
 
 impl Dispatcher {
-    async fn new(queue: Queue, mode: Mode) -> Result<Dispatcher> {
-        let owner = uuid::Uuid::new_v4().to_string();
-        let mut conn = queue.store.pool().acquire().await?;
-        let epoch = store::lease::acquire(&mut conn, &owner, i64::from(std::process::id()), now_ms()).await?;
-        drop(conn);
+    async fn new(queue: Queue, mode: Mode, owner: String, epoch: i64) -> Result<Dispatcher> {
         tracing::info!(%owner, epoch, db = %queue.store.path().display(), "dispatcher leads the queue");
         let mut watch = queue.store.dedicated_connection().await?;
         // A read on the watch connection makes sure the -wal file exists before it is watched.
@@ -179,85 +290,139 @@ impl Dispatcher {
             leaders,
             servers,
             config_stamp,
+            unwritten: Vec::new(),
         })
     }
 
     async fn run_loop(&mut self) -> Result<()> {
-        self.recover().await?;
-        self.start_configured_workers();
+        let prune_every = Duration::from_millis(self.queue.config.config.retention.interval_ms.max(1000));
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Error::io("installing SIGTERM handler", e))?;
+        let mut st = LoopState {
+            last_version: None,
+            last_heartbeat: Instant::now(),
+            last_prune: Instant::now() - prune_every,
+            idle_since: None,
+            next_due: None,
+            dirty: true,
+            recovered: false,
+        };
+        // An episode of database errors: logged when it begins and when it ends.
+        let mut trouble: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.turn(&mut st, &mut sigterm).await {
+                Ok(turn) => {
+                    if let Some(since) = trouble.take() {
+                        tracing::info!(after_ms = since.elapsed().as_millis() as u64, "the database answers again; resuming");
+                    }
+                    backoff = Duration::from_millis(50);
+                    match turn {
+                        Turn::Go => {}
+                        Turn::Exit => return Ok(()),
+                        Turn::Drain => return self.drain().await,
+                    }
+                }
+                Err(e) if transient(&e) => {
+                    if trouble.is_none() {
+                        trouble = Some(Instant::now());
+                        tracing::warn!("database error; retrying with backoff, workers keep running: {e}");
+                    }
+                    st.dirty = true;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = tokio::signal::ctrl_c() => return self.drain().await,
+                        _ = sigterm.recv() => return self.drain().await,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One turn: write what is pending, claim and spawn, keep the lease, prune, then wait for
+    /// a worker's end, a commit, or a signal.
+    async fn turn(&mut self, st: &mut LoopState, sigterm: &mut tokio::signal::unix::Signal) -> Result<Turn> {
         let cfg = self.queue.config.config.clone();
         let heartbeat = Duration::from_millis(cfg.dispatcher.heartbeat_ms.max(10));
         let idle_exit = Duration::from_millis(cfg.dispatcher.idle_exit_ms);
         let prune_every = Duration::from_millis(cfg.retention.interval_ms.max(1000));
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::io("installing SIGTERM handler", e))?;
-        let mut last_version = store::lease::data_version(&mut self.watch).await?;
-        let mut last_heartbeat = Instant::now();
-        let mut last_prune = Instant::now() - prune_every;
-        let mut idle_since: Option<Instant> = None;
-        let mut next_due: Option<i64> = None;
-        let mut dirty = true;
-        loop {
-            if dirty || next_due.is_some_and(|t| t <= now_ms()) {
-                dirty = false;
-                self.check_cancels().await?;
-                self.claim_and_spawn().await?;
-                if self.running.is_empty() {
-                    let mut conn = self.queue.store.pool().acquire().await?;
-                    let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
-                    next_due = next;
-                    idle_since = if busy { None } else { idle_since.or(Some(Instant::now())) };
-                } else {
-                    idle_since = None;
-                }
-            }
-            if self.mode == Mode::Auto
-                && next_due.is_none()
-                && idle_since.is_some_and(|t| t.elapsed() >= idle_exit)
-                && self.running.is_empty()
-            {
-                tracing::info!("idle; exiting");
-                return Ok(());
-            }
-            if last_heartbeat.elapsed() >= heartbeat {
-                last_heartbeat = Instant::now();
-                if !self.heartbeat().await? {
-                    return Ok(());
-                }
-            }
-            if last_prune.elapsed() >= prune_every {
-                last_prune = Instant::now();
-                if let Err(e) = crate::prune::prune(&self.queue, now_ms(), false).await {
-                    tracing::warn!("pruning failed: {e}");
-                }
-            }
-            tokio::select! {
-                Some(done) = self.rx.recv() => {
-                    let mut batch = vec![done];
-                    while let Ok(more) = self.rx.try_recv() {
-                        batch.push(more);
-                    }
-                    self.finish(batch).await?;
-                    dirty = true;
-                }
-                _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
-                    let v = store::lease::data_version(&mut self.watch).await?;
-                    if v != last_version {
-                        last_version = v;
-                        dirty = true;
-                    }
-                }
-                _ = tokio::signal::ctrl_c() => return self.drain().await,
-                _ = sigterm.recv() => return self.drain().await,
+        if !st.recovered {
+            self.recover().await?;
+            self.start_configured_workers();
+            st.recovered = true;
+        }
+        if st.last_version.is_none() {
+            st.last_version = Some(store::lease::data_version(&mut self.watch).await?);
+        }
+        if !self.unwritten.is_empty() {
+            let batch = std::mem::take(&mut self.unwritten);
+            self.finish(batch).await?;
+        }
+        if st.dirty || st.next_due.is_some_and(|t| t <= now_ms()) {
+            st.dirty = false;
+            self.check_cancels().await?;
+            self.claim_and_spawn().await?;
+            if self.running.is_empty() {
+                let mut conn = self.queue.store.pool().acquire().await?;
+                let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
+                st.next_due = next;
+                st.idle_since = if busy { None } else { st.idle_since.or(Some(Instant::now())) };
+            } else {
+                st.idle_since = None;
             }
         }
+        if self.mode == Mode::Auto
+            && st.next_due.is_none()
+            && st.idle_since.is_some_and(|t| t.elapsed() >= idle_exit)
+            && self.running.is_empty()
+        {
+            tracing::info!("idle; exiting");
+            return Ok(Turn::Exit);
+        }
+        if st.last_heartbeat.elapsed() >= heartbeat {
+            if !self.heartbeat().await? {
+                self.abandon().await;
+                return Ok(Turn::Exit);
+            }
+            st.last_heartbeat = Instant::now();
+            // Running jobs that no live leader owns (SPEC 3: recovery runs periodically too).
+            self.recover().await?;
+        }
+        if st.last_prune.elapsed() >= prune_every {
+            st.last_prune = Instant::now();
+            if let Err(e) = crate::prune::prune(&self.queue, now_ms(), false).await {
+                tracing::warn!("pruning failed: {e}");
+            }
+        }
+        tokio::select! {
+            Some(done) = self.rx.recv() => {
+                let mut batch = vec![done];
+                while let Ok(more) = self.rx.try_recv() {
+                    batch.push(more);
+                }
+                st.dirty = true;
+                self.finish(batch).await?;
+            }
+            _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
+                let v = store::lease::data_version(&mut self.watch).await?;
+                if Some(v) != st.last_version {
+                    st.last_version = Some(v);
+                    st.dirty = true;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(Turn::Drain),
+            _ = sigterm.recv() => return Ok(Turn::Drain),
+        }
+        Ok(Turn::Go)
     }
 
     /// Renew the lease and re-check the schema. False: stop leading.
     async fn heartbeat(&mut self) -> Result<bool> {
         let mut conn = self.queue.store.pool().acquire().await?;
         if !store::lease::renew(&mut conn, &self.owner, self.epoch, now_ms()).await? {
-            tracing::error!("lost the dispatcher lease; exiting");
+            tracing::error!("lost the dispatcher lease to another dispatcher");
             return Ok(false);
         }
         let version = store::lease::schema_version(&mut conn).await?;
@@ -274,6 +439,34 @@ impl Dispatcher {
             tracing::debug!(reaped, "reaped adopted zombies");
         }
         Ok(true)
+    }
+
+    /// No longer the leader: stop this dispatcher's workers (their jobs belong to the new
+    /// leader now, whose recovery retries them) and write nothing.
+    async fn abandon(&mut self) {
+        tracing::warn!(running = self.running.len(), "stopping this dispatcher's workers and exiting without writing");
+        self.stop_running().await;
+        self.unwritten.clear();
+    }
+
+    /// Stop every running worker and wait (up to the kill grace and a little more) for their
+    /// ends, which are not written.
+    async fn stop_running(&mut self) {
+        for r in self.running.values_mut() {
+            if let Some(tx) = r.cancel.take() {
+                let _ = tx.send(());
+            }
+        }
+        let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
+        while !self.running.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(done)) => {
+                    self.running.remove(&done.job.id);
+                }
+                _ => break,
+            }
+        }
     }
 
     /// Pick up edited config files; a broken edit keeps the last good configuration.
@@ -330,7 +523,7 @@ impl Dispatcher {
         // starts together rather than one log directory and one insert after another.
         for job in claimed {
             let (cancel_tx, cancel_rx) = oneshot::channel();
-            self.running.insert(job.id.clone(), Running { cancel: Some(cancel_tx) });
+            self.running.insert(job.id.clone(), Running { job: job.clone(), cancel: Some(cancel_tx) });
             tokio::spawn(run_job(ctx.clone(), job, cancel_rx));
         }
         Ok(())
@@ -381,8 +574,26 @@ impl Dispatcher {
         }
     }
 
-    /// Write the results of finished workers, grouped in one transaction.
+    /// Write the results of finished workers, grouped in one transaction. When the database
+    /// refuses, the batch waits in `unwritten` for the next turn.
     async fn finish(&mut self, batch: Vec<Finished>) -> Result<()> {
+        let written = match self.write_results(&batch).await {
+            Ok(written) => written,
+            Err(e) => {
+                self.unwritten.extend(batch);
+                return Err(e);
+            }
+        };
+        for f in &batch {
+            if !written.contains(&f.job.id) {
+                tracing::warn!(task_id = %f.job.id, "result dropped: the job was no longer ours or already finished");
+            }
+            self.running.remove(&f.job.id);
+        }
+        Ok(())
+    }
+
+    async fn write_results(&self, batch: &[Finished]) -> Result<Vec<String>> {
         let logs = self.queue.loc.logs_dir();
         let outcomes: Vec<Outcome> = batch.iter().map(|f| outcome(&f.job, &f.ending, &logs)).collect();
         let now = now_ms();
@@ -390,32 +601,23 @@ impl Dispatcher {
             batch.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
         // One statement for the whole batch; a transaction only when workflow steps must advance
         // with it (the step's end, the new carry and the next step's job commit with the result).
-        let written = if steps.is_empty() {
+        if steps.is_empty() {
             let mut conn = self.queue.store.pool().acquire().await?;
-            store::jobs::finish_many(&mut conn, &outcomes, &self.owner, self.epoch, now).await?
-        } else {
-            let mut tx = self.queue.store.pool().begin().await?;
-            let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
-            for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
-                crate::runs::advance(&mut tx, id, &logs, now).await?;
-            }
-            tx.commit().await?;
-            written
-        };
-        for o in outcomes.iter().filter(|o| !written.contains(&o.id)) {
-            tracing::warn!(task_id = %o.id, "result dropped: the job was no longer ours or already finished");
+            return store::jobs::finish_many(&mut conn, &outcomes, &self.owner, self.epoch, now).await;
         }
-        for f in &batch {
-            self.running.remove(&f.job.id);
+        let mut tx = self.queue.store.pool().begin().await?;
+        let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
+        for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
+            crate::runs::advance(&mut tx, id, &logs, now).await?;
         }
-        Ok(())
+        tx.commit().await?;
+        Ok(written)
     }
 
-    /// Running jobs of an earlier leader: kill what can be proven to be theirs, then retry or
-    /// fail them.
+    /// Running jobs that no live leader owns (an earlier leader's, lost or replaced): stop what
+    /// can be proven to be theirs, then retry or fail them.
     async fn recover(&mut self) -> Result<()> {
-        let jobs_cfg = self.queue.config.config.jobs.clone();
-        let grace = Duration::from_millis(jobs_cfg.kill_grace_ms);
+        let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
         let mut conn = self.queue.store.pool().acquire().await?;
         // Server workers of an earlier leader lost their pipes with it: stop what is proven to
         // be theirs and end their rows (their jobs are recovered below).
@@ -426,41 +628,77 @@ impl Dispatcher {
             let why = "Worker lost: its dispatcher went away";
             store::workers::end(&mut conn, &row.id, "error", None, Some(why), now_ms()).await?;
         }
-        for job in store::jobs::orphans(&mut conn, &self.owner, self.epoch).await? {
-            let (Some(owner), Some(epoch)) = (job.owner.clone(), job.epoch) else { continue };
+        let orphans = store::jobs::orphans(&mut conn, &self.owner, self.epoch).await?;
+        drop(conn);
+        for job in orphans {
+            let mut conn = self.queue.store.pool().acquire().await?;
             let recorded = store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await?;
+            drop(conn);
             for pgid in proc::stop_proven(&recorded, &proc::Tag::attempt(&job.id, job.attempt), grace).await {
                 tracing::info!(task_id = %job.id, pgid, "stopped the worker of a lost dispatcher");
             }
-            let backoff = backoff_ms(jobs_cfg.retry_backoff_ms, job.attempt);
             let error =
                 format!("Worker lost: its dispatcher went away during attempt {} of {}", job.attempt, job.max_attempts);
-            let now = now_ms();
-            let mut tx = self.queue.store.pool().begin().await?;
-            let to = store::jobs::requeue_lost(&mut tx, &job.id, &owner, epoch, now, backoff, &error).await?;
-            if job.workflow_run_id.is_some() {
-                crate::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
-            }
-            tx.commit().await?;
+            let to = self.requeue(&job, &error).await?;
             tracing::info!(task_id = %job.id, to = ?to, "recovered a lost job");
         }
         Ok(())
     }
 
-    /// Stop claiming; let running jobs finish up to the shutdown grace; leave the rest to
-    /// recovery.
+    /// Put a running job whose worker is gone back in the queue (or fail it when its attempts
+    /// are spent), fenced by the owner on its row and by our lease; a workflow step advances
+    /// its run in the same transaction.
+    async fn requeue(&self, job: &JobRow, error: &str) -> Result<Option<String>> {
+        let (Some(owner), Some(epoch)) = (job.owner.as_deref(), job.epoch) else { return Ok(None) };
+        let backoff = backoff_ms(self.queue.config.config.jobs.retry_backoff_ms, job.attempt);
+        let by = store::jobs::Leader { owner: &self.owner, epoch: self.epoch };
+        let now = now_ms();
+        let mut tx = self.queue.store.pool().begin().await?;
+        let to = store::jobs::requeue_lost(&mut tx, &job.id, owner, epoch, by, now, backoff, error).await?;
+        if to.is_some() && job.workflow_run_id.is_some() {
+            crate::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
+        }
+        tx.commit().await?;
+        Ok(to)
+    }
+
+    /// Stop claiming; let running jobs finish up to the shutdown grace; then stop the rest and
+    /// queue them again (or fail them when their attempts are spent), so that no job stays
+    /// `running` without a dispatcher.
     async fn drain(&mut self) -> Result<()> {
         tracing::info!(running = self.running.len(), "draining");
         let grace = Duration::from_millis(self.queue.config.config.dispatcher.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
         while !self.running.is_empty() {
+            if !self.unwritten.is_empty() {
+                let batch = std::mem::take(&mut self.unwritten);
+                if let Err(e) = self.finish(batch).await {
+                    tracing::warn!("could not write results while draining: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => self.finish(vec![done]).await?,
+                Ok(Some(done)) => {
+                    if let Err(e) = self.finish(vec![done]).await {
+                        tracing::warn!("could not write a result while draining: {e}");
+                    }
+                }
                 _ => break,
             }
         }
-        if !self.running.is_empty() {
-            tracing::warn!(left = self.running.len(), "shutdown grace over; leaving running jobs to recovery");
+        if self.running.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(left = self.running.len(), "shutdown grace over; stopping the rest and queuing them again");
+        let left: Vec<JobRow> = self.running.values().map(|r| r.job.clone()).collect();
+        self.stop_running().await;
+        for job in left {
+            let error =
+                format!("Worker stopped: the dispatcher shut down during attempt {} of {}", job.attempt, job.max_attempts);
+            match self.requeue(&job, &error).await {
+                Ok(to) => tracing::info!(task_id = %job.id, to = ?to, "stopped at shutdown"),
+                Err(e) => tracing::warn!(task_id = %job.id, "could not queue again at shutdown (recovery will): {e}"),
+            }
         }
         Ok(())
     }

@@ -72,8 +72,37 @@ pub fn resolve(project_dir: &Path, db_flag: Option<&Path>, env_db: Option<&Path>
         Some(p) => project_dir.join(p),
         None => project_dir.join(STATE_DIR).join(DB_FILE),
     };
-    let state_dir = db.parent().map(Path::to_path_buf).unwrap_or_else(|| project_dir.to_path_buf());
+    let db = identity(&db);
+    let state_dir = state_dir_of(&db);
     Location { project_dir: project_dir.to_path_buf(), db, state_dir }
+}
+
+/// The queue file as the file system knows it: symlinks resolved, so every path that reaches
+/// one file names the same queue (one leader, one log directory). A file that does not exist
+/// yet is named through its resolved directory.
+fn identity(db: &Path) -> PathBuf {
+    if let Ok(real) = fs::canonicalize(db) {
+        return real;
+    }
+    match (db.parent().and_then(|d| fs::canonicalize(d).ok()), db.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => db.to_path_buf(),
+    }
+}
+
+/// The directory of a queue's locks, logs and attachments: beside a `baton.db`, its directory
+/// (`.baton/`); for a queue file of another name, `<file>-baton/` beside it, so two queues in
+/// one directory never share a lock or a log directory.
+fn state_dir_of(db: &Path) -> PathBuf {
+    let dir = db.parent().map(Path::to_path_buf).unwrap_or_default();
+    match db.file_name() {
+        Some(name) if name != DB_FILE => {
+            let mut own = name.to_os_string();
+            own.push("-baton");
+            dir.join(own)
+        }
+        _ => dir,
+    }
 }
 
 /// Create the state directory (0700) if needed; a `.baton/` directory also gets the
@@ -136,9 +165,23 @@ mod tests {
         assert_eq!(l.db, Path::new("/b.db"));
         let l = resolve(p, None, None, Some("c.db"));
         assert_eq!(l.db, Path::new("/proj/c.db"));
+        assert_eq!(l.state_dir, Path::new("/proj/c.db-baton"));
         let l = resolve(p, None, None, None);
         assert_eq!(l.db, Path::new("/proj/.baton/baton.db"));
         assert_eq!(l.state_dir, Path::new("/proj/.baton"));
+    }
+
+    #[test]
+    fn a_symlink_names_the_file_it_reaches() {
+        let t = tempfile::tempdir().unwrap();
+        let real = resolve(t.path(), None, None, None);
+        ensure_state_dir(&real).unwrap();
+        fs::write(&real.db, b"").unwrap();
+        let elsewhere = t.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&real.db, elsewhere.join("link.db")).unwrap();
+        let via = resolve(&elsewhere, Some(Path::new("link.db")), None, None);
+        assert_eq!((via.db, via.state_dir), (fs::canonicalize(&real.db).unwrap(), fs::canonicalize(&real.state_dir).unwrap()));
     }
 
     #[test]

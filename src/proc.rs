@@ -32,7 +32,6 @@ pub fn start_time(pid: i32) -> Option<u64> {
 }
 
 /// Dead means gone or a zombie (some machines' PID 1 never reaps orphans).
-#[cfg(test)]
 pub fn is_dead(pid: i32) -> bool {
     !matches!(stat(pid), Some((state, _, _)) if state != 'Z' && state != 'X')
 }

@@ -1,4 +1,5 @@
--- Claim up to ?7 runnable jobs for owner ?1 / epoch ?2 at time ?3, within every limit:
+-- Claim up to ?7 runnable jobs for owner ?1 / epoch ?2 at time ?3, within every limit, only while
+-- that owner holds the lease (a leader that was replaced claims nothing):
 -- ?4 limits.maxConcurrency, ?5 limits.maxWorkers, ?6 limits.maxWorkersPerSession.
 -- A oneshot job needs a new worker, so the worker limits hold it back here (it stays queued);
 -- a server job runs on its profile's server worker, whose spawn checks those limits itself.
@@ -33,4 +34,5 @@ UPDATE jobs
    SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
        finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
  WHERE seq IN pick AND state = 'queued'
+   AND EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?1 AND epoch = ?2)
 RETURNING *

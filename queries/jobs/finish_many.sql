@@ -1,5 +1,6 @@
 -- Write the results of several running jobs (?1: a JSON array of outcomes) at time ?2, each
--- fenced by owner ?3 and epoch ?4. A canceled job's error comes from its recorded reason.
+-- fenced by owner ?3 and epoch ?4, who must still hold the lease (a leader that was replaced
+-- writes nothing). A canceled job's error comes from its recorded reason.
 -- RETURNING columns come back as nullable to sqlx: jobs.id is NOT NULL.
 UPDATE jobs
     SET state = o.state, finished_ms = ?2, response = o.response, response_chars = o.response_chars,
@@ -16,4 +17,5 @@ UPDATE jobs
                 value ->> 'cached_tokens' AS cached_tokens, value ->> 'cost_usd' AS cost_usd
            FROM json_each(?1)) AS o
   WHERE jobs.id = o.id AND jobs.state = 'running' AND jobs.owner = ?3 AND jobs.epoch = ?4
+    AND EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?3 AND epoch = ?4)
  RETURNING jobs.id AS "id!: String"

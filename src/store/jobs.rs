@@ -222,12 +222,14 @@ pub struct NewWorker<'a> {
     pub now: i64,
 }
 
+/// Record a oneshot worker's process, while its owner holds the lease.
 #[tracing::instrument(skip_all, fields(task_id = %w.job_id, pid = w.pid), err)]
 pub async fn insert_oneshot_worker(conn: &mut SqliteConnection, w: &NewWorker<'_>) -> Result<()> {
     sqlx::query!(
         "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, session, job_id,
                               attempt, model, started_ms, last_activity_ms)
-         VALUES (?1, ?2, 'oneshot', 'busy', ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+         SELECT ?1, ?2, 'oneshot', 'busy', ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11
+          WHERE EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?5 AND epoch = ?6)",
         w.id,
         w.profile,
         w.pid,
@@ -286,13 +288,23 @@ pub async fn finish_many(
     Ok(sqlx::query_file_scalar!("queries/jobs/finish_many.sql", batch, now, owner, epoch).fetch_all(conn).await?)
 }
 
-/// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts
-/// remain, else `failed` with `error`. Fenced by the owner the caller found on the row.
+/// Who writes: the leader (`owner`, `epoch`) that must hold the lease for the write to happen.
+#[derive(Debug, Clone, Copy)]
+pub struct Leader<'a> {
+    pub owner: &'a str,
+    pub epoch: i64,
+}
+
+/// A running job whose worker was lost or stopped: back to `queued` after `backoff_ms` while
+/// attempts remain, else `failed` with `error`. Fenced by the owner the caller found on the
+/// row, and by `by` holding the lease.
+#[allow(clippy::too_many_arguments)]
 pub async fn requeue_lost(
     conn: &mut SqliteConnection,
     id: &str,
     owner: &str,
     epoch: i64,
+    by: Leader<'_>,
     now: i64,
     backoff_ms: i64,
     error: &str,
@@ -301,13 +313,16 @@ pub async fn requeue_lost(
     let r = sqlx::query!(
         "UPDATE jobs SET state = 'queued', owner = NULL, epoch = NULL, run_after_ms = ?4 + ?5, error = ?6
           WHERE id = ?1 AND state = 'running' AND owner = ?2 AND epoch = ?3 AND attempt < max_attempts
-            AND cancel_requested_ms IS NULL",
+            AND cancel_requested_ms IS NULL
+            AND EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?7 AND epoch = ?8)",
         id,
         owner,
         epoch,
         now,
         backoff_ms,
-        error
+        error,
+        by.owner,
+        by.epoch
     )
     .execute(&mut *conn)
     .await?;
@@ -319,12 +334,15 @@ pub async fn requeue_lost(
                          finished_ms = ?4,
                          error = CASE WHEN cancel_requested_ms IS NULL THEN ?5
                                       ELSE coalesce('Canceled: ' || cancel_reason, 'Canceled') END
-          WHERE id = ?1 AND state = 'running' AND owner = ?2 AND epoch = ?3",
+          WHERE id = ?1 AND state = 'running' AND owner = ?2 AND epoch = ?3
+            AND EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?6 AND epoch = ?7)",
         id,
         owner,
         epoch,
         now,
-        error
+        error,
+        by.owner,
+        by.epoch
     )
     .execute(conn)
     .await?;
