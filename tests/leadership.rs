@@ -350,3 +350,33 @@ fn a_paused_leader_alone_does_not_stall_status_cancel_or_new_work() {
     signal(first.pid(), Signal::SIGCONT);
     wait_for(30, "the woken leader exits", || first.exited().is_some());
 }
+
+#[test]
+fn a_write_lock_held_past_the_busy_timeout_does_not_end_the_dispatcher() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(serde_json::json!({
+        "storage": {"busyTimeoutMs": 200},
+        "dispatcher": {"heartbeatMs": 100}
+    }));
+    q.ok(&["init"]);
+    let (mut d, log) = dispatcher(&q, "patient", None, None);
+    wait_for(30, "the dispatcher leads", || q.lease_pid() == Some(d.pid()));
+    let id = q.start(&["sleep 0.5; echo done"]);
+    wait_for(30, "the worker runs", || q.state(&id) == "running");
+    // Another process takes the write lock and keeps it well past the busy timeout, while the
+    // worker ends and the dispatcher wants to write its result and renew its lease.
+    let holder = q.raw();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.exited().is_none(), "the dispatcher died under a held write lock");
+    assert_eq!(q.state(&id), "running", "written under a held lock?");
+    holder.execute_batch("COMMIT").unwrap();
+    drop(holder);
+
+    let (v, code) = q.json(&["task", "await", &id, "--timeout", "30000"]);
+    assert_eq!((code, v["responseText"].as_str()), (0, Some("done")), "{v}");
+    assert!(d.exited().is_none());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("database error; retrying").count(), 1, "logged once per episode:\n{text}");
+    assert!(text.contains("the database answers again"), "{text}");
+}
