@@ -7,7 +7,7 @@ use common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 5;
+const MIGRATIONS: i64 = 6;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -38,13 +38,32 @@ fn migrations_create_tables_indexes_and_triggers() {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
     }
     let indexes = names("index");
-    for i in ["jobs_queue", "jobs_running", "jobs_finished", "jobs_dedup", "workers_live", "workers_one_server"] {
+    for i in [
+        "jobs_queue",
+        "jobs_running",
+        "jobs_finished",
+        "jobs_dedup",
+        "jobs_workflow_run",
+        "workers_live",
+        "workers_one_server",
+    ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
     let triggers = names("trigger");
-    for t in
-        ["jobs_insert_guard", "jobs_state_guard", "workers_insert_guard", "workers_state_guard", "jobs_release_worker"]
-    {
+    for t in [
+        "jobs_insert_guard",
+        "jobs_state_guard",
+        "workers_insert_guard",
+        "workers_state_guard",
+        "jobs_release_worker",
+        "jobs_finished_guard",
+        "jobs_delete_guard",
+        "workers_delete_guard",
+        "workflow_runs_delete_whole",
+        "job_transitions_update_guard",
+        "lease_insert_guard",
+        "lease_delete_guard",
+    ] {
         assert!(triggers.contains(&t.to_string()), "missing trigger {t}: {triggers:?}");
     }
     assert!(names("view").contains(&"v_jobs".to_string()));
