@@ -227,7 +227,8 @@ async fn open_store(dir: &Path) -> Store {
     let store =
         Store::open(&dir.join("baton.db"), &dir.join("migrate.lock"), Durability::Normal).await.expect("Store::open");
     let mut conn = store.pool().acquire().await.expect("acquire");
-    let epoch = baton::store::lease::acquire(&mut conn, OWNER, i64::from(std::process::id()), now_ms()).await.expect("lease");
+    let epoch =
+        baton::store::lease::acquire(&mut conn, OWNER, i64::from(std::process::id()), now_ms()).await.expect("lease");
     assert_eq!(epoch, EPOCH);
     drop(conn);
     store

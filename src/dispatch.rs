@@ -314,7 +314,10 @@ impl Dispatcher {
             match self.turn(&mut st, &mut sigterm).await {
                 Ok(turn) => {
                     if let Some(since) = trouble.take() {
-                        tracing::info!(after_ms = since.elapsed().as_millis() as u64, "the database answers again; resuming");
+                        tracing::info!(
+                            after_ms = since.elapsed().as_millis() as u64,
+                            "the database answers again; resuming"
+                        );
                     }
                     backoff = Duration::from_millis(50);
                     match turn {
@@ -693,8 +696,10 @@ impl Dispatcher {
         let left: Vec<JobRow> = self.running.values().map(|r| r.job.clone()).collect();
         self.stop_running().await;
         for job in left {
-            let error =
-                format!("Worker stopped: the dispatcher shut down during attempt {} of {}", job.attempt, job.max_attempts);
+            let error = format!(
+                "Worker stopped: the dispatcher shut down during attempt {} of {}",
+                job.attempt, job.max_attempts
+            );
             match self.requeue(&job, &error).await {
                 Ok(to) => tracing::info!(task_id = %job.id, to = ?to, "stopped at shutdown"),
                 Err(e) => tracing::warn!(task_id = %job.id, "could not queue again at shutdown (recovery will): {e}"),

@@ -181,7 +181,10 @@ mod tests {
         fs::create_dir(&elsewhere).unwrap();
         std::os::unix::fs::symlink(&real.db, elsewhere.join("link.db")).unwrap();
         let via = resolve(&elsewhere, Some(Path::new("link.db")), None, None);
-        assert_eq!((via.db, via.state_dir), (fs::canonicalize(&real.db).unwrap(), fs::canonicalize(&real.state_dir).unwrap()));
+        assert_eq!(
+            (via.db, via.state_dir),
+            (fs::canonicalize(&real.db).unwrap(), fs::canonicalize(&real.state_dir).unwrap())
+        );
     }
 
     #[test]

@@ -238,7 +238,11 @@ fn peek_says_a_running_job_has_no_dispatcher_and_gets_it_one() {
 
     // autoSpawn off: peek only says so.
     let (v, _) = q.json(&["task", "peek", &id]);
-    assert_eq!((v["status"].as_str(), v["dispatcher"].as_str(), v["stalled"].as_bool()), (Some("running"), Some("none"), Some(true)), "{v}");
+    assert_eq!(
+        (v["status"].as_str(), v["dispatcher"].as_str(), v["stalled"].as_bool()),
+        (Some("running"), Some("none"), Some(true)),
+        "{v}"
+    );
 
     auto_spawn(&q);
     let (v, _) = q.json(&["task", "peek", &id]);
@@ -301,7 +305,8 @@ fn random_kill_9_of_dispatchers_and_workers_loses_nothing_and_ends_nothing_twice
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     let records = v.as_array().cloned().unwrap_or_else(|| vec![v.clone()]);
     assert_eq!(records.len(), ids.len(), "seed {seed}");
-    let lost: Vec<&Value> = records.iter().filter(|r| !["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or(""))).collect();
+    let lost: Vec<&Value> =
+        records.iter().filter(|r| !["succeeded", "failed"].contains(&r["status"].as_str().unwrap_or(""))).collect();
     assert!(lost.is_empty(), "seed {seed}: not finished: {lost:?}");
     for r in &records {
         if r["status"] == "failed" {
