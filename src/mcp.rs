@@ -7,17 +7,23 @@
 //! `--json` prints (`task_list` answers markdown unless `format` or `ui.defaultListFormat` says
 //! `json`). `responseText` is capped at `ui.maxResponseChars`.
 //!
-//! Errors are *tool errors* (`isError: true`), never protocol errors, so that the agent reads
-//! them: their text is the JSON object `{"error": "<message>"}` with the spec's message
+//! A tool's errors are *tool errors* (`isError: true`), never protocol errors, so that the agent
+//! reads them: their text is the JSON object `{"error": "<message>"}` with the spec's message
 //! (`Missing taskId/taskIds.`, `Missing workerId`, `Invalid attachment path: ...`, the
 //! recursive-spawn refusal naming its variable...). A parameter of the wrong JSON type is such an
 //! error too, naming the parameter: `Invalid parameter "timeoutMs": invalid type: string "soon",
 //! expected f64`. An unknown profile is not an error: the job is recorded and answers
 //! `{taskId, workerId, status: "failed", error}`, as from the CLI.
 //!
+//! Every request gets an answer. The `stdio` submodule screens each line before rmcp reads it: a
+//! line that is not JSON gets a parse error (-32700, id null), params of the wrong shape invalid
+//! params (-32602) naming the problem, and a lone UTF-16 surrogate in a string becomes U+FFFD.
+//!
 //! Sessions: `--session` / `BATON_SESSION` when given, else `<clientInfo.name>@<8 hex>` where the
 //! hex is the FNV-1a hash (32 bits) of the project path, so an agent finds its own tasks again
 //! after an editor restart. `requestedBy` is the client's name.
+
+mod stdio;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,9 +56,19 @@ pub async fn serve(opts: OpenOptions, session: Option<String>) -> Result<()> {
     let session = session.or_else(|| std::env::var("BATON_SESSION").ok()).filter(|s| !s.is_empty());
     tracing::info!(db = %q.store.path().display(), "MCP server on stdio");
     let server = BatonMcp::new(q, session);
-    let running = server.serve(rmcp::transport::stdio()).await.map_err(|e| mcp_io("starting the MCP server", e))?;
-    running.waiting().await.map_err(|e| mcp_io("serving MCP", e))?;
-    Ok(())
+    let (transport, writer) = stdio::filter(tokio::io::stdin(), tokio::io::stdout());
+    let served = match server.serve(transport).await {
+        Ok(running) => running.waiting().await.map(drop).map_err(|e| mcp_io("serving MCP", e)),
+        Err(e) => Err(mcp_io("starting the MCP server", e)),
+    };
+    // The last answers are on their way out: the writer ends with rmcp's output. A client that
+    // has gone is not an error.
+    match writer.await {
+        Ok(Err(e)) => tracing::debug!("writing MCP output: {e}"),
+        Err(e) => tracing::debug!("MCP output writer: {e}"),
+        Ok(Ok(())) => {}
+    }
+    served
 }
 
 fn mcp_io(context: &str, e: impl std::fmt::Display) -> Error {
