@@ -13,7 +13,7 @@ use crate::job::{self, JobRow, Missing, NewJob, Record, RecordOptions, now_ms};
 use crate::location::{self, Location};
 use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet};
 use crate::store::jobs::Inserted;
-use crate::store::{self, Durability, Store};
+use crate::store::{self, Store};
 use crate::workflow::{self, WorkflowDef};
 use crate::{attach, dispatch, runs};
 
@@ -40,16 +40,28 @@ pub struct OpenOptions {
 }
 
 impl Queue {
-    /// Discover the project, load its configuration, locate and open the queue file.
+    /// Discover the project, load its configuration, locate and open the queue file, creating
+    /// it (and its directory) when there is none: for commands that write tasks.
     pub async fn open(opts: &OpenOptions) -> Result<Queue> {
+        Self::open_with(opts, true).await
+    }
+
+    /// Like [`Queue::open`], for commands that read the queue or change tasks already in it: where
+    /// there is no queue this answers [`Error::NoQueue`] and creates nothing, not even a directory.
+    pub async fn open_existing(opts: &OpenOptions) -> Result<Queue> {
+        Self::open_with(opts, false).await
+    }
+
+    async fn open_with(opts: &OpenOptions, create: bool) -> Result<Queue> {
         let project = location::find_project(&opts.cwd);
         let paths = opts.config_paths.clone().unwrap_or_else(|| ConfigPaths::from_env(&project));
         let config = config::load(&paths)?;
         let env_db = std::env::var_os("BATON_DB").filter(|v| !v.is_empty()).map(PathBuf::from);
         let loc = location::resolve(&project, opts.db.as_deref(), env_db.as_deref(), config.config.database.as_deref());
-        location::ensure_state_dir(&loc)?;
-        let durability: Durability = config.config.storage.synchronous.parse()?;
-        let store = Store::open(&loc.db, &loc.migrate_lock(), durability).await?;
+        let settings = store::Settings {
+            durability: config.config.storage.synchronous.parse()?,
+            busy_timeout: Duration::from_millis(config.config.storage.busy_timeout_ms),
+        };
         let custom: Vec<(Value, String)> = config
             .config
             .profiles
@@ -70,6 +82,13 @@ impl Queue {
         for w in wf_warnings {
             tracing::warn!("{w}");
         }
+        // Configuration errors first: they hold whether or not there is a queue yet.
+        let store = if create {
+            location::ensure_state_dir(&loc)?;
+            Store::open(&loc.db, &loc.migrate_lock(), settings).await?
+        } else {
+            Store::open_existing(&loc.db, &loc.migrate_lock(), settings).await?
+        };
         Ok(Queue { store, loc, config, profiles, workflows })
     }
 
@@ -199,6 +218,10 @@ fn chars(s: &str) -> usize {
 /// `task_start`: validate, resolve the profile and runner, write the job, start a dispatcher
 /// when none is alive. The row is committed before this returns.
 pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> {
+    start_checked(q, caller, p).await.map_err(|e| q.store.explain(e))
+}
+
+async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> {
     let cfg = &q.config.config;
     check_recursive_guard(cfg)?;
     check_session(q, caller)?;
@@ -208,6 +231,13 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     }
     if p.task.trim().is_empty() {
         return Err(Error::Invalid("Task must not be empty".into()));
+    }
+    if p.task.contains('\0') {
+        return Err(Error::Invalid(
+            "Task must not contain a NUL character (\\0): no worker process can be given one in its \
+             arguments. Remove it from the task text."
+                .into(),
+        ));
     }
     let kind = match (p.kind.as_deref().unwrap_or("auto"), &p.workflow_id) {
         ("auto", Some(_)) | ("workflow", _) => "workflow",
@@ -233,8 +263,12 @@ pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> 
     for a in &p.attachments {
         match (&a.path, &a.base64) {
             (Some(path), _) => attachment_paths.push(
-                attach::check(&q.loc.project_dir, path)
-                    .map_err(|m| Error::Invalid(format!("Invalid attachment path: {m}")))?,
+                attach::check(
+                    &q.loc.project_dir,
+                    path,
+                    attach::Queue { db: q.store.path(), state_dir: &q.loc.state_dir },
+                )
+                .map_err(|m| Error::Invalid(format!("Invalid attachment path: {m}")))?,
             ),
             (None, Some(b)) => base64_parts.push((a, b)),
             (None, None) => return Err(Error::Invalid("Invalid attachment: give a path or base64".into())),
@@ -1130,10 +1164,32 @@ pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
     let row = one_row(q, caller, id).await?;
     let attachments: Vec<String> = serde_json::from_str(&row.attachments).unwrap_or_default();
     let project = Path::new(&row.project_dir);
+    let written = q.loc.state_dir.join("attachments");
     let attachments = attachments
         .into_iter()
         .filter_map(|a| {
-            let rel = Path::new(&a).strip_prefix(project).ok()?.to_string_lossy().into_owned();
+            let path = Path::new(&a);
+            if path.starts_with(&written) {
+                // A base64 attachment, written into the queue's state directory (where no path
+                // attachment may point): the new task gets its own copy, sent the same way.
+                use base64::Engine;
+                let base64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).ok()?);
+                let mime = match path.extension().and_then(|e| e.to_str()) {
+                    Some("png") => Some("image/png"),
+                    Some("jpg") => Some("image/jpeg"),
+                    Some("gif") => Some("image/gif"),
+                    Some("webp") => Some("image/webp"),
+                    Some("txt") => Some("text/plain"),
+                    _ => None,
+                };
+                let kind = if mime.is_some_and(|m| m.starts_with("image/")) {
+                    AttachmentType::Image
+                } else {
+                    AttachmentType::File
+                };
+                return Some(Attachment { kind, path: None, base64: Some(base64), mime_type: mime.map(Into::into) });
+            }
+            let rel = path.strip_prefix(project).ok()?.to_string_lossy().into_owned();
             Some(Attachment { kind: AttachmentType::File, path: Some(rel), base64: None, mime_type: None })
         })
         .collect();

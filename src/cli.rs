@@ -280,13 +280,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             let q = Queue::open(&opts).await?;
             api::check_recursive_guard(&q.config.config)?;
             let mode = if auto { crate::dispatch::Mode::Auto } else { crate::dispatch::Mode::Foreground };
-            crate::dispatch::run(q, mode).await?;
+            let store = q.store.clone();
+            crate::dispatch::run(q, mode).await.map_err(|e| store.explain(e))?;
             return Ok(ExitCode::Ok);
         }
         _ => {}
     }
-    let q = Queue::open(&opts).await?;
-    match cli.command {
+    // Commands that write new tasks create the queue where there is none; the others only read
+    // it or change tasks already in it, so a mistyped --db must not conjure up an empty queue.
+    // (profiles and workflow list show configuration and open it as before.)
+    let creates = match &cli.command {
+        Command::Task(t) => matches!(**t, TaskCommand::Start(_)),
+        Command::Workflow(w) => matches!(w, WorkflowCommand::Run { .. } | WorkflowCommand::List { .. }),
+        Command::Init | Command::Profiles { .. } => true,
+        _ => false,
+    };
+    let q = if creates { Queue::open(&opts).await? } else { Queue::open_existing(&opts).await? };
+    let store = q.store.clone();
+    command(q, caller, cli.command).await.map_err(|e| store.explain(e))
+}
+
+/// A command on an open queue.
+async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode> {
+    match command {
         Command::Task(t) => task_command(&q, &caller, *t).await,
         Command::Status { json } => {
             let s = api::status(&q).await?;
@@ -405,10 +421,22 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
             let custom: Vec<(Value, String)> =
                 loaded.config.profiles.iter().map(|p| (p.clone(), "config".into())).collect();
             let profiles = crate::profile::ProfileSet::load(&custom)?;
-            crate::profile::RunnerSpec::parse(&loaded.config.runner)
+            let runner = crate::profile::RunnerSpec::parse(&loaded.config.runner)
                 .map_err(|e| Error::Invalid(format!("runner: {e}")))?;
             for w in profiles.warnings() {
                 eprintln!("warning: {w}");
+            }
+            if let crate::profile::RunnerSpec::Argv(r) = &runner {
+                for w in r.shell_script_warnings() {
+                    eprintln!("warning: runner: {w}");
+                }
+            }
+            for p in profiles.all() {
+                if let Some(crate::profile::RunnerSpec::Argv(r)) = &p.command {
+                    for w in r.shell_script_warnings() {
+                        eprintln!("warning: profile \"{}\" command: {w}", p.id);
+                    }
+                }
             }
             for id in &loaded.config.workers {
                 match profiles.get(id) {

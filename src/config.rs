@@ -108,10 +108,15 @@ pub enum ConfigError {
         source: io::Error,
     },
     /// The path exists but is not a regular file.
-    #[error("config file {} is not a regular file", path.display())]
+    #[error(
+        "config file {} is not a regular file: it is {kind}. Replace it with a JSON file, or remove it",
+        path.display()
+    )]
     NotAFile {
         /// The offending path.
         path: PathBuf,
+        /// What it is instead: "a directory", "a FIFO (named pipe)"...
+        kind: &'static str,
     },
     /// The file is larger than [`MAX_CONFIG_BYTES`].
     #[error("config file {} is too large ({size} bytes; the limit is {limit} bytes)", path.display())]
@@ -280,6 +285,8 @@ pub struct DispatcherConfig {
 pub struct StorageConfig {
     /// `PRAGMA synchronous`: "normal" | "full".
     pub synchronous: String,
+    /// How long a write waits for another process's write lock before it fails, in ms.
+    pub busy_timeout_ms: u64,
 }
 
 /// `workflows`: multi-step workflows.
@@ -404,7 +411,7 @@ impl Default for DispatcherConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { synchronous: "normal".to_string() }
+        StorageConfig { synchronous: "normal".to_string(), busy_timeout_ms: 30_000 }
     }
 }
 
@@ -542,8 +549,12 @@ fn read_layer(path: &Path) -> Result<Option<Value>, ConfigError> {
 }
 
 /// Open `open_path` once, check its size on the handle and read at most limit+1 bytes; errors name `shown`.
+///
+/// The open does not block (`O_NONBLOCK`: opening a FIFO for reading would wait for a writer
+/// forever), and the file is checked on the open descriptor, so what is read is what was checked.
 fn read_layer_from(open_path: &Path, shown: &Path) -> Result<Option<Value>, ConfigError> {
-    let file = match File::open(open_path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(open_path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error(shown, e)),
         Ok(file) => file,
@@ -561,7 +572,10 @@ fn read_layer_from(open_path: &Path, shown: &Path) -> Result<Option<Value>, Conf
 fn read_limited(file: File, shown: &Path) -> Result<Vec<u8>, ConfigError> {
     let meta = file.metadata().map_err(|e| io_error(shown, e))?;
     if !meta.is_file() {
-        return Err(ConfigError::NotAFile { path: shown.to_path_buf() });
+        return Err(ConfigError::NotAFile {
+            path: shown.to_path_buf(),
+            kind: crate::error::file_kind(meta.file_type()),
+        });
     }
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(too_large(shown, meta.len()));
@@ -955,6 +969,7 @@ const SCHEMA: &[(&str, Kind)] = &[
     ("dispatcher.staleMs", Kind::Int(Int::U64, 1)),
     ("storage", Kind::Section),
     ("storage.synchronous", Kind::OneOf(&["normal", "full"])),
+    ("storage.busyTimeoutMs", Kind::Int(Int::U64, 1)),
     ("workflows", Kind::Section),
     ("workflows.enabled", Kind::Bool),
     ("workflows.limits", Kind::Section),
@@ -1248,7 +1263,7 @@ mod tests {
         assert_eq!((j.kill_grace_ms, j.stall_ms), (2000, 300_000));
         let d = &c.dispatcher;
         assert_eq!((d.idle_exit_ms, d.shutdown_grace_ms, d.heartbeat_ms, d.stale_ms), (300_000, 30_000, 1000, 15_000));
-        assert_eq!(c.storage.synchronous, "normal");
+        assert_eq!((c.storage.synchronous.as_str(), c.storage.busy_timeout_ms), ("normal", 30_000));
         let w = &c.workflows;
         assert!(w.enabled && w.definitions.is_empty());
         assert_eq!(
@@ -1552,6 +1567,17 @@ mod tests {
         let fx = Fixture::new();
         fs::create_dir_all(&fx.paths().global).unwrap();
         let msg = fx.load().unwrap_err().to_string();
-        assert!(msg.contains("not a regular file"), "{msg}");
+        assert!(msg.contains("not a regular file: it is a directory"), "{msg}");
+    }
+
+    #[test]
+    fn fifo_instead_of_file_is_an_error_at_once() {
+        let fx = Fixture::new();
+        let project = fx.paths().project;
+        fs::create_dir_all(project.parent().unwrap()).unwrap();
+        nix::unistd::mkfifo(&project, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Opening a FIFO without O_NONBLOCK would wait here for a writer that never comes.
+        let msg = fx.load().unwrap_err().to_string();
+        assert!(msg.contains(&project.display().to_string()) && msg.contains("a FIFO (named pipe)"), "{msg}");
     }
 }

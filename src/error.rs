@@ -1,6 +1,7 @@
 //! The library's error type and the CLI exit codes derived from it.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Everything that can go wrong in baton, by domain meaning first, infrastructure last.
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +12,24 @@ pub enum Error {
     /// A file that is not a baton queue (another SQLite database, or not SQLite at all).
     #[error("{path} is not a baton queue: {reason}. It was left untouched.")]
     ForeignDatabase { path: PathBuf, reason: String },
+    /// A queue file that exists but cannot be used as it is: not a regular file, damaged,
+    /// unreadable, in a directory this user cannot write. `problem` says what and what to do.
+    #[error("Cannot use the queue {path}: {problem}")]
+    QueueFile { path: PathBuf, problem: String },
+    /// There is no queue at this path, and the command only reads one (it creates nothing).
+    #[error(
+        "No queue at {path}: nothing was created. Check the path (--db, BATON_DB or the config key `database`); \
+         `baton init` or a first `baton task start` creates a queue there."
+    )]
+    NoQueue { path: PathBuf },
+    /// Another process held the queue's write lock for longer than the busy timeout.
+    #[error(
+        "Another process holds the write lock on the queue {path}: this write waited {} for it \
+         (storage.busyTimeoutMs) and was not made. Try again once that process has finished writing (a \
+         sqlite3 shell holds the lock from BEGIN IMMEDIATE, or its first write, until COMMIT).",
+        duration_words(*waited)
+    )]
+    Busy { path: PathBuf, waited: Duration },
     /// A queue written by a newer baton.
     #[error(
         "{path} was written by a newer baton (schema version {found}, this baton knows up to {known}). It was left untouched; upgrade baton."
@@ -59,6 +78,28 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
     }
+}
+
+/// What a file that is not a regular file is, in words, for messages.
+pub(crate) fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// `1500 ms`, `30 s`.
+fn duration_words(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms >= 1000 && ms.is_multiple_of(1000) { format!("{} s", ms / 1000) } else { format!("{ms} ms") }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -951,6 +951,42 @@ impl Runner {
         Runner { items }
     }
 
+    /// Text placeholders (`{prompt}`, `{systemPrompt}`, `{attachments}`) written inside a
+    /// larger shell script, the argument after `sh|bash|zsh|dash [options] -c`. Substituted
+    /// there, the text becomes shell code, so a task could run any command; a placeholder that
+    /// is the whole script is the plain-command runner, meant as such. Each warning says what to
+    /// write instead.
+    pub fn shell_script_warnings(&self) -> Vec<String> {
+        let args: Vec<&str> = self
+            .items
+            .iter()
+            .flat_map(|item| match item {
+                RunnerItem::Arg(s) => std::slice::from_ref(s),
+                RunnerItem::Group(g) => g.as_slice(),
+            })
+            .map(String::as_str)
+            .collect();
+        let mut warnings = Vec::new();
+        for (i, shell) in args.iter().enumerate() {
+            let name = std::path::Path::new(shell).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if !SHELLS.contains(&name) {
+                continue;
+            }
+            let Some(script) = shell_script(&args[i + 1..]) else { continue };
+            for ph in TEXT_PLACEHOLDERS {
+                let token = format!("{{{ph}}}");
+                if script.contains(&token) && script != token {
+                    warnings.push(format!(
+                        "{token} is part of the shell script {script:?} (after {name} -c): its text becomes shell \
+                         code there, so a task can run any command. Pass it as an argument of its own after the \
+                         script and refer to it as \"$1\": [\"{name}\", \"-c\", \"agent \\\"$1\\\"\", \"{name}\", \"{token}\"]"
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
     /// The first per-job placeholder (`prompt`, `taskId`, `attachments`) found in a plain
     /// argument: a server's argv is expanded without them, so only an optional group may name one.
     pub fn job_placeholder_outside_groups(&self) -> Option<&'static str> {
@@ -1013,6 +1049,32 @@ impl Runner {
         }
         (argv, stdin)
     }
+}
+
+/// Shells whose `-c` option takes a script.
+const SHELLS: [&str; 4] = ["sh", "bash", "zsh", "dash"];
+/// Placeholders whose values are text (the task's, the config's, file names), not values baton makes.
+const TEXT_PLACEHOLDERS: [&str; 3] = ["prompt", "systemPrompt", "attachments"];
+
+/// The script a shell's arguments run with `-c` (also in a cluster such as `-ec`), if any.
+fn shell_script<'a>(args: &[&'a str]) -> Option<&'a str> {
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.strip_prefix('-').or_else(|| a.strip_prefix('+')) {
+            // `--` ends the options: what follows is a script file, not a script.
+            Some("-") => return None,
+            // Long options (`--login`, `--norc`).
+            Some(flags) if flags.starts_with('-') => {}
+            Some(flags) if flags.contains('c') => return rest.next().copied(),
+            // `-o name` takes a value.
+            Some(flags) if flags.ends_with('o') => {
+                rest.next();
+            }
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    None
 }
 
 /// Whether a model string is a tag (`node`, `node:*`, `auto`) rather than a concrete model.
@@ -1137,6 +1199,26 @@ mod tests {
             cwd: "/w".to_string(),
             ..Placeholders::default()
         }
+    }
+
+    #[test]
+    fn text_placeholders_inside_shell_scripts_are_warned_about() {
+        let w = |v: Value| Runner::parse(&v).unwrap().shell_script_warnings();
+        let got = w(json!(["sh", "-c", "echo {prompt}"]));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].starts_with("{prompt} is part of the shell script \"echo {prompt}\" (after sh -c)"), "{got:?}");
+        assert!(got[0].ends_with(r#"["sh", "-c", "agent \"$1\"", "sh", "{prompt}"]"#), "{got:?}");
+        assert_eq!(w(json!(["/bin/bash", "-ec", "agent --system '{systemPrompt}' {prompt}"])).len(), 2);
+        assert_eq!(w(json!(["env", "X=1", "zsh", "-o", "pipefail", "-c", ["run {attachments}"]])).len(), 1);
+        assert_eq!(w(json!(["dash", "--norc", "-c", "cat {attachments}"])).len(), 1);
+        // The whole script as the placeholder is the plain-command runner; an argument after the
+        // script is data; other placeholders are values baton makes; no -c, no script.
+        assert!(w(json!(["sh", "-c", "{prompt}"])).is_empty());
+        assert!(w(json!(["sh", "-c", "agent \"$1\"", "sh", "{prompt}"])).is_empty());
+        assert!(w(json!(["sh", "-c", "cd {cwd} && agent --model {model} --id {taskId}"])).is_empty());
+        assert!(w(json!(["sh", "script.sh", "{prompt} and more"])).is_empty());
+        assert!(w(json!(["sh", "--", "-c", "echo {prompt}"])).is_empty());
+        assert!(w(json!(["fish", "-c", "echo {prompt}"])).is_empty());
     }
 
     #[test]

@@ -35,18 +35,37 @@ pub enum Durability {
     Full,
 }
 
+/// How long a statement waits for another process's write lock by default (`storage.busyTimeoutMs`).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection settings a queue is opened with (from config `storage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub durability: Durability,
+    /// How long a write waits for another process's write lock before it fails with
+    /// [`Error::Busy`].
+    pub busy_timeout: Duration,
+}
+
+impl From<Durability> for Settings {
+    fn from(durability: Durability) -> Settings {
+        Settings { durability, busy_timeout: DEFAULT_BUSY_TIMEOUT }
+    }
+}
+
 /// The one builder of connection options: every connection baton opens gets these pragmas.
-pub fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
+pub fn connect_options(path: &Path, settings: impl Into<Settings>) -> SqliteConnectOptions {
+    let settings = settings.into();
     SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match durability {
+        .synchronous(match settings.durability {
             Durability::Normal => SqliteSynchronous::Normal,
             Durability::Full => SqliteSynchronous::Full,
         })
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(30))
+        .busy_timeout(settings.busy_timeout)
 }
 
 /// The options of the connection that migrates a queue: `connect_options` plus
@@ -54,8 +73,8 @@ pub fn connect_options(path: &Path, durability: Durability) -> SqliteConnectOpti
 /// effect on a new file, and the mode then lives in the file's header. It is not on every
 /// connection because setting it, even to the current mode, writes page 1: every open would be
 /// a write transaction that wakes every watcher.
-pub fn migrate_options(path: &Path, durability: Durability) -> SqliteConnectOptions {
-    connect_options(path, durability).auto_vacuum(SqliteAutoVacuum::Incremental)
+pub fn migrate_options(path: &Path, settings: impl Into<Settings>) -> SqliteConnectOptions {
+    connect_options(path, settings).auto_vacuum(SqliteAutoVacuum::Incremental)
 }
 
 /// What the identity check found.
@@ -75,36 +94,37 @@ pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     options: SqliteConnectOptions,
+    settings: Settings,
 }
 
 impl Store {
-    /// Open a queue: check the file's identity read-only before anything touches it, migrate
-    /// under `migrate_lock` when behind, then open the pool.
-    #[tracing::instrument(skip_all, fields(db = %path.display()), err)]
-    pub async fn open(path: &Path, migrate_lock: &Path, durability: Durability) -> Result<Store> {
-        let options = connect_options(path, durability);
-        let identity = check_identity(path).await?;
-        if identity == Identity::Fresh {
-            create_private_file(path)?;
-        }
-        if identity != Identity::Current {
-            let _lock = lock_file(migrate_lock).await?;
-            // Someone may have migrated while we waited for the lock.
-            if check_identity(path).await? != Identity::Current {
-                migrate(path, &migrate_options(path, durability)).await?;
-            }
-        }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .min_connections(0)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.clone())
-            .await?;
-        Ok(Store { pool, path: path.to_path_buf(), options })
+    /// Open a queue, creating it when there is none: check the file's identity read-only
+    /// before anything touches it, migrate under `migrate_lock` when behind, then open the pool.
+    ///
+    /// A refusal is the caller's to report (the CLI prints it once), so it is logged at debug.
+    #[tracing::instrument(skip_all, fields(db = %path.display()), err(level = "debug"))]
+    pub async fn open(path: &Path, migrate_lock: &Path, settings: impl Into<Settings>) -> Result<Store> {
+        let settings = settings.into();
+        open(path, migrate_lock, settings, true).await.map_err(|e| explain(path, settings, e))
+    }
+
+    /// Open a queue that must already exist (for commands that only read it): where there is
+    /// none, [`Error::NoQueue`], and nothing is created.
+    #[tracing::instrument(skip_all, fields(db = %path.display()), err(level = "debug"))]
+    pub async fn open_existing(path: &Path, migrate_lock: &Path, settings: impl Into<Settings>) -> Result<Store> {
+        let settings = settings.into();
+        open(path, migrate_lock, settings, false).await.map_err(|e| explain(path, settings, e))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Say in words, with this queue's path, what a database error means for the user
+    /// (another process holds the write lock, the file is damaged, its directory is read-only);
+    /// other errors pass unchanged.
+    pub fn explain(&self, e: Error) -> Error {
+        explain(&self.path, self.settings, e)
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -121,6 +141,88 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+async fn open(path: &Path, migrate_lock: &Path, settings: Settings, create: bool) -> Result<Store> {
+    let options = connect_options(path, settings);
+    let identity = check_identity(path).await?;
+    if identity == Identity::Fresh {
+        if !create {
+            return Err(Error::NoQueue { path: path.to_path_buf() });
+        }
+        create_private_file(path)?;
+    }
+    if identity != Identity::Current {
+        let _lock = lock_file(migrate_lock).await?;
+        // Someone may have migrated while we waited for the lock.
+        if check_identity(path).await? != Identity::Current {
+            migrate(path, &migrate_options(path, settings)).await?;
+        }
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect_with(options.clone())
+        .await?;
+    Ok(Store { pool, path: path.to_path_buf(), options, settings })
+}
+
+/// The SQLite result code of a database error (the extended code, as SQLite reports it).
+fn sqlite_code(e: &Error) -> Option<(i64, String)> {
+    let sqlx = match e {
+        Error::Sqlx(e) | Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
+        _ => return None,
+    };
+    match sqlx {
+        sqlx::Error::Database(d) => Some((d.code()?.parse().ok()?, d.message().to_string())),
+        _ => None,
+    }
+}
+
+/// What a database error on the queue at `path` means, in words, with what to do about it.
+fn explain(path: &Path, settings: Settings, e: Error) -> Error {
+    let Some((code, message)) = sqlite_code(&e) else { return e };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let problem = match (code & 0xff, code) {
+        // SQLITE_BUSY (and its extended codes).
+        (5, _) => return Error::Busy { path: path.to_path_buf(), waited: settings.busy_timeout },
+        // SQLITE_READONLY_DIRECTORY, SQLITE_READONLY_CANTINIT.
+        (8, 1544 | 1288) => format!(
+            "its directory {} is not writable by this user, and SQLite must create or open {name}-wal and \
+             {name}-shm there even to read the queue. Make the directory writable (chmod u+w {}), or run baton \
+             as the user who owns it.",
+            dir.display(),
+            dir.display()
+        ),
+        // SQLITE_READONLY itself (its other extended codes have other causes).
+        (8, 8) => format!(
+            "the file is read-only for this user (SQLite: {message}). Make it and its -wal and -shm files \
+             writable (chmod u+w {}), or run baton as the user who owns them.",
+            path.display()
+        ),
+        // SQLITE_CORRUPT, SQLITE_NOTADB.
+        (11 | 26, _) => format!(
+            "the file is damaged (SQLite: {message}); a truncated or partly overwritten file reads like this. \
+             Restore it from a backup, or move it aside with its -wal and -shm files and baton starts a new, \
+             empty queue there (`sqlite3 {} .recover` may save some of its tasks).",
+            path.display()
+        ),
+        // SQLITE_CANTOPEN.
+        (14, _) => format!(
+            "SQLite cannot open it ({message}). Check that this user may read and write the file and create \
+             files in {}.",
+            dir.display()
+        ),
+        // SQLITE_FULL.
+        (13, _) => format!("the disk holding it is full (SQLite: {message}). Free some space and try again."),
+        _ => return e,
+    };
+    Error::QueueFile { path: path.to_path_buf(), problem }
 }
 
 /// Create the queue file empty with mode 0600 before SQLite does (it would use 0644, and its
@@ -163,15 +265,45 @@ pub fn open_lock_file(path: &Path) -> Result<File> {
 async fn check_identity(path: &Path) -> Result<Identity> {
     let foreign = |reason: &str| Error::ForeignDatabase { path: path.to_path_buf(), reason: reason.to_string() };
     let mut header = [0u8; 100];
-    match File::open(path) {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. Whether
+    // the path is a regular file is then asked of the open descriptor, not of the path.
+    match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Identity::Fresh),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(Error::QueueFile {
+                path: path.to_path_buf(),
+                problem: "this user may not read it (permission denied). Run baton as the user who owns it, or \
+                          let this user read and write it (and its directory)."
+                    .into(),
+            });
+        }
         Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
         Ok(mut f) => {
-            let len = f.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?.len();
-            if len == 0 {
+            let meta = f.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if meta.is_dir() {
+                return Err(Error::QueueFile {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "it is a directory, not a queue file. Give --db (or BATON_DB, or the config key \
+                         `database`) the path of the file itself, such as {}.",
+                        path.join(crate::location::DB_FILE).display()
+                    ),
+                });
+            }
+            if !meta.is_file() {
+                return Err(Error::QueueFile {
+                    path: path.to_path_buf(),
+                    problem: format!(
+                        "it is {}, not a queue file. Remove it, or give --db (or BATON_DB, or the config key \
+                         `database`) another path.",
+                        crate::error::file_kind(meta.file_type())
+                    ),
+                });
+            }
+            if meta.len() == 0 {
                 return Ok(Identity::Fresh);
             }
-            if len < 100 || f.read_exact(&mut header).is_err() {
+            if meta.len() < 100 || f.read_exact(&mut header).is_err() {
                 return Err(foreign("it is too short to be a SQLite database"));
             }
         }
@@ -183,13 +315,27 @@ async fn check_identity(path: &Path) -> Result<Identity> {
     if be(68) == APPLICATION_ID && be(60) == SCHEMA_VERSION {
         return Ok(Identity::Current);
     }
-    let (app_id, version, objects) = read_identity(path).await.map_err(|e| {
-        let msg = match &e {
-            sqlx::Error::Database(d) => d.message().to_string(),
-            other => other.to_string(),
-        };
-        foreign(&format!("SQLite cannot read it ({msg})"))
-    })?;
+    let (app_id, version, objects) = match read_identity(path).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            let code = match &e {
+                sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
+                _ => None,
+            };
+            // A queue (by its header) that SQLite cannot read is a damaged queue, and a locked
+            // or unwritable file is neither damaged nor foreign: `explain` words both.
+            if let Some(code) = code
+                && (!matches!(code & 0xff, 11 | 26) || be(68) == APPLICATION_ID)
+            {
+                return Err(Error::Sqlx(e));
+            }
+            let msg = match &e {
+                sqlx::Error::Database(d) => d.message().to_string(),
+                other => other.to_string(),
+            };
+            return Err(foreign(&format!("SQLite cannot read it ({msg})")));
+        }
+    };
     if app_id == APPLICATION_ID {
         if version > SCHEMA_VERSION {
             return Err(Error::NewerSchema { path: path.to_path_buf(), found: version, known: SCHEMA_VERSION });
