@@ -45,6 +45,22 @@ pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
     }
 }
 
+/// Does some process hold the dispatcher lock? Probed through a read-only descriptor, creating
+/// nothing (no lock file: no holder), so it works in a directory this process cannot write.
+fn lock_held(queue: &Queue) -> Result<bool> {
+    let path = queue.loc.dispatcher_lock();
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => Ok(false),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
+        Err((_, e)) => Err(Error::io("probing the dispatcher lock", e.into())),
+    }
+}
+
 /// Whether a lease shows a live leader: renewed within `stale_ms`, by a process that holds the
 /// dispatcher lock (`lock_held`: someone holds it) or is still running. A leader that replaced
 /// a paused one leads without the lock, which the paused one keeps until it wakes and exits.
@@ -56,7 +72,7 @@ fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> bool {
 /// the last one is gone, or when its heartbeat is older than `dispatcher.staleMs` (it is paused
 /// or hung, and the next dispatcher to start replaces it).
 pub async fn leader(queue: &Queue) -> Result<Option<Lease>> {
-    let held = try_lock(queue)?.is_none();
+    let held = lock_held(queue)?;
     let mut conn = queue.store.pool().acquire().await?;
     let lease = store::lease::get(&mut conn).await?;
     Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
