@@ -180,9 +180,21 @@ fn a_paused_leader_is_replaced_and_writes_nothing_when_it_wakes() {
         assert!(!alive(*pid), "worker {pid} of the paused leader still runs");
     }
 
+    // Work waits in the queue when the old leader wakes (the new one is paused a moment): the
+    // old one claims none of it.
+    signal(second.pid(), Signal::SIGSTOP);
+    let waiting: Vec<String> = (0..3).map(|_| q.start(&["echo later"])).collect();
     signal(first.pid(), Signal::SIGCONT);
     wait_for(30, "the woken leader exits", || first.exited().is_some());
     assert!(log_has(&first_log, "lost the dispatcher lease"), "{}", std::fs::read_to_string(&first_log).unwrap());
+    for id in &waiting {
+        assert_eq!(q.state(id), "queued", "the replaced leader claimed {id}");
+    }
+    signal(second.pid(), Signal::SIGCONT);
+    for id in &waiting {
+        let (v, _) = q.json(&["task", "await", id, "--timeout", "30000"]);
+        assert_eq!(v["status"], "succeeded", "{v}");
+    }
     // It wrote nothing: no job of its epoch ended by its hand (recovery moved them to queued).
     let by_old = q.scalar_i64(&format!(
         "SELECT count(*) FROM test_audit WHERE old_epoch = {first_epoch} AND new_state IN {TERMINAL}"
