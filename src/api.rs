@@ -7,104 +7,18 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::config::{self, ConfigPaths, LoadedConfig};
+use crate::config;
 use crate::error::{Error, Result};
-use crate::job::{self, JobRow, Missing, NewJob, Record, RecordOptions, now_ms};
-use crate::location::{self, Location};
-use crate::profile::{self, AttachmentKind, Placeholders, ProfileSet};
+use crate::job::{self, JobRow, Missing, Record, now_ms};
+use crate::profile::{self, AttachmentKind};
 use crate::store::jobs::Inserted;
-use crate::store::{self, Store};
+use crate::store;
+use crate::location;
 use crate::workflow::{self, WorkflowDef};
-use crate::{attach, dispatch, runs};
-
-/// An open queue with the configuration of the caller's project.
-#[derive(Debug, Clone)]
-pub struct Queue {
-    pub store: Store,
-    pub loc: Location,
-    pub config: LoadedConfig,
-    pub profiles: ProfileSet,
-    /// Workflow definitions: the built-in and the configured ones.
-    pub workflows: Vec<WorkflowDef>,
-}
-
-/// Where to open a queue from.
-#[derive(Debug, Clone, Default)]
-pub struct OpenOptions {
-    /// The caller's working directory (its project is discovered from here).
-    pub cwd: PathBuf,
-    /// `--db`.
-    pub db: Option<PathBuf>,
-    /// Where the config files are; `None`: from HOME / XDG_CONFIG_HOME and the project.
-    pub config_paths: Option<ConfigPaths>,
-}
-
-impl Queue {
-    /// Discover the project, load its configuration, locate and open the queue file, creating
-    /// it (and its directory) when there is none: for commands that write tasks.
-    pub async fn open(opts: &OpenOptions) -> Result<Queue> {
-        Self::open_with(opts, true).await
-    }
-
-    /// Like [`Queue::open`], for commands that read the queue or change tasks already in it: where
-    /// there is no queue this answers [`Error::NoQueue`] and creates nothing, not even a directory.
-    pub async fn open_existing(opts: &OpenOptions) -> Result<Queue> {
-        Self::open_with(opts, false).await
-    }
-
-    async fn open_with(opts: &OpenOptions, create: bool) -> Result<Queue> {
-        let project = location::find_project(&opts.cwd);
-        let paths = opts.config_paths.clone().unwrap_or_else(|| ConfigPaths::from_env(&project));
-        let config = config::load(&paths)?;
-        let env_db = std::env::var_os("BATON_DB").filter(|v| !v.is_empty()).map(PathBuf::from);
-        let loc = location::resolve(&project, opts.db.as_deref(), env_db.as_deref(), config.config.database.as_deref());
-        let settings = store::Settings {
-            durability: config.config.storage.synchronous.parse()?,
-            busy_timeout: Duration::from_millis(config.config.storage.busy_timeout_ms),
-        };
-        let custom: Vec<(Value, String)> = config
-            .config
-            .profiles
-            .iter()
-            .map(|p| {
-                let id = p.get("id").and_then(Value::as_str).unwrap_or_default().to_lowercase();
-                let origin = config.profile_origins.get(&id).map_or("global", |l| l.name());
-                (p.clone(), origin.to_string())
-            })
-            .collect();
-        let profiles = ProfileSet::load(&custom)?;
-        for w in profiles.warnings() {
-            tracing::warn!("{w}");
-        }
-        let (workflows, wf_warnings) = workflow::definitions(&config.config, |id| {
-            config.workflow_origins.get(id).map_or("global", |l| l.name()).to_string()
-        })?;
-        for w in wf_warnings {
-            tracing::warn!("{w}");
-        }
-        // Configuration errors first: they hold whether or not there is a queue yet.
-        let store = if create {
-            location::ensure_state_dir(&loc)?;
-            Store::open(&loc.db, &loc.migrate_lock(), settings).await?
-        } else {
-            Store::open_existing(&loc.db, &loc.migrate_lock(), settings).await?
-        };
-        Ok(Queue { store, loc, config, profiles, workflows })
-    }
-
-    fn record_options(&self, live: bool, full: bool) -> RecordOptions {
-        RecordOptions {
-            max_response_chars: (!full).then_some(self.config.config.ui.max_response_chars as usize),
-            live,
-            stall_ms: self.config.config.jobs.stall_ms as i64,
-            now: now_ms(),
-        }
-    }
-
-    fn record(&self, row: &JobRow, live: bool, full: bool) -> Record {
-        Record::from_row(row, &self.loc.logs_dir(), self.record_options(live, full))
-    }
-}
+use crate::launch::{self, Launch};
+use crate::queue::ensure_dispatcher;
+pub use crate::queue::{OpenOptions, Queue};
+use crate::{attach, queue, runs};
 
 /// Who is asking.
 #[derive(Debug, Clone, Default)]
@@ -320,53 +234,32 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Val
     }
 
     let profile = q.profiles.get(&worker_id);
-    let (argv, prompt_stdin, model, env, timeout, profile_limit, output) = match profile {
+    let launch = match profile {
         Some(pr) => {
-            let r = resolve_runner(q, pr)?;
-            let ph = Placeholders {
-                prompt: p.task.clone(),
-                model: r.model.clone(),
-                system_prompt: pr.system_prompt.clone(),
-                profile: pr.id.clone(),
-                task_id: id.clone(),
-                cwd: q.loc.project_dir.display().to_string(),
-                attachments: attachment_paths.iter().map(|a| a.display().to_string()).collect(),
-            };
-            let (argv, stdin) = r.runner.expand_for(pr.kind, &ph, r.prompt_via);
             let timeout = normalize_job_timeout(
                 p.timeout_ms.or(pr.timeout_ms.map(|t| t as f64)),
                 cfg.jobs.timeout_ms,
                 cfg.jobs.max_timeout_ms,
             );
-            (argv, stdin, r.model.clone(), serde_json::to_string(&r.env)?, timeout, pr.job_limit(), output_json(&r)?)
+            Launch::of_profile(cfg, pr, timeout)?
         }
-        None => (Vec::new(), false, None, "{}".to_string(), cfg.jobs.timeout_ms, None, None),
+        None => Launch::unknown(&worker_id, cfg.jobs.timeout_ms),
     };
-    let new = NewJob {
-        id: id.clone(),
-        kind: "worker".into(),
-        profile: worker_id.clone(),
-        task: p.task.clone(),
-        session: caller.session.clone(),
-        requested_by: caller.requested_by.clone(),
-        project_dir: q.loc.project_dir.display().to_string(),
-        argv: serde_json::to_string(&argv)?,
-        prompt_stdin,
-        model,
-        env,
-        attachments: serde_json::to_string(&attachment_paths)?,
+    let attachments: Vec<String> = attachment_paths.iter().map(|a| a.display().to_string()).collect();
+    let new = launch.job(launch::Job {
+        id: &id,
+        task: &p.task,
+        session: caller.session.as_deref(),
+        requested_by: &caller.requested_by,
+        project_dir: &q.loc.project_dir.display().to_string(),
+        attachments: &attachments,
         priority: p.priority.unwrap_or(0),
         max_attempts,
         run_after_ms: run_after,
-        timeout_ms: timeout,
-        profile_limit,
-        created_ms: now,
-        dedup_key: p.dedup_key.clone(),
-        workflow_run_id: None,
-        workflow_step: None,
-        output,
-        worker_kind: profile.map_or("oneshot", |pr| pr.kind.as_str()),
-    };
+        now,
+        dedup_key: p.dedup_key.as_deref(),
+        workflow: None,
+    })?;
     let mut conn = q.store.pool().acquire().await?;
     if profile.is_none() {
         let error = format!("Unknown worker \"{worker_id}\". Available profiles: {}", q.profiles.ids().join(", "));
@@ -391,40 +284,6 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Val
         ensure_dispatcher(q).await?;
     }
     Ok(answer)
-}
-
-/// How a profile runs: its own `command`, else the configured `runner` (an argv template or a
-/// preset such as `"claude"`, expanded for the profile's access), with its model resolved.
-fn resolve_runner(q: &Queue, pr: &profile::Profile) -> Result<profile::Resolved> {
-    let cfg = &q.config.config;
-    let configured =
-        profile::RunnerSpec::parse(&cfg.runner).map_err(|e| Error::Invalid(format!("config runner: {e}")))?;
-    Ok(pr.resolve(&configured, &cfg.models))
-}
-
-fn output_json(r: &profile::Resolved) -> Result<Option<String>> {
-    Ok(r.output.as_ref().map(serde_json::to_string).transpose()?)
-}
-
-/// How the dispatcher starts a server profile's worker on its own (config `workers`): its
-/// command resolved like a job's, without the job's values.
-pub fn server_spec(q: &Queue, pr: &profile::Profile) -> Result<crate::server::ServerSpec> {
-    let r = resolve_runner(q, pr)?;
-    let ph = Placeholders {
-        model: r.model.clone(),
-        system_prompt: pr.system_prompt.clone(),
-        profile: pr.id.clone(),
-        cwd: q.loc.project_dir.display().to_string(),
-        ..Default::default()
-    };
-    Ok(crate::server::ServerSpec {
-        profile: pr.id.clone(),
-        argv: r.runner.expand_for(pr.kind, &ph, profile::PromptVia::Arg).0,
-        env: r.env,
-        model: r.model,
-        cwd: q.loc.project_dir.display().to_string(),
-        session: None,
-    })
 }
 
 /// Validate a workflow start (SPEC 8 messages); nothing is written.
@@ -479,7 +338,7 @@ async fn start_workflow(
             .profiles
             .get(&s.worker_id)
             .ok_or_else(|| Error::Invalid(format!("Unknown worker \"{}\"", s.worker_id)))?;
-        resolved.push((pr, resolve_runner(q, pr)?));
+        resolved.push((pr, launch::resolve(cfg, pr)?));
     }
     let attachments_json = serde_json::to_string(attachments)?;
     let mut tx = q.store.pool().begin().await?;
@@ -503,7 +362,7 @@ async fn start_workflow(
     for (i, (s, (pr, r))) in def.steps.iter().zip(&resolved).enumerate() {
         let runner = serde_json::to_string(&r.runner.to_json())?;
         let env = serde_json::to_string(&r.env)?;
-        let output = output_json(r)?;
+        let output = launch::output_json(r)?;
         store::workflow::insert_step(
             &mut tx,
             &store::workflow::NewStep {
@@ -565,43 +424,6 @@ fn write_base64(q: &Queue, job_id: &str, index: usize, a: &Attachment, b: &str) 
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     f.write_all(&bytes).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
     Ok(path)
-}
-
-/// Start a fully detached dispatcher when none is alive. Concurrent starters race safely:
-/// the losers find the lock taken and exit.
-pub async fn ensure_dispatcher(q: &Queue) -> Result<()> {
-    if dispatch::leader(q).await?.is_some() {
-        return Ok(());
-    }
-    spawn_detached_dispatcher(q)
-}
-
-/// `baton run --auto` in a new session, stdio on /dev/null, no inherited descriptors, never
-/// waited for (a thread collects it if this process outlives it).
-fn spawn_detached_dispatcher(q: &Queue) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| Error::io("finding the baton executable", e))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("--db")
-        .arg(q.store.path())
-        .args(["run", "--auto"])
-        .current_dir(&q.loc.project_dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: only async-signal-safe calls (setsid, close_range) between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid().map_err(std::io::Error::from)?;
-            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| Error::io("starting a dispatcher", e))?;
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
-    Ok(())
 }
 
 /// One answer of await/peek/cancel: a record, or `{id, status: unknown|forbidden}`.
@@ -707,7 +529,7 @@ pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Res
     // Queued or running work with no live dispatcher is said to be so, and gets one
     // (autoSpawn): a running job whose dispatcher is gone is recovered by the next.
     let orphaned = |s: &str| s == "queued" || s == "running";
-    if out.iter().any(|a| orphaned(a.status())) && dispatch::leader(q).await?.is_none() {
+    if out.iter().any(|a| orphaned(a.status())) && queue::leader(q).await?.is_none() {
         for a in &mut out {
             if let Answer::Record(r) = a
                 && orphaned(&r.status)
@@ -853,7 +675,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
     let deadline = Instant::now() + grace + Duration::from_secs(5);
     let mut ownerless = running.is_empty();
     loop {
-        if !ownerless && dispatch::leader(q).await?.is_none() {
+        if !ownerless && queue::leader(q).await?.is_none() {
             // No live owner (none when asked, or it died since): kill the proven groups ourselves.
             ownerless = true;
             cancel_orphans(q, &running, grace).await?;
@@ -913,7 +735,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value>
     let deadline = Instant::now() + grace * 2 + Duration::from_secs(10);
     let mut ownerless = false;
     while store::workers::count_live(&mut conn, &ids).await? > 0 && Instant::now() < deadline {
-        if !ownerless && dispatch::leader(q).await?.is_none() {
+        if !ownerless && queue::leader(q).await?.is_none() {
             ownerless = true;
             cancel_orphans(q, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
@@ -1110,7 +932,7 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<Value
 pub async fn status(q: &Queue) -> Result<Value> {
     let mut conn = q.store.pool().acquire().await?;
     let lease = store::lease::get(&mut conn).await?;
-    let alive = dispatch::leader(q).await?.is_some();
+    let alive = queue::leader(q).await?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
     let mut by_state = serde_json::Map::new();
     for st in job::JobState::ALL {

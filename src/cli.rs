@@ -467,6 +467,18 @@ fn answers_exit(answers: &[Answer]) -> ExitCode {
     })
 }
 
+/// Exit code of a cancel: it did what was asked when every job is canceled or had already
+/// finished (0); an unknown id is 4; a job still unfinished when the bounded wait ran out, 124.
+fn cancel_exit(answers: &[Answer]) -> ExitCode {
+    answers.iter().fold(ExitCode::Ok, |acc, a| {
+        acc.max(match a.status() {
+            "unknown" | "forbidden" => ExitCode::Unknown,
+            s if crate::job::is_terminal(s) => ExitCode::Ok,
+            _ => ExitCode::TimedOut,
+        })
+    })
+}
+
 /// Print answers: one object for one id, else an array (as the JSON API does); or a table.
 fn print_answers(answers: &[Answer], json: bool) {
     if json {
@@ -580,7 +592,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
         TaskCommand::Cancel { ids, reason, json } => {
             let answers = api::cancel(q, caller, &ids, reason.as_deref()).await?;
             print_answers(&answers, json);
-            Ok(answers_exit(&answers))
+            Ok(cancel_exit(&answers))
         }
         TaskCommand::Logs { id, attempt, follow } => {
             let (o, e, _) = api::log_paths(q, caller, &id, attempt).await?;

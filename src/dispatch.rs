@@ -11,11 +11,10 @@ use nix::fcntl::{Flock, FlockArg};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::Queue;
+use crate::queue::{Queue, leads};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
 use crate::store::jobs::{ClaimLimits, Outcome};
-use crate::store::lease::Lease;
 use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
 use crate::worker::{self, Ending, SpawnEnv};
@@ -43,39 +42,6 @@ pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
         Err((_, e)) => Err(Error::io("locking the dispatcher lock", e.into())),
     }
-}
-
-/// Does some process hold the dispatcher lock? Probed through a read-only descriptor, creating
-/// nothing (no lock file: no holder), so it works in a directory this process cannot write.
-fn lock_held(queue: &Queue) -> Result<bool> {
-    let path = queue.loc.dispatcher_lock();
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-    };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(_) => Ok(false),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(true),
-        Err((_, e)) => Err(Error::io("probing the dispatcher lock", e.into())),
-    }
-}
-
-/// Whether a lease shows a live leader: renewed within `stale_ms`, by a process that holds the
-/// dispatcher lock (`lock_held`: someone holds it) or is still running. A leader that replaced
-/// a paused one leads without the lock, which the paused one keeps until it wakes and exits.
-fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> bool {
-    now - lease.heartbeat_ms <= stale_ms as i64 && (lock_held || !proc::is_dead(lease.pid as i32))
-}
-
-/// The queue's live leader, as any process can tell: none when no dispatcher ever ran, when
-/// the last one is gone, or when its heartbeat is older than `dispatcher.staleMs` (it is paused
-/// or hung, and the next dispatcher to start replaces it).
-pub async fn leader(queue: &Queue) -> Result<Option<Lease>> {
-    let held = lock_held(queue)?;
-    let mut conn = queue.store.pool().acquire().await?;
-    let lease = store::lease::get(&mut conn).await?;
-    Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
 }
 
 /// Wait for the dispatcher lock on a thread of its own (a standby). The thread ends with the
@@ -488,18 +454,22 @@ impl Dispatcher {
         }
     }
 
-    /// Pick up edited config files; a broken edit keeps the last good configuration.
+    /// Pick up edited config files, with the profiles and workflows they define; a broken edit
+    /// keeps the last good configuration. Configured server workers start anew as listed.
     fn reload_config_if_changed(&mut self) {
         let stamp = config_stamp(&self.queue);
         if stamp == self.config_stamp {
             return;
         }
         self.config_stamp = stamp;
-        match crate::config::load(&self.queue.config.paths) {
-            Ok(cfg) => {
-                tracing::info!("configuration changed; reloaded");
-                self.spawn_env.guard_var = cfg.config.security.recursive_spawn_env_var.clone();
-                self.queue.config = cfg;
+        match self.queue.reload() {
+            Ok(kept) => {
+                tracing::info!("configuration changed; reloaded with its profiles and workflows");
+                for key in kept {
+                    tracing::warn!("configuration changed: {key} takes effect when the dispatcher restarts");
+                }
+                self.spawn_env.guard_var = self.queue.config.config.security.recursive_spawn_env_var.clone();
+                self.start_configured_workers();
             }
             Err(e) => tracing::warn!("configuration changed but does not load; keeping the previous one: {e}"),
         }
@@ -576,7 +546,9 @@ impl Dispatcher {
         let cfg = &self.queue.config.config;
         for id in &cfg.workers {
             let spec = match self.queue.profiles.get(id) {
-                Some(pr) if pr.kind == crate::profile::ProfileKind::Server => crate::api::server_spec(&self.queue, pr),
+                Some(pr) if pr.kind == crate::profile::ProfileKind::Server => {
+                    crate::launch::server_spec(cfg, &self.queue.loc.project_dir, pr)
+                }
                 Some(_) => Err(Error::Invalid(format!("\"{id}\" is not a server profile"))),
                 None => Err(Error::Invalid(format!("no profile \"{id}\""))),
             };

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::api::Queue;
+use crate::queue::Queue;
 use crate::error::Result;
 use crate::store;
 

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
-use crate::job::{self, NewJob, Record};
-use crate::profile::{Placeholders, ProfileKind, PromptVia, Runner};
+use crate::job::{self, Record};
+use crate::launch::{self, Launch};
+use crate::profile::{ProfileKind, PromptVia, Runner};
 use crate::store;
 use crate::store::workflow::{RunRow, StepRow};
 use crate::{handoff, output};
@@ -18,45 +19,34 @@ use crate::{handoff, output};
 async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow, carry: &str, now: i64) -> Result<()> {
     let job_id = uuid::Uuid::new_v4().to_string();
     let prompt = handoff::template(&step.prompt, &run.task, carry);
-    let runner = Runner::parse(&serde_json::from_str(&step.runner)?)
-        .map_err(|e| Error::Invalid(format!("step \"{}\": runner: {e}", step.step_id)))?;
-    let via = if step.prompt_via == "stdin" { PromptVia::Stdin } else { PromptVia::Arg };
-    let ph = Placeholders {
-        prompt: prompt.clone(),
+    let launch = Launch {
+        profile: step.worker_id.clone(),
+        kind: ProfileKind::from_schema(&step.worker_kind),
+        runner: Runner::parse(&serde_json::from_str(&step.runner)?)
+            .map_err(|e| Error::Invalid(format!("step \"{}\": runner: {e}", step.step_id)))?,
+        prompt_via: if step.prompt_via == "stdin" { PromptVia::Stdin } else { PromptVia::Arg },
         model: step.model.clone(),
         system_prompt: step.system_prompt.clone(),
-        profile: step.worker_id.clone(),
-        task_id: job_id.clone(),
-        cwd: run.project_dir.clone(),
-        attachments: serde_json::from_str(&step.attachments)?,
-    };
-    let kind = ProfileKind::from_schema(&step.worker_kind);
-    let (argv, stdin) = runner.expand_for(kind, &ph, via);
-    let new = NewJob {
-        id: job_id.clone(),
-        kind: "worker".into(),
-        profile: step.worker_id.clone(),
-        task: prompt,
-        session: run.session.clone(),
-        requested_by: run.requested_by.clone(),
-        project_dir: run.project_dir.clone(),
-        argv: serde_json::to_string(&argv)?,
-        prompt_stdin: stdin,
-        model: step.model.clone(),
         env: step.env.clone(),
-        attachments: step.attachments.clone(),
+        output: step.output.clone(),
+        timeout_ms: step.timeout_ms,
+        profile_limit: step.profile_limit,
+    };
+    let attachments: Vec<String> = serde_json::from_str(&step.attachments)?;
+    let new = launch.job(launch::Job {
+        id: &job_id,
+        task: &prompt,
+        session: run.session.as_deref(),
+        requested_by: &run.requested_by,
+        project_dir: &run.project_dir,
+        attachments: &attachments,
         priority: run.priority,
         max_attempts: run.max_attempts,
         run_after_ms: now,
-        timeout_ms: step.timeout_ms,
-        profile_limit: step.profile_limit,
-        created_ms: now,
+        now,
         dedup_key: None,
-        workflow_run_id: Some(run.id.clone()),
-        workflow_step: Some(step.idx),
-        output: step.output.clone(),
-        worker_kind: kind.as_str(),
-    };
+        workflow: Some((&run.id, step.idx)),
+    })?;
     store::jobs::insert(conn, &new).await?;
     store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;
     Ok(())

@@ -105,6 +105,8 @@ enum Event {
 struct Server {
     id: String,
     pid: i32,
+    /// What it was started as: a job whose profile now runs otherwise needs a new one.
+    spec: ServerSpec,
     stdin: Option<ChildStdin>,
     events: mpsc::UnboundedReceiver<Event>,
 }
@@ -122,6 +124,12 @@ pub struct ServerSpec {
 }
 
 impl ServerSpec {
+    /// Does a worker started as `self` run what `other` asks for (its command, environment
+    /// and model)?
+    fn runs_as(&self, other: &ServerSpec) -> bool {
+        self.argv == other.argv && self.env == other.env && self.model == other.model
+    }
+
     fn of_job(job: &JobRow) -> Result<ServerSpec> {
         Ok(ServerSpec {
             profile: job.profile.clone(),
@@ -213,7 +221,7 @@ impl Pool {
         // A fit worker (the one held, or a new one) that takes the job; a stop request can take
         // it away in between, so a few tries.
         for _ in 0..3 {
-            self.drop_unfit(&mut held, grace).await;
+            self.drop_unfit(&mut held, &spec, grace).await;
             let server = match held.as_mut() {
                 Some(s) => s,
                 None => match self.start(&spec, limits, grace, deadline, &mut cancel).await {
@@ -268,7 +276,7 @@ impl Pool {
     pub async fn ensure(&self, spec: &ServerSpec, limits: SpawnLimits, grace: Duration, startup: Duration) {
         let slot = self.slot(&spec.profile);
         let mut held = slot.lock().await;
-        self.drop_unfit(&mut held, grace).await;
+        self.drop_unfit(&mut held, spec, grace).await;
         if held.is_none() {
             match self.start(spec, limits, grace, Instant::now() + startup, &mut Cancel::never()).await {
                 Ok(s) => *held = Some(s),
@@ -277,12 +285,20 @@ impl Pool {
         }
     }
 
-    /// Stop the held worker if it died or spoke while idle, leaving the slot empty.
-    async fn drop_unfit(&self, held: &mut Option<Server>, grace: Duration) {
+    /// Stop the held worker if it died or spoke while idle (an error), or if its profile now
+    /// runs otherwise than it was started (the config changed: it is replaced), leaving the
+    /// slot empty.
+    async fn drop_unfit(&self, held: &mut Option<Server>, spec: &ServerSpec, grace: Duration) {
         if let Some(why) = held.as_mut().and_then(|s| s.check_idle().err())
             && let Some(s) = held.take()
         {
             self.retire(s, "error", &why, grace).await;
+        }
+        if held.as_ref().is_some_and(|s| !s.spec.runs_as(spec))
+            && let Some(s) = held.take()
+        {
+            tracing::info!(worker = %s.id, profile = %spec.profile, "the profile's command changed; replacing its server worker");
+            self.retire(s, "stopped", "Replaced: its profile's command changed", grace).await;
         }
     }
 
@@ -403,7 +419,7 @@ impl Pool {
                 return Err(failed(msg));
             }
         };
-        let mut s = Server { id: id.clone(), pid: server.pid, stdin: Some(server.stdin), events };
+        let mut s = Server { id: id.clone(), pid: server.pid, spec: spec.clone(), stdin: Some(server.stdin), events };
         // Registration completes with the pid; a row that was ended meanwhile (stopped while
         // starting) or a write that fails leaves a process nobody may keep: shut it down.
         let (pid, start) = (i64::from(server.pid), server.start as i64);

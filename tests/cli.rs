@@ -181,14 +181,20 @@ fn ids_by_prefix_unknown_ids_and_exit_codes() {
     // Await with timeout 0 answers at once, timed out: 124.
     let (v, code) = q.json(&["task", "await", &id, "--timeout", "0"]);
     assert_eq!((v["timedOut"].as_bool(), code), (Some(true), 124));
-    // Cancel of a queued job: canceled at once with the reason, exit 3.
+    // Cancel of a queued job: canceled at once with the reason; the cancel did what was asked,
+    // so it exits 0 (await of that job exits 3).
     let (v, code) = q.json(&["task", "cancel", &id, "--reason", "changed my mind"]);
-    assert_eq!(code, 3);
+    assert_eq!(code, 0);
     assert_eq!(v["status"], "canceled");
     assert_eq!(v["error"], "Canceled: changed my mind");
-    // Finished jobs are left untouched by a second cancel.
-    let (v, _) = q.json(&["task", "cancel", &id, "--reason", "again"]);
-    assert_eq!(v["error"], "Canceled: changed my mind");
+    let (_, code) = q.json(&["task", "await", &id]);
+    assert_eq!(code, 3);
+    // Finished jobs are left untouched by a second cancel, which exits 0 too.
+    let (v, code) = q.json(&["task", "cancel", &id, "--reason", "again"]);
+    assert_eq!((v["error"].as_str(), code), (Some("Canceled: changed my mind"), 0));
+    // An unknown id among them: 4.
+    let (_, code) = q.json(&["task", "cancel", &id, "00000000-0000-0000-0000-000000000000"]);
+    assert_eq!(code, 4);
 }
 
 #[test]

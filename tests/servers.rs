@@ -341,6 +341,41 @@ fn configured_workers_start_with_the_dispatcher() {
     assert_eq!(spawns(&q).len(), 1, "the job used the worker started with the dispatcher");
 }
 
+/// A config edit reaches a running dispatcher whole: an edited server profile's next job runs on
+/// a worker started with the new command, and a server profile added to `workers` starts.
+#[test]
+fn a_config_edit_reaches_the_running_dispatcher_with_its_profiles() {
+    let _g = common::heavy();
+    let q = queue(json!({"workers": ["srv"]}));
+    q.dispatcher();
+    wait_for(30, "the configured worker to be ready", || server_rows(&q).first().is_some_and(|r| r.0 == "ready"));
+    assert_eq!(await_one(&q, &q.start(&["--worker", "srv", "before"]))["status"], "succeeded");
+    assert_eq!(spawns(&q).len(), 1);
+
+    let cfg_path = q.project.join(".baton/config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut edited = server_profile("srv");
+    edited["env"]["SERVER_FLAVOUR"] = json!("new");
+    cfg["profiles"] = json!([edited, server_profile("other")]);
+    cfg["workers"] = json!(["srv", "other"]);
+    std::fs::write(&cfg_path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+
+    wait_for(30, "the added configured worker to start", || spawns(&q).len() >= 2);
+    let v = await_one(&q, &q.start(&["--worker", "srv", "after"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    wait_for(30, "the edited profile's worker replaced", || {
+        server_rows(&q).iter().any(|r| r.2.as_deref() == Some("Replaced: its profile's command changed"))
+    });
+    let live: Vec<i64> = {
+        let c = q.raw();
+        let mut st = c.prepare("SELECT pid FROM workers WHERE kind = 'server' AND profile = 'srv' AND state IN ('ready', 'busy')").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(live.len(), 1, "one live srv worker");
+    let environ = std::fs::read(format!("/proc/{}/environ", live[0])).unwrap();
+    assert!(environ.split(|b| *b == 0).any(|v| v == b"SERVER_FLAVOUR=new"), "the new worker runs the new command");
+}
+
 #[test]
 fn a_server_profile_without_a_usable_command_is_a_config_error() {
     let q = TestQueue::with_overrides(json!({
@@ -388,7 +423,7 @@ fn a_cancel_the_worker_answers_keeps_the_worker() {
     let id = q.start(&["--worker", "srv", "WAIT"]);
     wait_for(30, "the worker to be busy", || server_rows(&q).first().is_some_and(|r| r.0 == "busy"));
     let o = q.run(&["task", "cancel", &id, "--reason", "changed my mind"]);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     let v = await_one(&q, &id);
     assert_eq!((v["status"].as_str(), v["error"].as_str()), (Some("canceled"), Some("Canceled: changed my mind")));
     // The worker read the cancel line, answered, and serves the next task.
@@ -399,7 +434,7 @@ fn a_cancel_the_worker_answers_keeps_the_worker() {
 }
 
 #[test]
-fn sigterm_stops_idle_server_workers_and_leaves_busy_ones_to_recovery() {
+fn sigterm_stops_idle_server_workers_and_queues_busy_ones_again() {
     let _g = common::heavy();
     let q = queue(json!({"dispatcher": {"shutdownGraceMs": 500}}));
     let d = q.dispatcher();
@@ -415,7 +450,8 @@ fn sigterm_stops_idle_server_workers_and_leaves_busy_ones_to_recovery() {
     let idle_state: String =
         q.raw().query_row("SELECT state FROM workers WHERE pid = ?1", [idle_pid], |r| r.get(0)).unwrap();
     assert_eq!(idle_state, "stopped");
-    // The next dispatcher recovers the busy one's task and retries it.
+    // Past the shutdown grace the busy one's task was stopped and queued again: the next
+    // dispatcher runs it.
     q.dispatcher();
     let v = await_one(&q, &busy);
     assert_eq!((v["status"].as_str(), v["attempt"].as_i64()), (Some("succeeded"), Some(2)), "{v}");
