@@ -10,14 +10,14 @@ use serde_json::{Value, json};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::job::{self, JobRow, Missing, Record, now_ms};
-use crate::profile::{self, AttachmentKind};
-use crate::store::jobs::Inserted;
-use crate::store;
-use crate::location;
-use crate::workflow::{self, WorkflowDef};
 use crate::launch::{self, Launch};
+use crate::location;
+use crate::profile::{self, AttachmentKind};
 use crate::queue::ensure_dispatcher;
 pub use crate::queue::{OpenOptions, Queue};
+use crate::store;
+use crate::store::jobs::Inserted;
+use crate::workflow::{self, WorkflowDef};
 use crate::{attach, queue, runs};
 
 /// Who is asking.

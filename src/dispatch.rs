@@ -2,7 +2,7 @@
 //! epoch fences every owner write), the claim loop, worker exits, cancels, timeouts, recovery
 //! of orphans after a crash, draining on SIGINT/SIGTERM, and scheduled pruning.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +11,13 @@ use nix::fcntl::{Flock, FlockArg};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::queue::{Queue, leads};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
+use crate::queue::{Queue, leads};
 use crate::store::jobs::{ClaimLimits, Outcome};
 use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
-use crate::worker::{self, Ending, SpawnEnv};
+use crate::worker::{self, Ending, Leaders, SpawnEnv};
 use crate::{handoff, output, proc, server};
 
 /// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
@@ -149,11 +149,6 @@ struct Running {
     job: JobRow,
     cancel: Option<oneshot::Sender<()>>,
 }
-
-/// Pids of worker leaders the runtime waits on itself. The zombie reaper skips them, and a
-/// spawn registers its pid under the same lock, so a leader that exits at once is never reaped
-/// behind the runtime's back.
-type Leaders = Arc<std::sync::Mutex<HashSet<i32>>>;
 
 /// What a job's own task needs to spawn, record and watch its worker.
 #[derive(Clone)]
@@ -586,7 +581,16 @@ impl Dispatcher {
 
     async fn write_results(&self, batch: &[Finished]) -> Result<Vec<String>> {
         let logs = self.queue.loc.logs_dir();
-        let outcomes: Vec<Outcome> = batch.iter().map(|f| outcome(&f.job, &f.ending, &logs)).collect();
+        let outcomes: Vec<Outcome> = batch
+            .iter()
+            .map(|f| {
+                let mut o = outcome(&f.job, &f.ending, &logs);
+                if let (Ending::NotFound { program, .. }, Some(e)) = (&f.ending, o.error.as_mut()) {
+                    e.push_str(&self.runner_hint(&f.job, program));
+                }
+                o
+            })
+            .collect();
         let now = now_ms();
         let steps: Vec<&str> =
             batch.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
@@ -603,6 +607,23 @@ impl Dispatcher {
         }
         tx.commit().await?;
         Ok(written)
+    }
+
+    /// What to do about a runner that is not installed: whose runner it is (the default, the
+    /// configured one, or the profile's own command) and how to choose another.
+    fn runner_hint(&self, job: &JobRow, program: &str) -> String {
+        let cfg = &self.queue.config.config;
+        let own = self.queue.profiles.get(&job.profile).is_some_and(|p| p.command.is_some());
+        let choose = "`baton config show` shows the runner; set `\"runner\"` in .baton/config.json to a \
+                      preset (opencode, claude, codex, gemini) or an argv such as [\"sh\", \"-c\", \"{prompt}\"], \
+                      or give the profile a `command`";
+        if own {
+            format!(". It is the `command` of profile \"{}\": install `{program}` or change that command.", job.profile)
+        } else if cfg.runner == crate::config::Config::default().runner {
+            format!(". It is the default runner (the `{program}` preset): install it, or choose another: {choose}.")
+        } else {
+            format!(". It is the configured runner: install `{program}`, or choose another: {choose}.")
+        }
     }
 
     /// Running jobs that no live leader owns (an earlier leader's, lost or replaced): stop what
@@ -713,6 +734,10 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
             ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
             ending
         }
+        Err(Error::NotFound { program, path }) => {
+            let message = Error::NotFound { program: program.clone(), path }.to_string();
+            Ending::NotFound { program, message }
+        }
         Err(e) => Ending::SpawnFailed(e.to_string()),
     };
     let _ = ctx.done.send(Finished { job, ending });
@@ -723,12 +748,7 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
     let logs = tokio::task::spawn_blocking(move || worker::prepare_logs(&j, &env))
         .await
         .map_err(|e| Error::io("preparing logs", std::io::Error::other(e)))??;
-    let spawned = {
-        let mut leaders = ctx.leaders.lock().unwrap_or_else(|e| e.into_inner());
-        let s = worker::spawn(job, &ctx.spawn_env, logs)?;
-        leaders.insert(s.pid);
-        s
-    };
+    let spawned = worker::spawn(job, &ctx.spawn_env, logs, &ctx.leaders)?;
     if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
         // Test hook: widen the window between spawn and pid record.
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -846,6 +866,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         // The error text is written from the row's cancel reason by the store.
         Ending::Canceled => o.state = "canceled",
         Ending::SpawnFailed(e) => o.error = Some(format!("Failed to start worker: {e}")),
+        Ending::NotFound { message, .. } => o.error = Some(format!("Failed to start worker: {message}")),
         Ending::Answered { .. } => o.state = "succeeded",
         Ending::Reported(e) => o.error = Some(format!("Agent reported an error: {e}")),
         Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),

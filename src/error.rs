@@ -55,6 +55,9 @@ pub enum Error {
     /// An id prefix matched more than one job.
     #[error("Ambiguous task id prefix \"{0}\": it matches several tasks; give more characters.")]
     AmbiguousId(String),
+    /// A worker's program is not on PATH.
+    #[error("`{program}` was not found on PATH ({path})")]
+    NotFound { program: String, path: String },
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

@@ -3,8 +3,8 @@
 
 use serde::Serialize;
 
-use crate::queue::Queue;
 use crate::error::Result;
+use crate::queue::Queue;
 use crate::store;
 
 /// Deletes go in batches this small so writers are never blocked for long.

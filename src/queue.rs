@@ -13,11 +13,11 @@ use crate::config::{self, ConfigPaths, LoadedConfig};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, Record, RecordOptions, now_ms};
 use crate::location::{self, Location};
+use crate::proc;
 use crate::profile::ProfileSet;
 use crate::store::lease::Lease;
 use crate::store::{self, Store};
 use crate::workflow::{self, WorkflowDef};
-use crate::proc;
 
 /// An open queue with the configuration of the caller's project.
 #[derive(Debug, Clone)]
@@ -206,4 +206,3 @@ fn spawn_detached_dispatcher(q: &Queue) -> Result<()> {
     });
     Ok(())
 }
-

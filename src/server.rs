@@ -38,14 +38,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{ChildStdin, ChildStdout, Command};
+use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
 use crate::store::workers::{NewServer, Registered, SpawnLimits};
-use crate::worker::{Ending, REMOVED_ENV, SpawnEnv};
+use crate::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
 use crate::{proc, store};
 
 /// The longest protocol line, newline excluded.
@@ -150,7 +150,7 @@ pub struct PoolContext {
     pub epoch: i64,
     pub spawn_env: SpawnEnv,
     /// Worker pids the runtime waits on itself (the zombie reaper skips them).
-    pub leaders: Arc<std::sync::Mutex<HashSet<i32>>>,
+    pub leaders: worker::Leaders,
 }
 
 impl PoolContext {
@@ -264,7 +264,7 @@ impl Pool {
             Ending::Violation(v) => ("error", format!("Protocol violation: {v}")),
             Ending::TimedOut => ("error", format!("Task {} timed out after {}ms", job.id, job.timeout_ms)),
             Ending::Exited(status) => ("error", format!("It {}", describe_exit(status))),
-            Ending::SpawnFailed(e) => ("error", e.clone()),
+            Ending::SpawnFailed(e) | Ending::NotFound { message: e, .. } => ("error", e.clone()),
         };
         if let Some(s) = held.take() {
             self.retire(s, state, &why, grace).await;
@@ -497,9 +497,6 @@ impl Pool {
     /// Spawn the process: own process group, piped stdin/stdout, stderr to its log, tagged
     /// with its worker id; then start the reader of its stdout.
     async fn spawn(&self, id: &str, spec: &ServerSpec) -> Result<(Spawned, mpsc::UnboundedReceiver<Event>)> {
-        let Some((program, args)) = spec.argv.split_first() else {
-            return Err(Error::Invalid("the server's command is empty".into()));
-        };
         let env = &self.ctx.spawn_env;
         let log_path = log_path(&env.logs_dir, id);
         if let Some(dir) = log_path.parent() {
@@ -511,32 +508,17 @@ impl Pool {
             .mode(0o600)
             .open(&log_path)
             .map_err(|e| Error::io(format!("opening log {}", log_path.display()), e))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&spec.cwd)
-            .env(&env.guard_var, "true")
-            .env("BATON_WORKER_ID", id)
-            .env("BATON_DB", &env.db)
-            .env("BATON_PROFILE", &spec.profile)
-            .envs(&spec.env)
-            .env("PWD", &spec.cwd)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .process_group(0)
-            .kill_on_drop(false);
-        for var in REMOVED_ENV {
-            cmd.env_remove(var);
-        }
-        let mut child = {
-            let mut leaders = self.ctx.leaders.lock().unwrap_or_else(|e| e.into_inner());
-            let child =
-                cmd.spawn().map_err(|e| Error::io(format!("starting server worker `{program}` in {}", spec.cwd), e))?;
-            if let Some(pid) = child.id() {
-                leaders.insert(pid as i32);
-            }
-            child
+        let process = worker::Process {
+            argv: &spec.argv,
+            cwd: &spec.cwd,
+            tag: worker::Tag::Server { worker_id: id },
+            profile: &spec.profile,
+            env: &spec.env,
+            stdin: Stdio::piped(),
+            stdout: Stdio::piped(),
+            stderr: log.into(),
         };
+        let mut child = worker::start(process, env, &self.ctx.leaders)?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
         let start = proc::start_time(pid).unwrap_or(0);
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -738,20 +720,6 @@ async fn end_row(ctx: &PoolContext, id: &str, state: &str, code: Option<i64>, wh
 }
 
 /// The exit code as the schema records it: the code, or 128 + the signal.
-fn exit_code(status: &ExitStatus) -> i64 {
-    use std::os::unix::process::ExitStatusExt;
-    status.code().map(i64::from).or(status.signal().map(|s| 128 + i64::from(s))).unwrap_or(-1)
-}
-
-fn describe_exit(status: &ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with code {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "ended".into(),
-    }
-}
-
 /// Stop what is proven to be a lost server worker's process (its recorded pid and start time,
 /// and its `BATON_WORKER_ID` tag); the caller ends its row.
 pub async fn recover_row(row: &store::workers::ServerRow, grace: Duration) -> Vec<i32> {

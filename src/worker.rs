@@ -28,6 +28,96 @@ pub struct SpawnEnv {
     pub logs_dir: PathBuf,
 }
 
+/// Pids of worker leaders the runtime waits on itself. The zombie reaper skips them, and a
+/// spawn registers its pid under the same lock, so a leader that exits at once is never reaped
+/// behind the runtime's back.
+pub type Leaders = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
+
+/// Who a worker process is, as its environment tags it (recovery proves it by this tag).
+#[derive(Debug, Clone, Copy)]
+pub enum Tag<'a> {
+    /// A oneshot worker: one job attempt.
+    Attempt { task_id: &'a str, attempt: i64 },
+    /// A server worker.
+    Server { worker_id: &'a str },
+}
+
+/// What to start: the argv, where, as whom, with the profile's environment and the stdio.
+pub struct Process<'a> {
+    pub argv: &'a [String],
+    pub cwd: &'a str,
+    pub tag: Tag<'a>,
+    pub profile: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// The one way baton starts a worker process, oneshot or server: in a process group of its
+/// own, in its project directory (with `PWD` set to it: programs that trust $PWD over getcwd(),
+/// as opencode does, must see the project), with the recursive-spawn guard, its tag,
+/// `BATON_DB` and `BATON_PROFILE`, the profile's environment over the dispatcher's, and the
+/// variables nested agent CLIs refuse removed. Its pid joins `leaders` under their lock.
+pub fn start(p: Process<'_>, env: &SpawnEnv, leaders: &Leaders) -> Result<Child> {
+    let Some((program, args)) = p.argv.split_first() else {
+        return Err(Error::Invalid("the runner's command is empty".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(p.cwd)
+        .env(&env.guard_var, "true")
+        .env("BATON_DB", &env.db)
+        .env("BATON_PROFILE", p.profile)
+        .envs(p.env)
+        .env("PWD", p.cwd)
+        .stdin(p.stdin)
+        .stdout(p.stdout)
+        .stderr(p.stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    match p.tag {
+        Tag::Attempt { task_id, attempt } => {
+            cmd.env("BATON_TASK_ID", task_id).env("BATON_ATTEMPT", attempt.to_string())
+        }
+        Tag::Server { worker_id } => cmd.env("BATON_WORKER_ID", worker_id),
+    };
+    for var in REMOVED_ENV {
+        cmd.env_remove(var);
+    }
+    let mut leaders = leaders.lock().unwrap_or_else(|e| e.into_inner());
+    let child = cmd.spawn().map_err(|e| start_error(program, p.cwd, e))?;
+    if let Some(pid) = child.id() {
+        leaders.insert(pid as i32);
+    }
+    Ok(child)
+}
+
+/// Why a worker could not start, in words: a program that is not there is named with the
+/// PATH it was looked for in.
+fn start_error(program: &str, cwd: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound && !program.contains('/') {
+        return Error::NotFound { program: program.to_string(), path: std::env::var("PATH").unwrap_or_default() };
+    }
+    Error::io(format!("starting `{program}` in {cwd}"), e)
+}
+
+/// How a worker's exit reads: "exited with code N" or "was killed by signal N".
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+/// The exit code a row records: the code, or 128 + the signal.
+pub fn exit_code(status: &ExitStatus) -> i64 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().map(i64::from).or(status.signal().map(|s| 128 + i64::from(s))).unwrap_or(-1)
+}
+
 /// A spawned worker.
 pub struct Spawned {
     pub child: Child,
@@ -60,39 +150,24 @@ pub fn prepare_logs(job: &JobRow, env: &SpawnEnv) -> Result<Logs> {
     })
 }
 
-/// Spawn the worker of a claimed job: argv resolved at enqueue, in the job's project directory,
-/// in a process group of its own, stdout/stderr to the attempt's log files.
+/// Spawn the worker of a claimed job: argv resolved at enqueue, stdout/stderr to the attempt's
+/// log files, the prompt on stdin when the runner takes it there.
 #[tracing::instrument(skip_all, fields(task_id = %job.id, attempt = job.attempt), err)]
-pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs) -> Result<Spawned> {
+pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs, leaders: &Leaders) -> Result<Spawned> {
     let argv: Vec<String> = serde_json::from_str(&job.argv)?;
-    let Some((program, args)) = argv.split_first() else {
-        return Err(Error::Invalid("the job's runner argv is empty".into()));
-    };
     let profile_env: BTreeMap<String, String> = serde_json::from_str(&job.env)?;
     let stdin_prompt = job.prompt_stdin != 0;
-
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(&job.project_dir)
-        .env(&env.guard_var, "true")
-        .env("BATON_TASK_ID", &job.id)
-        .env("BATON_ATTEMPT", job.attempt.to_string())
-        .env("BATON_DB", &env.db)
-        .env("BATON_PROFILE", &job.profile)
-        .envs(&profile_env)
-        // Programs that trust $PWD over getcwd() (opencode does) must see the project, not
-        // the directory the dispatcher was started from.
-        .env("PWD", &job.project_dir)
-        .stdin(if stdin_prompt { Stdio::piped() } else { Stdio::null() })
-        .stdout(logs.out)
-        .stderr(logs.err)
-        .process_group(0)
-        .kill_on_drop(false);
-    for var in REMOVED_ENV {
-        cmd.env_remove(var);
-    }
-    let mut child =
-        cmd.spawn().map_err(|e| Error::io(format!("starting worker `{program}` in {}", job.project_dir), e))?;
+    let process = Process {
+        argv: &argv,
+        cwd: &job.project_dir,
+        tag: Tag::Attempt { task_id: &job.id, attempt: job.attempt },
+        profile: &job.profile,
+        env: &profile_env,
+        stdin: if stdin_prompt { Stdio::piped() } else { Stdio::null() },
+        stdout: logs.out.into(),
+        stderr: logs.err.into(),
+    };
+    let mut child = start(process, env, leaders)?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let start = proc::start_time(pid).unwrap_or(0);
     if stdin_prompt && let Some(mut stdin) = child.stdin.take() {
@@ -110,6 +185,8 @@ pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs) -> Result<Spawned> {
 pub enum Ending {
     /// It could not be started at all.
     SpawnFailed(String),
+    /// Its program is not on PATH (the message says so).
+    NotFound { program: String, message: String },
     /// The process exited on its own (or by a signal baton did not send).
     Exited(ExitStatus),
     /// Past its timeout: the group was killed.
@@ -155,7 +232,11 @@ pub async fn watch(
                 proc::reap_group(pgid, None);
             }
         }
-        Ending::SpawnFailed(_) | Ending::Answered { .. } | Ending::Reported(_) | Ending::Violation(_) => {}
+        Ending::SpawnFailed(_)
+        | Ending::NotFound { .. }
+        | Ending::Answered { .. }
+        | Ending::Reported(_)
+        | Ending::Violation(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;
             // The leader is the runtime's child: collect its status so it does not linger.

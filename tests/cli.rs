@@ -460,3 +460,35 @@ fn an_auto_started_dispatcher_exits_when_idle_and_a_second_starter_reuses_it() {
     let log = std::fs::read_to_string(q.project.join(".baton/dispatcher.log")).unwrap();
     assert!(log.contains("idle; exiting"), "{log}");
 }
+
+/// The first task with nothing installed says what is missing and what to do.
+#[test]
+fn a_runner_that_is_not_installed_says_whose_it_is_and_how_to_choose_another() {
+    let _g = common::heavy();
+    let mut cfg = common::default_config();
+    cfg.as_object_mut().unwrap().remove("runner");
+    cfg["profiles"] = serde_json::json!([{"id": "mine", "name": "m", "model": "m", "purpose": "p", "whenToUse": "w",
+        "command": ["no-such-agent-cli", "{prompt}"]}]);
+    let q = TestQueue::with_config(cfg);
+    q.ok(&["init"]);
+    let empty = q.dir.path().join("empty-path");
+    std::fs::create_dir(&empty).unwrap();
+    let log = std::fs::File::create(q.dir.path().join("d.log")).unwrap();
+    let _d = common::Kill(q.cmd().arg("run").env("PATH", &empty).stderr(log).spawn().unwrap());
+
+    let (v, _) = q.json(&["task", "await", &q.start(&["hello"]), "--timeout", "30000"]);
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(
+        e.starts_with(&format!("Failed to start worker: `opencode` was not found on PATH ({})", empty.display())),
+        "{v}"
+    );
+    assert!(e.contains("It is the default runner (the `opencode` preset)"), "{e}");
+    assert!(e.contains("`baton config show`") && e.contains("\"runner\"") && !e.contains("  "), "{e}");
+
+    let (v, _) = q.json(&["task", "await", &q.start(&["--worker", "mine", "hello"]), "--timeout", "30000"]);
+    let e = v["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("`no-such-agent-cli` was not found on PATH") && e.contains("the `command` of profile \"mine\""),
+        "{e}"
+    );
+}

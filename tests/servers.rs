@@ -368,7 +368,9 @@ fn a_config_edit_reaches_the_running_dispatcher_with_its_profiles() {
     });
     let live: Vec<i64> = {
         let c = q.raw();
-        let mut st = c.prepare("SELECT pid FROM workers WHERE kind = 'server' AND profile = 'srv' AND state IN ('ready', 'busy')").unwrap();
+        let mut st = c
+            .prepare("SELECT pid FROM workers WHERE kind = 'server' AND profile = 'srv' AND state IN ('ready', 'busy')")
+            .unwrap();
         st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     };
     assert_eq!(live.len(), 1, "one live srv worker");
