@@ -749,10 +749,7 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
         .await
         .map_err(|e| Error::io("preparing logs", std::io::Error::other(e)))??;
     let spawned = worker::spawn(job, &ctx.spawn_env, logs, &ctx.leaders)?;
-    if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-        // Test hook: widen the window between spawn and pid record.
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-    }
+    worker::spawn_window().await;
     let worker_id = uuid::Uuid::new_v4().to_string();
     let row = store::jobs::NewWorker {
         id: &worker_id,

@@ -549,10 +549,7 @@ impl Pool {
                 let _ = tx.send(Event::Exited(status));
             }
         });
-        if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
-            // Test hook: widen the window between spawn and pid record (its reader runs).
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
+        worker::spawn_window().await;
         Ok((Spawned { pid, start, stdin }, rx))
     }
 }

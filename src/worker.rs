@@ -86,7 +86,8 @@ pub fn start(p: Process<'_>, env: &SpawnEnv, leaders: &Leaders) -> Result<Child>
         cmd.env_remove(var);
     }
     let mut leaders = leaders.lock().unwrap_or_else(|e| e.into_inner());
-    let child = cmd.spawn().map_err(|e| start_error(program, p.cwd, e))?;
+    let what = if matches!(p.tag, Tag::Server { .. }) { "server worker" } else { "worker" };
+    let child = cmd.spawn().map_err(|e| start_error(what, program, p.cwd, e))?;
     if let Some(pid) = child.id() {
         leaders.insert(pid as i32);
     }
@@ -95,11 +96,11 @@ pub fn start(p: Process<'_>, env: &SpawnEnv, leaders: &Leaders) -> Result<Child>
 
 /// Why a worker could not start, in words: a program that is not there is named with the
 /// PATH it was looked for in.
-fn start_error(program: &str, cwd: &str, e: std::io::Error) -> Error {
+fn start_error(what: &str, program: &str, cwd: &str, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound && !program.contains('/') {
         return Error::NotFound { program: program.to_string(), path: std::env::var("PATH").unwrap_or_default() };
     }
-    Error::io(format!("starting `{program}` in {cwd}"), e)
+    Error::io(format!("starting {what} `{program}` in {cwd}"), e)
 }
 
 /// How a worker's exit reads: "exited with code N" or "was killed by signal N".
@@ -178,6 +179,16 @@ pub fn spawn(job: &JobRow, env: &SpawnEnv, logs: Logs, leaders: &Leaders) -> Res
         });
     }
     Ok(Spawned { child, pid, start })
+}
+
+/// A test hook, compiled only with the `test-hooks` feature: a pause of `BATON_TEST_SPAWN_DELAY_MS`
+/// between a worker's spawn and the record of its pid, so tests can kill the dispatcher inside
+/// that window. Without the feature it is nothing.
+pub async fn spawn_window() {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("BATON_TEST_SPAWN_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
 }
 
 /// How a watched worker ended.

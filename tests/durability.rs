@@ -198,6 +198,9 @@ fn marks(path: &Path) -> Vec<(String, i32, i64, u128)> {
 /// recovery finds the orphan by its environment tag and kills it before attempt 2 starts.
 #[test]
 fn sigkill_between_spawn_and_pid_record_kills_the_orphan_before_the_retry() {
+    if !common::test_hooks("the spawn window") {
+        return;
+    }
     let _g = common::heavy();
     let q = TestQueue::new();
     let marks_dir = q.dir.path().join("marks");

@@ -234,6 +234,9 @@ fn server_spawns_are_rate_limited() {
 
 #[test]
 fn a_worker_stopped_before_its_registration_completes_is_shut_down() {
+    if !common::test_hooks("the spawn window") {
+        return;
+    }
     let _g = common::heavy();
     let q = queue(json!({}));
     // Widen the window between the spawn and the pid record.
@@ -462,6 +465,9 @@ fn sigterm_stops_idle_server_workers_and_queues_busy_ones_again() {
 
 #[test]
 fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
+    if !common::test_hooks("the spawn window") {
+        return;
+    }
     let _g = common::heavy();
     let mut missing = server_profile("missing");
     missing["command"] = json!(["/nonexistent/server-binary"]);

@@ -226,6 +226,15 @@ fn now_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
+/// Whether the binary has the `test-hooks` feature; a test that needs a hook says plainly that
+/// it skipped when it is off.
+pub fn test_hooks(what: &str) -> bool {
+    if !cfg!(feature = "test-hooks") {
+        eprintln!("SKIPPED: {what} needs the test hooks: run `cargo test --features test-hooks`");
+    }
+    cfg!(feature = "test-hooks")
+}
+
 /// Poll `cond` every 20 ms until it holds or `secs` pass; panics with `what` on timeout.
 pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
