@@ -4,16 +4,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The largest config file baton will read, in bytes.
 pub const MAX_CONFIG_BYTES: u64 = 1_000_000;
-
-/// Dotted paths of the arrays that merge by `id` instead of being replaced.
-const BY_ID_ARRAYS: [&[&str]; 2] = [&["profiles"], &["workflows", "definitions"]];
 
 // ---------------------------------------------------------------------------
 // Paths and layers
@@ -186,267 +185,216 @@ pub enum ConfigError {
 }
 
 // ---------------------------------------------------------------------------
-// Typed configuration
+// Typed configuration: every key declared once
 // ---------------------------------------------------------------------------
 
-/// The merged, typed configuration (serde, camelCase; every field always filled, because defaults are applied once after merging).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Config {
-    /// Path of the queue database; `None` means the default location.
-    pub database: Option<String>,
-    /// Start a dispatcher automatically when work is submitted.
-    pub auto_spawn: bool,
-    /// Argv template for the worker command (validated elsewhere).
-    pub runner: Value,
-    /// Model aliases.
-    pub models: BTreeMap<String, String>,
-    /// Profiles, merged by id (parsed elsewhere).
-    pub profiles: Vec<Value>,
-    /// Worker names.
-    pub workers: Vec<String>,
-    /// Spawn and size limits.
-    pub limits: Limits,
-    /// Job timing and retries.
-    pub jobs: JobsConfig,
-    /// Dispatcher timing.
-    pub dispatcher: DispatcherConfig,
-    /// SQLite settings.
-    pub storage: StorageConfig,
-    /// Multi-step workflows.
-    pub workflows: WorkflowsConfig,
-    /// Pruning of finished jobs.
-    pub retention: RetentionConfig,
-    /// Security switches.
-    pub security: SecurityConfig,
-    /// Output settings.
-    pub ui: UiConfig,
-}
-
-/// `limits`: spawn and size limits.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Limits {
-    /// Workers alive at once, overall.
-    pub max_workers: u32,
-    /// Workers alive at once per session.
-    pub max_workers_per_session: u32,
-    /// Minimum time between spawns.
-    pub spawn_rate_limit_ms: u64,
-    /// Jobs running at once.
-    pub max_concurrency: u32,
-    /// Longest task text.
-    pub max_task_chars: u64,
-    /// Attachments per task.
-    pub max_attachments: u32,
-    /// Total base64 characters of attachments.
-    pub max_base64_chars: u64,
-}
-
-/// `jobs`: job timing and retries.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobsConfig {
-    /// Default job timeout.
-    pub timeout_ms: i64,
-    /// Largest timeout a task may ask for.
-    pub max_timeout_ms: i64,
-    /// Attempts per job, including the first.
-    pub max_attempts: u32,
-    /// Delay before a retry.
-    pub retry_backoff_ms: u64,
-    /// Retry jobs that failed (not only those that crashed).
-    pub retry_on_failure: bool,
-    /// Grace between SIGTERM and SIGKILL.
-    pub kill_grace_ms: u64,
-    /// Kill leftover processes of a finished job.
-    pub kill_stragglers: bool,
-    /// A job without output for this long counts as stalled.
-    pub stall_ms: u64,
-}
-
-/// `dispatcher`: dispatcher timing.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DispatcherConfig {
-    /// Exit after being idle this long.
-    pub idle_exit_ms: u64,
-    /// Grace for running jobs at shutdown.
-    pub shutdown_grace_ms: u64,
-    /// Heartbeat interval.
-    pub heartbeat_ms: u64,
-    /// A dispatcher silent this long is stale.
-    pub stale_ms: u64,
-}
-
-/// `storage`: SQLite settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StorageConfig {
-    /// `PRAGMA synchronous`: "normal" | "full".
-    pub synchronous: String,
-    /// How long a write waits for another process's write lock before it fails, in ms.
-    pub busy_timeout_ms: u64,
-}
-
-/// `workflows`: multi-step workflows.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowsConfig {
-    /// Whether workflows may run.
-    pub enabled: bool,
-    /// Workflow limits.
-    pub limits: WorkflowLimits,
-    /// Workflow definitions, merged by id (parsed elsewhere).
-    pub definitions: Vec<Value>,
-}
-
-/// `workflows.limits`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowLimits {
-    /// Steps per workflow.
-    pub max_steps: u32,
-    /// Longest step task text.
-    pub max_task_chars: u64,
-    /// Longest text carried from one step to the next.
-    pub max_carry_chars: u64,
-    /// Timeout per step.
-    pub per_step_timeout_ms: i64,
-}
-
-/// `retention`: pruning of finished jobs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RetentionConfig {
-    /// Finished jobs kept.
-    pub max_jobs: u64,
-    /// Finished jobs older than this are pruned.
-    pub max_age_ms: u64,
-    /// Finished jobs younger than this are never pruned.
-    pub min_age_ms: u64,
-    /// How often pruning runs.
-    pub interval_ms: u64,
-}
-
-/// `security`: security switches.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecurityConfig {
-    /// Refuse to start tasks from inside a worker.
-    pub prevent_recursive_spawn: bool,
-    /// Environment variable marking a worker process.
-    pub recursive_spawn_env_var: String,
-    /// Keep sessions from seeing each other's jobs.
-    pub session_isolation: bool,
-    /// Hosts workers may reach.
-    pub allow_hosts: Vec<String>,
-}
-
-/// `ui`: output settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UiConfig {
-    /// "markdown" | "json".
-    pub default_list_format: String,
-    /// Longest response printed.
-    pub max_response_chars: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            database: None,
-            auto_spawn: true,
-            runner: serde_json::json!("opencode"),
-            models: BTreeMap::new(),
-            profiles: Vec::new(),
-            workers: Vec::new(),
-            limits: Limits::default(),
-            jobs: JobsConfig::default(),
-            dispatcher: DispatcherConfig::default(),
-            storage: StorageConfig::default(),
-            workflows: WorkflowsConfig::default(),
-            retention: RetentionConfig::default(),
-            security: SecurityConfig::default(),
-            ui: UiConfig::default(),
+/// Declares the config sections, each key once. Every `pub struct` becomes a serde struct (camelCase
+/// keys) with its `Default` and its list of keys; every field line is one key:
+///
+/// ```text
+/// pub max_concurrency: u32 = 4, min(1);
+/// ```
+///
+/// The JSON key is the field name in camelCase. The Rust type gives the shape a value must have
+/// (`Declared`), `= literal` the pinned default, and the rules after it narrow the shape: `min(n)`
+/// for integers, `one_of(&[..])` and `env_var()` for strings, `by_id()` for an array whose entries
+/// merge by id (and have origins of their own). A field without a default is a section declared
+/// here too, and takes that section's defaults. The structs, their defaults, `defaults_json`, and
+/// `KEYS` (which validation, unknown-key reports and by-id merging walk) all come from these lines.
+macro_rules! config_sections {
+    (@default $ty:ty) => {
+        section_defaults::<$ty>()
+    };
+    (@default $ty:ty, $default:expr) => {
+        <$ty as Declared>::from_literal($default)
+    };
+    ($(
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: $ty:ty $(= $default:expr)? $(, $rule:ident($($arg:expr),*))*;
+            )*
         }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_workers: 50,
-            max_workers_per_session: 10,
-            spawn_rate_limit_ms: 1000,
-            max_concurrency: 4,
-            max_task_chars: 100_000,
-            max_attachments: 10,
-            max_base64_chars: 10_000_000,
+    )*) => {$(
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize, Serialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
         }
-    }
-}
 
-impl Default for JobsConfig {
-    fn default() -> Self {
-        JobsConfig {
-            timeout_ms: 600_000,
-            max_timeout_ms: 3_600_000,
-            max_attempts: 3,
-            retry_backoff_ms: 5000,
-            retry_on_failure: false,
-            kill_grace_ms: 2000,
-            kill_stragglers: true,
-            stall_ms: 300_000,
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $($field: config_sections!(@default $ty $(, $default)?),)* }
+            }
         }
-    }
-}
 
-impl Default for DispatcherConfig {
-    fn default() -> Self {
-        DispatcherConfig { idle_exit_ms: 300_000, shutdown_grace_ms: 30_000, heartbeat_ms: 1000, stale_ms: 15_000 }
-    }
-}
+        impl Section for $name {}
 
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig { synchronous: "normal".to_string(), busy_timeout_ms: 30_000 }
-    }
-}
+        impl Declared for $name {
+            type Literal = Self;
+            const SHAPE: Shape = Shape::Section;
 
-impl Default for WorkflowsConfig {
-    fn default() -> Self {
-        WorkflowsConfig { enabled: true, limits: WorkflowLimits::default(), definitions: Vec::new() }
-    }
-}
+            fn from_literal(literal: Self) -> Self {
+                literal
+            }
 
-impl Default for WorkflowLimits {
-    fn default() -> Self {
-        WorkflowLimits { max_steps: 4, max_task_chars: 12_000, max_carry_chars: 24_000, per_step_timeout_ms: 600_000 }
-    }
-}
-
-impl Default for RetentionConfig {
-    fn default() -> Self {
-        RetentionConfig { max_jobs: 200, max_age_ms: 86_400_000, min_age_ms: 600_000, interval_ms: 600_000 }
-    }
-}
-
-impl Default for SecurityConfig {
-    fn default() -> Self {
-        SecurityConfig {
-            prevent_recursive_spawn: true,
-            recursive_spawn_env_var: "BATON_WORKER".to_string(),
-            session_isolation: false,
-            allow_hosts: Vec::new(),
+            fn declare_keys(path: &mut Vec<String>, keys: &mut Vec<Key>) {
+                $(
+                    path.push(camel_case(stringify!($field)));
+                    keys.push(Key::new(path, Rules::<$ty>::new()$(.$rule($($arg),*))*.shape));
+                    <$ty as Declared>::declare_keys(path, keys);
+                    path.pop();
+                )*
+            }
         }
-    }
+    )*};
 }
 
-impl Default for UiConfig {
-    fn default() -> Self {
-        UiConfig { default_list_format: "markdown".to_string(), max_response_chars: 16_000 }
+config_sections! {
+    /// The merged, typed configuration (serde, camelCase; every field always filled, because defaults are applied once after merging).
+    pub struct Config {
+        /// Path of the queue database; `None` means the default location.
+        pub database: Option<String> = None;
+        /// Start a dispatcher automatically when work is submitted.
+        pub auto_spawn: bool = true;
+        /// Argv template for the worker command (validated elsewhere).
+        pub runner: Value = serde_json::json!("opencode");
+        /// Model aliases.
+        pub models: BTreeMap<String, String> = BTreeMap::new();
+        /// Profiles, merged by id (parsed elsewhere).
+        pub profiles: Vec<Value> = Vec::new(), by_id();
+        /// Worker names.
+        pub workers: Vec<String> = Vec::new();
+        /// Spawn and size limits.
+        pub limits: Limits;
+        /// Job timing and retries.
+        pub jobs: JobsConfig;
+        /// Dispatcher timing.
+        pub dispatcher: DispatcherConfig;
+        /// SQLite settings.
+        pub storage: StorageConfig;
+        /// Multi-step workflows.
+        pub workflows: WorkflowsConfig;
+        /// Pruning of finished jobs.
+        pub retention: RetentionConfig;
+        /// Security switches.
+        pub security: SecurityConfig;
+        /// Output settings.
+        pub ui: UiConfig;
+    }
+
+    /// `limits`: spawn and size limits.
+    pub struct Limits {
+        /// Workers alive at once, overall.
+        pub max_workers: u32 = 50, min(1);
+        /// Workers alive at once per session.
+        pub max_workers_per_session: u32 = 10, min(1);
+        /// Minimum time between spawns.
+        pub spawn_rate_limit_ms: u64 = 1000;
+        /// Jobs running at once.
+        pub max_concurrency: u32 = 4, min(1);
+        /// Longest task text.
+        pub max_task_chars: u64 = 100_000, min(1);
+        /// Attachments per task.
+        pub max_attachments: u32 = 10;
+        /// Total base64 characters of attachments.
+        pub max_base64_chars: u64 = 10_000_000;
+    }
+
+    /// `jobs`: job timing and retries.
+    pub struct JobsConfig {
+        /// Default job timeout.
+        pub timeout_ms: i64 = 600_000, min(1);
+        /// Largest timeout a task may ask for.
+        pub max_timeout_ms: i64 = 3_600_000, min(1);
+        /// Attempts per job, including the first.
+        pub max_attempts: u32 = 3, min(1);
+        /// Delay before a retry.
+        pub retry_backoff_ms: u64 = 5000;
+        /// Retry jobs that failed (not only those that crashed).
+        pub retry_on_failure: bool = false;
+        /// Grace between SIGTERM and SIGKILL.
+        pub kill_grace_ms: u64 = 2000;
+        /// Kill leftover processes of a finished job.
+        pub kill_stragglers: bool = true;
+        /// A job without output for this long counts as stalled.
+        pub stall_ms: u64 = 300_000;
+    }
+
+    /// `dispatcher`: dispatcher timing.
+    pub struct DispatcherConfig {
+        /// Exit after being idle this long.
+        pub idle_exit_ms: u64 = 300_000;
+        /// Grace for running jobs at shutdown.
+        pub shutdown_grace_ms: u64 = 30_000;
+        /// Heartbeat interval.
+        pub heartbeat_ms: u64 = 1000, min(1);
+        /// A dispatcher silent this long is stale.
+        pub stale_ms: u64 = 15_000, min(1);
+    }
+
+    /// `storage`: SQLite settings.
+    pub struct StorageConfig {
+        /// `PRAGMA synchronous`: "normal" | "full".
+        pub synchronous: String = "normal", one_of(&["normal", "full"]);
+        /// How long a write waits for another process's write lock before it fails, in ms.
+        pub busy_timeout_ms: u64 = 30_000, min(1);
+    }
+
+    /// `workflows`: multi-step workflows.
+    pub struct WorkflowsConfig {
+        /// Whether workflows may run.
+        pub enabled: bool = true;
+        /// Workflow limits.
+        pub limits: WorkflowLimits;
+        /// Workflow definitions, merged by id (parsed elsewhere).
+        pub definitions: Vec<Value> = Vec::new(), by_id();
+    }
+
+    /// `workflows.limits`.
+    pub struct WorkflowLimits {
+        /// Steps per workflow.
+        pub max_steps: u32 = 4;
+        /// Longest step task text.
+        pub max_task_chars: u64 = 12_000, min(1);
+        /// Longest text carried from one step to the next.
+        pub max_carry_chars: u64 = 24_000, min(15);
+        /// Timeout per step.
+        pub per_step_timeout_ms: i64 = 600_000, min(1);
+    }
+
+    /// `retention`: pruning of finished jobs.
+    pub struct RetentionConfig {
+        /// Finished jobs kept.
+        pub max_jobs: u64 = 200;
+        /// Finished jobs older than this are pruned.
+        pub max_age_ms: u64 = 86_400_000;
+        /// Finished jobs younger than this are never pruned.
+        pub min_age_ms: u64 = 600_000;
+        /// How often pruning runs.
+        pub interval_ms: u64 = 600_000, min(1);
+    }
+
+    /// `security`: security switches.
+    pub struct SecurityConfig {
+        /// Refuse to start tasks from inside a worker.
+        pub prevent_recursive_spawn: bool = true;
+        /// Environment variable marking a worker process.
+        pub recursive_spawn_env_var: String = "BATON_WORKER", env_var();
+        /// Keep sessions from seeing each other's jobs.
+        pub session_isolation: bool = false;
+        /// Hosts workers may reach.
+        pub allow_hosts: Vec<String> = Vec::new();
+    }
+
+    /// `ui`: output settings.
+    pub struct UiConfig {
+        /// "markdown" | "json".
+        pub default_list_format: String = "markdown", one_of(&["markdown", "json"]);
+        /// Longest response printed.
+        pub max_response_chars: u64 = 16_000, min(1);
     }
 }
 
@@ -454,6 +402,207 @@ impl Default for UiConfig {
 pub fn defaults_json() -> Value {
     // Serializing plain structs with string-keyed maps cannot fail.
     serde_json::to_value(Config::default()).unwrap_or_else(|_| Value::Object(Map::new()))
+}
+
+/// Every known key, each section before its keys, in declaration order.
+static KEYS: LazyLock<Vec<Key>> = LazyLock::new(|| {
+    let mut keys = Vec::new();
+    Config::declare_keys(&mut Vec::new(), &mut keys);
+    keys
+});
+
+/// The declared key at `path`.
+fn declared<S: AsRef<str>>(path: &[S]) -> Option<&'static Key> {
+    KEYS.iter().find(|key| key.path.len() == path.len() && key.path.iter().zip(path).all(|(a, b)| a == b.as_ref()))
+}
+
+/// One declared key.
+struct Key {
+    /// Its place in the JSON, e.g. `["workflows", "limits", "maxSteps"]`.
+    path: Vec<String>,
+    /// The same, dotted, as messages name it.
+    name: String,
+    /// What its values must look like.
+    shape: Shape,
+}
+
+impl Key {
+    fn new(path: &[String], shape: Shape) -> Key {
+        Key { path: path.to_vec(), name: path.join("."), shape }
+    }
+}
+
+/// What a key's value must look like.
+#[derive(Clone, Copy, Debug)]
+enum Shape {
+    /// An object of further keys.
+    Section,
+    /// Anything (checked where it is used).
+    Any,
+    Bool,
+    Str,
+    /// A string or null.
+    OptStr,
+    /// An array of strings.
+    StrList,
+    /// An object of strings, with keys of the user's choosing.
+    StrMap,
+    /// An array (its entries are checked where they are used).
+    List,
+    /// An array whose entries merge by id across layers.
+    ById,
+    /// A whole number from `min` to `max`, both included.
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// An environment variable name.
+    EnvVar,
+}
+
+/// A type a key can have: the shape of its values, and how its default is written.
+trait Declared: Sized {
+    /// What the default is written as in a declaration (a `&str` for a `String`).
+    type Literal;
+    /// The shape of every value of this type, before a declaration's rules narrow it.
+    const SHAPE: Shape;
+    fn from_literal(literal: Self::Literal) -> Self;
+    /// A section adds its keys below `path`; other types have none.
+    fn declare_keys(_path: &mut Vec<String>, _keys: &mut Vec<Key>) {}
+}
+
+/// A struct of keys declared by `config_sections!`. Only a field of such a type may omit its default.
+trait Section: Default {}
+
+fn section_defaults<S: Section>() -> S {
+    S::default()
+}
+
+/// [`Declared`] for types whose default is written as a value of the type itself.
+macro_rules! declared_as_itself {
+    ($($ty:ty => $shape:expr;)*) => {$(
+        impl Declared for $ty {
+            type Literal = Self;
+            const SHAPE: Shape = $shape;
+
+            fn from_literal(literal: Self) -> Self {
+                literal
+            }
+        }
+    )*};
+}
+
+declared_as_itself! {
+    bool => Shape::Bool;
+    u32 => int::<u32>();
+    u64 => int::<u64>();
+    i64 => int::<i64>();
+    Value => Shape::Any;
+    Vec<String> => Shape::StrList;
+    Vec<Value> => Shape::List;
+    BTreeMap<String, String> => Shape::StrMap;
+}
+
+impl Declared for String {
+    type Literal = &'static str;
+    const SHAPE: Shape = Shape::Str;
+
+    fn from_literal(literal: &'static str) -> Self {
+        literal.to_string()
+    }
+}
+
+impl Declared for Option<String> {
+    type Literal = Option<&'static str>;
+    const SHAPE: Shape = Shape::OptStr;
+
+    fn from_literal(literal: Option<&'static str>) -> Self {
+        literal.map(str::to_string)
+    }
+}
+
+/// The integer types a key can have, with the values a key of each type accepts.
+trait Integer {
+    const MIN: i64;
+    const MAX: i64;
+}
+
+impl Integer for u32 {
+    const MIN: i64 = 0;
+    const MAX: i64 = u32::MAX as i64;
+}
+
+impl Integer for u64 {
+    const MIN: i64 = 0;
+    // Other modules bind these values to SQLite and compute with them as i64, so they must fit.
+    const MAX: i64 = i64::MAX;
+}
+
+impl Integer for i64 {
+    const MIN: i64 = i64::MIN;
+    const MAX: i64 = i64::MAX;
+}
+
+const fn int<T: Integer>() -> Shape {
+    Shape::Int { min: T::MIN, max: T::MAX }
+}
+
+/// One key's shape as its declaration narrows it. Each rule exists only for the types it fits,
+/// so a rule on the wrong type does not compile.
+struct Rules<T> {
+    shape: Shape,
+    of: PhantomData<T>,
+}
+
+impl<T: Declared> Rules<T> {
+    fn new() -> Self {
+        Rules { shape: T::SHAPE, of: PhantomData }
+    }
+}
+
+impl<T: Integer> Rules<T> {
+    /// Refuse values below `min`.
+    fn min(self, min: i64) -> Self {
+        Rules { shape: Shape::Int { min, max: T::MAX }, ..self }
+    }
+}
+
+impl Rules<String> {
+    /// Allow only these values.
+    fn one_of(self, allowed: &'static [&'static str]) -> Self {
+        Rules { shape: Shape::OneOf(allowed), ..self }
+    }
+
+    /// Require a non-empty environment variable name without '='.
+    fn env_var(self) -> Self {
+        Rules { shape: Shape::EnvVar, ..self }
+    }
+}
+
+impl Rules<Vec<Value>> {
+    /// Merge entries by id across layers (each entry then has its own origin) instead of replacing the array.
+    fn by_id(self) -> Self {
+        Rules { shape: Shape::ById, ..self }
+    }
+}
+
+/// `max_base64_chars` -> `maxBase64Chars`, the names `#[serde(rename_all = "camelCase")]` gives fields.
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -516,7 +665,7 @@ fn build(layers: &[(Layer, Value)], paths: &ConfigPaths) -> Result<LoadedConfig,
     let workflow_origins = entry_origins(&merged, &defaults, layers, &["workflows", "definitions"], &mut origins);
 
     let mut unknown_keys = Vec::new();
-    collect_unknown(&merged, &defaults, &mut Vec::new(), &mut unknown_keys);
+    collect_unknown(&merged, &mut Vec::new(), &mut unknown_keys);
     unknown_keys.sort();
 
     validate(&merged, layers)?;
@@ -776,7 +925,7 @@ fn merge_at(base: &mut Value, layer: &Value, path: &mut Vec<String>) {
 
 /// Whether `path` is one of the arrays merged by id.
 fn is_by_id<S: AsRef<str>>(path: &[S]) -> bool {
-    BY_ID_ARRAYS.iter().any(|by_id| by_id.len() == path.len() && by_id.iter().zip(path).all(|(a, b)| *a == b.as_ref()))
+    declared(path).is_some_and(|key| matches!(key.shape, Shape::ById))
 }
 
 /// Merge `layer` entries into `base` by id; returns the indices in `base` each layer entry went to.
@@ -891,19 +1040,17 @@ fn entry_origins(
     by_id
 }
 
-/// Keys of `value` not present in the defaults schema. Only non-empty schema objects (the config
-/// sections) are descended into; maps like `models` and all arrays are free-form.
-fn collect_unknown(value: &Value, schema: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
-    let (Value::Object(map), Value::Object(known)) = (value, schema) else {
+/// Keys of `value` that are not declared. Only sections are descended into; maps like `models`
+/// and all arrays are free-form.
+fn collect_unknown(value: &Value, path: &mut Vec<String>, out: &mut Vec<String>) {
+    let Value::Object(map) = value else {
         return;
     };
     for (key, child) in map {
         path.push(key.clone());
-        match known.get(key) {
+        match declared(path) {
             None => out.push(path.join(".")),
-            Some(sub) if sub.as_object().is_some_and(|m| !m.is_empty()) => {
-                collect_unknown(child, sub, path, out);
-            }
+            Some(known) if matches!(known.shape, Shape::Section) => collect_unknown(child, path, out),
             Some(_) => {}
         }
         path.pop();
@@ -914,91 +1061,11 @@ fn collect_unknown(value: &Value, schema: &Value, path: &mut Vec<String>, out: &
 // Validation
 // ---------------------------------------------------------------------------
 
-/// Width of an integer field.
-#[derive(Clone, Copy)]
-enum Int {
-    U32,
-    U64,
-    I64,
-}
-
-/// The expected shape of a known key.
-#[derive(Clone, Copy)]
-enum Kind {
-    Section,
-    Any,
-    Bool,
-    OptStr,
-    StrList,
-    StrMap,
-    List,
-    Int(Int, i64),
-    OneOf(&'static [&'static str]),
-    EnvVar,
-}
-
-/// Every known key with its expected shape, sections before their keys.
-const SCHEMA: &[(&str, Kind)] = &[
-    ("database", Kind::OptStr),
-    ("autoSpawn", Kind::Bool),
-    ("runner", Kind::Any),
-    ("models", Kind::StrMap),
-    ("profiles", Kind::List),
-    ("workers", Kind::StrList),
-    ("limits", Kind::Section),
-    ("limits.maxWorkers", Kind::Int(Int::U32, 1)),
-    ("limits.maxWorkersPerSession", Kind::Int(Int::U32, 1)),
-    ("limits.spawnRateLimitMs", Kind::Int(Int::U64, 0)),
-    ("limits.maxConcurrency", Kind::Int(Int::U32, 1)),
-    ("limits.maxTaskChars", Kind::Int(Int::U64, 1)),
-    ("limits.maxAttachments", Kind::Int(Int::U32, 0)),
-    ("limits.maxBase64Chars", Kind::Int(Int::U64, 0)),
-    ("jobs", Kind::Section),
-    ("jobs.timeoutMs", Kind::Int(Int::I64, 1)),
-    ("jobs.maxTimeoutMs", Kind::Int(Int::I64, 1)),
-    ("jobs.maxAttempts", Kind::Int(Int::U32, 1)),
-    ("jobs.retryBackoffMs", Kind::Int(Int::U64, 0)),
-    ("jobs.retryOnFailure", Kind::Bool),
-    ("jobs.killGraceMs", Kind::Int(Int::U64, 0)),
-    ("jobs.killStragglers", Kind::Bool),
-    ("jobs.stallMs", Kind::Int(Int::U64, 0)),
-    ("dispatcher", Kind::Section),
-    ("dispatcher.idleExitMs", Kind::Int(Int::U64, 0)),
-    ("dispatcher.shutdownGraceMs", Kind::Int(Int::U64, 0)),
-    ("dispatcher.heartbeatMs", Kind::Int(Int::U64, 1)),
-    ("dispatcher.staleMs", Kind::Int(Int::U64, 1)),
-    ("storage", Kind::Section),
-    ("storage.synchronous", Kind::OneOf(&["normal", "full"])),
-    ("storage.busyTimeoutMs", Kind::Int(Int::U64, 1)),
-    ("workflows", Kind::Section),
-    ("workflows.enabled", Kind::Bool),
-    ("workflows.limits", Kind::Section),
-    ("workflows.limits.maxSteps", Kind::Int(Int::U32, 0)),
-    ("workflows.limits.maxTaskChars", Kind::Int(Int::U64, 1)),
-    ("workflows.limits.maxCarryChars", Kind::Int(Int::U64, 15)),
-    ("workflows.limits.perStepTimeoutMs", Kind::Int(Int::I64, 1)),
-    ("workflows.definitions", Kind::List),
-    ("retention", Kind::Section),
-    ("retention.maxJobs", Kind::Int(Int::U64, 0)),
-    ("retention.maxAgeMs", Kind::Int(Int::U64, 0)),
-    ("retention.minAgeMs", Kind::Int(Int::U64, 0)),
-    ("retention.intervalMs", Kind::Int(Int::U64, 1)),
-    ("security", Kind::Section),
-    ("security.preventRecursiveSpawn", Kind::Bool),
-    ("security.recursiveSpawnEnvVar", Kind::EnvVar),
-    ("security.sessionIsolation", Kind::Bool),
-    ("security.allowHosts", Kind::StrList),
-    ("ui", Kind::Section),
-    ("ui.defaultListFormat", Kind::OneOf(&["markdown", "json"])),
-    ("ui.maxResponseChars", Kind::Int(Int::U64, 1)),
-];
-
 /// Check every known key's type and range, then the cross-key rules.
 fn validate(merged: &Value, layers: &[(Layer, Value)]) -> Result<(), ConfigError> {
-    for (key, kind) in SCHEMA {
-        let path: Vec<&str> = key.split('.').collect();
-        if let Some(value) = get_path(merged, &path) {
-            check_kind(*kind, value).map_err(|problem| problem.into_error(&path, layers))?;
+    for key in KEYS.iter() {
+        if let Some(value) = get_path(merged, &key.path) {
+            check_shape(key.shape, value).map_err(|problem| problem.into_error(key, layers))?;
         }
     }
     check_relations(merged, layers)
@@ -1030,14 +1097,14 @@ impl Problem {
         self
     }
 
-    fn into_error(self, path: &[&str], layers: &[(Layer, Value)]) -> ConfigError {
-        let mut full: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+    fn into_error(self, at: &Key, layers: &[(Layer, Value)]) -> ConfigError {
+        let mut full = at.path.clone();
         // Map entries are real keys, so the layer can be found for them precisely.
         if let Some(entry) = self.suffix.strip_prefix('.') {
             full.push(entry.to_string());
         }
         let layer = origin_of(&full, layers);
-        let key = format!("{}{}", path.join("."), self.suffix);
+        let key = format!("{}{}", at.name, self.suffix);
         match self.kind {
             ProblemKind::Type { expected, found } => ConfigError::Type { key, layer, expected, found },
             ProblemKind::Value(message) => ConfigError::Value { key, layer, message },
@@ -1045,18 +1112,19 @@ impl Problem {
     }
 }
 
-fn check_kind(kind: Kind, value: &Value) -> Result<(), Problem> {
-    match kind {
-        Kind::Any => Ok(()),
-        Kind::Section => require(value.is_object(), "an object", value),
-        Kind::List => require(value.is_array(), "an array", value),
-        Kind::Bool => require(value.is_boolean(), "true or false", value),
-        Kind::OptStr => require(value.is_string() || value.is_null(), "a string or null", value),
-        Kind::StrList => check_str_list(value),
-        Kind::StrMap => check_str_map(value),
-        Kind::Int(int, min) => check_int(int, min, value),
-        Kind::OneOf(allowed) => check_one_of(allowed, value),
-        Kind::EnvVar => check_env_var(value),
+fn check_shape(shape: Shape, value: &Value) -> Result<(), Problem> {
+    match shape {
+        Shape::Any => Ok(()),
+        Shape::Section => require(value.is_object(), "an object", value),
+        Shape::List | Shape::ById => require(value.is_array(), "an array", value),
+        Shape::Bool => require(value.is_boolean(), "true or false", value),
+        Shape::Str => require(value.is_string(), "a string", value),
+        Shape::OptStr => require(value.is_string() || value.is_null(), "a string or null", value),
+        Shape::StrList => check_str_list(value),
+        Shape::StrMap => check_str_map(value),
+        Shape::Int { min, max } => check_int(min, max, value),
+        Shape::OneOf(allowed) => check_one_of(allowed, value),
+        Shape::EnvVar => check_env_var(value),
     }
 }
 
@@ -1080,24 +1148,20 @@ fn check_str_map(value: &Value) -> Result<(), Problem> {
     }
 }
 
-fn check_int(int: Int, min: i64, value: &Value) -> Result<(), Problem> {
-    let max: i128 = match int {
-        Int::U32 => i128::from(u32::MAX),
-        Int::U64 => i128::from(u64::MAX),
-        Int::I64 => i128::from(i64::MAX),
+/// A whole number from `min` to `max`. JSON numbers have no limit: one too large for any integer
+/// arrives as a float and is out of range too; any other float is not a whole number.
+fn check_int(min: i64, max: i64, value: &Value) -> Result<(), Problem> {
+    let not_whole = || Problem::wrong_type("a whole number", value);
+    let Value::Number(number) = value else {
+        return Err(not_whole());
     };
-    let number = value
-        .as_i64()
-        .map(i128::from)
-        .or_else(|| value.as_u64().map(i128::from))
-        .ok_or_else(|| Problem::wrong_type("a whole number", value))?;
-    if number < i128::from(min) {
-        return Err(Problem::bad_value(format!("must be at least {min}, found {number}")));
-    }
-    if number > max {
-        return Err(Problem::bad_value(format!("must be at most {max}, found {number}")));
-    }
-    Ok(())
+    let in_range = match number.as_i64().map(i128::from).or_else(|| number.as_u64().map(i128::from)) {
+        Some(n) => (i128::from(min)..=i128::from(max)).contains(&n),
+        // A float this large is always whole, and beyond the range of every key.
+        None if number.as_f64().is_some_and(|f| f.abs() >= 2f64.powi(63)) => false,
+        None => return Err(not_whole()),
+    };
+    if in_range { Ok(()) } else { Err(Problem::bad_value(format!("must be between {min} and {max}, found {number}"))) }
 }
 
 fn check_one_of(allowed: &[&str], value: &Value) -> Result<(), Problem> {
@@ -1527,6 +1591,138 @@ mod tests {
         }
         fx.write_global(r#"{"workflows": {"limits": {"maxSteps": 0, "maxCarryChars": 15}}}"#);
         assert!(fx.load().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_numbers_name_key_value_and_range() {
+        let fx = Fixture::new();
+        let path = fx.write_global("{}");
+        for (text, key, message) in [
+            // A u64 beyond i64::MAX, which other modules would wrap to a negative i64.
+            (
+                r#"{"retention": {"maxAgeMs": 18446744073709551615}}"#,
+                "retention.maxAgeMs",
+                "must be between 0 and 9223372036854775807, found 18446744073709551615",
+            ),
+            (
+                r#"{"jobs": {"stallMs": 9223372036854775808}}"#,
+                "jobs.stallMs",
+                "must be between 0 and 9223372036854775807, found 9223372036854775808",
+            ),
+            // Beyond u64 too: JSON reads it as a float.
+            (
+                r#"{"limits": {"maxBase64Chars": 100000000000000000000}}"#,
+                "limits.maxBase64Chars",
+                "must be between 0 and 9223372036854775807, found 1e+20",
+            ),
+            (
+                r#"{"jobs": {"maxTimeoutMs": 9223372036854775808}}"#,
+                "jobs.maxTimeoutMs",
+                "must be between 1 and 9223372036854775807, found 9223372036854775808",
+            ),
+            (
+                r#"{"limits": {"maxWorkers": 4294967296}}"#,
+                "limits.maxWorkers",
+                "must be between 1 and 4294967295, found 4294967296",
+            ),
+            // Negative for unsigned keys.
+            (
+                r#"{"jobs": {"killGraceMs": -5}}"#,
+                "jobs.killGraceMs",
+                "must be between 0 and 9223372036854775807, found -5",
+            ),
+            (
+                r#"{"limits": {"maxAttachments": -1}}"#,
+                "limits.maxAttachments",
+                "must be between 0 and 4294967295, found -1",
+            ),
+            (
+                r#"{"retention": {"maxJobs": -100000000000000000000}}"#,
+                "retention.maxJobs",
+                "must be between 0 and 9223372036854775807, found -1e+20",
+            ),
+            // Below a declared minimum.
+            (
+                r#"{"limits": {"maxConcurrency": 0}}"#,
+                "limits.maxConcurrency",
+                "must be between 1 and 4294967295, found 0",
+            ),
+            (
+                r#"{"workflows": {"limits": {"maxCarryChars": 14}}}"#,
+                "workflows.limits.maxCarryChars",
+                "must be between 15 and 9223372036854775807, found 14",
+            ),
+        ] {
+            fx.write_global(text);
+            let err = fx.load().unwrap_err();
+            let expected = format!("invalid config: `{key}` (from global ({})) {message}", path.display());
+            assert_eq!(err.to_string(), expected, "{text}");
+            assert!(matches!(&err, ConfigError::Value { key: k, layer: Layer::Global(_), .. } if k == key), "{err:?}");
+        }
+
+        // A fraction is still not a whole number, whatever its size.
+        fx.write_global(r#"{"jobs": {"stallMs": 1.5}}"#);
+        assert!(fx.load().unwrap_err().to_string().ends_with("must be a whole number, found number 1.5"));
+
+        // The ends of each range load, and the largest u64 value survives a conversion to i64.
+        fx.write_global(
+            r#"{"retention": {"maxAgeMs": 9223372036854775807, "maxJobs": 0},
+                "limits": {"maxWorkers": 4294967295, "maxConcurrency": 1}}"#,
+        );
+        let c = fx.load().unwrap().config;
+        assert_eq!(i64::try_from(c.retention.max_age_ms), Ok(i64::MAX));
+        assert_eq!((c.retention.max_jobs, c.limits.max_workers, c.limits.max_concurrency), (0, u32::MAX, 1));
+    }
+
+    /// Sets `value` at `path` inside `root`, creating objects on the way.
+    fn set_path(root: &mut Value, path: &[String], value: Value) {
+        let (last, parents) = path.split_last().unwrap();
+        let mut at = root;
+        for key in parents {
+            at = at.as_object_mut().unwrap().entry(key.clone()).or_insert_with(|| Value::Object(Map::new()));
+        }
+        at.as_object_mut().unwrap().insert(last.clone(), value);
+    }
+
+    #[test]
+    fn every_declared_key_round_trips_through_the_defaults() {
+        let defaults = defaults_json();
+        // Everything the defaults serialize is declared...
+        for (path, _) in leaves(&defaults) {
+            assert!(declared(&path).is_some(), "{} is in the defaults but not declared", path.join("."));
+        }
+        // ...and every declared key has a default that passes its own rules.
+        let mut explicit = Value::Object(Map::new());
+        for key in KEYS.iter() {
+            let value = get_path(&defaults, &key.path).unwrap_or_else(|| panic!("{} has no default", key.name));
+            assert!(check_shape(key.shape, value).is_ok(), "{}: the default {value} breaks its own rules", key.name);
+            if !matches!(key.shape, Shape::Section) {
+                set_path(&mut explicit, &key.path, value.clone());
+            }
+        }
+        assert_eq!(explicit, defaults);
+
+        // A file that sets every key to its default loads back identically, each key from that file.
+        let fx = Fixture::new();
+        let path = fx.write_project(&serde_json::to_string_pretty(&explicit).unwrap());
+        let loaded = fx.load().unwrap();
+        assert_eq!(loaded.merged, defaults);
+        assert_eq!(serde_json::to_value(&loaded.config).unwrap(), defaults);
+        assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+        for key in KEYS.iter().filter(|key| !matches!(key.shape, Shape::Section)) {
+            assert_eq!(loaded.origins.get(&key.name), Some(&Layer::Project(path.clone())), "{}", key.name);
+        }
+
+        // Entries of by-id arrays have origin maps of their own in `LoadedConfig`, one per array.
+        let by_id: Vec<&str> =
+            KEYS.iter().filter(|key| matches!(key.shape, Shape::ById)).map(|key| key.name.as_str()).collect();
+        assert_eq!(by_id, ["profiles", "workflows.definitions"]);
+        // The keys the cross-key rules compare are declared integers.
+        for name in ["jobs.timeoutMs", "jobs.maxTimeoutMs", "dispatcher.heartbeatMs", "dispatcher.staleMs"] {
+            let path: Vec<&str> = name.split('.').collect();
+            assert!(declared(&path).is_some_and(|key| matches!(key.shape, Shape::Int { .. })), "{name}");
+        }
+        assert_eq!(camel_case("max_base64_chars"), "maxBase64Chars");
     }
 
     #[test]
