@@ -751,7 +751,7 @@ fn bench_workflows(rt: &Runtime, bin: &Path) {
                 ..Default::default()
             };
             let a = api::start(&q, &caller(), params).await.expect("api::start workflow");
-            assert_eq!(a["status"], "running", "{a}");
+            assert_eq!(a.status, "running", "{a:?}");
         }
         q.store.close().await;
     });
@@ -849,7 +849,7 @@ fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
         let t = Instant::now();
         for i in 0..C_JOBS {
             let a = api::start(&q, &caller(), worker_params(&format!("bench job {i}"))).await.expect("api::start");
-            assert_eq!(a["status"], "queued", "{a}");
+            assert_eq!(a.status, "queued", "{a:?}");
         }
         let d = t.elapsed();
         q.store.close().await;
@@ -937,7 +937,7 @@ fn bench_await(rt: &Runtime, bin: &Path) -> (Project, Dispatcher) {
     rt.block_on(async {
         for _ in 0..D_SAMPLES {
             let a = api::start(&q, &caller(), worker_params("sleep 0.2")).await.expect("api::start");
-            let id = a["taskId"].as_str().expect("taskId").to_string();
+            let id = a.task_id;
             let ans = api::await_jobs(&q, &caller(), std::slice::from_ref(&id), Some(30_000.0), false, None)
                 .await
                 .expect("await_jobs");
@@ -1219,7 +1219,7 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
                 ..Default::default()
             };
             let a = api::start(&q, &caller(), params).await.expect("api::start");
-            assert_eq!(a["status"], "queued", "{a}");
+            assert_eq!(a.status, "queued", "{a:?}");
         }
         t.elapsed()
     });

@@ -20,6 +20,91 @@ use crate::store::jobs::Inserted;
 use crate::workflow::{self, WorkflowDef};
 use crate::{attach, queue, runs};
 
+// Typed answers. Their fields are declared in the order of their JSON keys, so an answer
+// prints exactly as the JSON object it replaces.
+
+/// `task_start`'s answer: the new (or deduplicated) task, or a run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Started {
+    /// An equal `dedupKey` found this live task instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deduplicated: Option<bool>,
+    /// Why it failed at once (an unknown profile).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<&'static str>,
+    pub status: String,
+    pub task_id: String,
+    pub worker_id: String,
+}
+
+/// One worker of `workers stop`, as it stands afterwards.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stopped {
+    pub id: String,
+    pub kind: String,
+    pub pid: Option<i64>,
+    pub profile: String,
+    pub status: String,
+}
+
+/// `baton status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub database: String,
+    pub dispatcher: DispatcherStatus,
+    /// Jobs by state.
+    pub jobs: std::collections::BTreeMap<&'static str, i64>,
+    pub project: String,
+}
+
+/// Whether a dispatcher leads the queue, and which.
+#[derive(Debug, Clone, Serialize)]
+pub struct DispatcherStatus {
+    pub alive: bool,
+    /// The lease's epoch (also when no dispatcher is alive: the last one's).
+    pub epoch: Option<i64>,
+    pub pid: Option<i64>,
+    pub since: Option<String>,
+}
+
+/// `baton workflow show`: one run with every step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunShown {
+    pub carry: String,
+    pub created_at: String,
+    pub error: Option<String>,
+    pub finished_at: Option<String>,
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub steps: Vec<StepShown>,
+    pub task: String,
+    pub workflow_id: String,
+}
+
+/// A step of `workflow show`, with the carry that went into it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepShown {
+    pub carry_in: Option<String>,
+    pub error: Option<String>,
+    pub finished_at: Option<String>,
+    pub id: String,
+    pub index: i64,
+    pub started_at: Option<String>,
+    pub status: String,
+    pub task_id: Option<String>,
+    pub title: String,
+    pub warning: Option<String>,
+    pub worker_id: String,
+}
+
 /// Who is asking.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
@@ -131,11 +216,11 @@ fn chars(s: &str) -> usize {
 
 /// `task_start`: validate, resolve the profile and runner, write the job, start a dispatcher
 /// when none is alive. The row is committed before this returns.
-pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> {
+pub async fn start(q: &Queue, caller: &Caller, p: StartParams) -> Result<Started> {
     start_checked(q, caller, p).await.map_err(|e| q.store.explain(e))
 }
 
-async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Value> {
+async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Started> {
     let cfg = &q.config.config;
     check_recursive_guard(cfg)?;
     check_session(q, caller)?;
@@ -267,16 +352,38 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Val
         store::jobs::insert(&mut tx, &new).await?;
         store::jobs::fail_queued(&mut tx, &id, &error, now).await?;
         tx.commit().await?;
-        return Ok(json!({"taskId": id, "workerId": worker_id, "status": "failed", "error": error}));
+        return Ok(Started {
+            deduplicated: None,
+            error: Some(error),
+            kind: None,
+            next: None,
+            status: "failed".into(),
+            task_id: id,
+            worker_id,
+        });
     }
     let answer = match store::jobs::insert(&mut conn, &new).await? {
-        Inserted::New => {
-            json!({"taskId": id, "kind": "worker", "workerId": worker_id, "status": "queued", "next": "task_await"})
-        }
+        Inserted::New => Started {
+            deduplicated: None,
+            error: None,
+            kind: Some("worker"),
+            next: Some("task_await"),
+            status: "queued".into(),
+            task_id: id,
+            worker_id,
+        },
         Inserted::Duplicate(existing) => {
             let row = store::jobs::get(&mut conn, &existing).await?;
             let (w, s) = row.map(|r| (r.profile, r.state)).unwrap_or((worker_id, "queued".into()));
-            json!({"taskId": existing, "kind": "worker", "workerId": w, "status": s, "next": "task_await", "deduplicated": true})
+            Started {
+                deduplicated: Some(true),
+                error: None,
+                kind: Some("worker"),
+                next: Some("task_await"),
+                status: s,
+                task_id: existing,
+                worker_id: w,
+            }
         }
     };
     drop(conn);
@@ -328,7 +435,7 @@ async fn start_workflow(
     attachments: &[PathBuf],
     max_attempts: i64,
     now: i64,
-) -> Result<Value> {
+) -> Result<Started> {
     let cfg = &q.config.config;
     let lim = &cfg.workflows.limits;
     let project_dir = q.loc.project_dir.display().to_string();
@@ -393,9 +500,15 @@ async fn start_workflow(
     if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
         ensure_dispatcher(q).await?;
     }
-    Ok(
-        json!({"taskId": run_id, "kind": "workflow", "workerId": format!("workflow:{}", def.id), "status": "running", "next": "task_await"}),
-    )
+    Ok(Started {
+        deduplicated: None,
+        error: None,
+        kind: Some("workflow"),
+        next: Some("task_await"),
+        status: "running".into(),
+        task_id: run_id.to_string(),
+        worker_id: format!("workflow:{}", def.id),
+    })
 }
 
 fn write_base64(q: &Queue, job_id: &str, index: usize, a: &Attachment, b: &str) -> Result<PathBuf> {
@@ -695,7 +808,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
 /// with its job, a server worker is stopped by its dispatcher (stdin closed, then group SIGTERM,
 /// then SIGKILL, each after `jobs.killGraceMs`). With no dispatcher alive, this process stops
 /// the proven processes itself. Answers the workers' rows afterwards.
-pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value> {
+pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<Stopped>> {
     if ids.is_empty() && !all {
         return Err(Error::Invalid("Give the ids of the workers to stop, or --all".into()));
     }
@@ -747,11 +860,10 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Value>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rows = store::workers::get_many(&mut conn, &ids).await?;
-    Ok(Value::Array(
-        rows.iter()
-            .map(|w| json!({"id": w.id, "profile": w.profile, "kind": w.kind, "status": w.state, "pid": w.pid}))
-            .collect(),
-    ))
+    Ok(rows
+        .into_iter()
+        .map(|w| Stopped { id: w.id, kind: w.kind, pid: w.pid, profile: w.profile, status: w.state })
+        .collect())
 }
 
 /// Cancel running jobs whose dispatcher is gone: kill each proven worker group, then write
@@ -901,7 +1013,7 @@ pub async fn workflow_runs(q: &Queue, caller: &Caller, limit: i64) -> Result<Vec
 }
 
 /// One run with every step and the carry that went into it.
-pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
+pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunShown> {
     check_session(q, caller)?;
     let resolved = resolve_ids(q, &[id.to_string()]).await?;
     let Some(Ok(full)) = resolved.into_iter().next() else { return Err(Error::UnknownTask(id.into())) };
@@ -911,44 +1023,61 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<Value
         return Err(Error::UnknownTask(id.into()));
     }
     let steps = store::workflow::steps(&mut conn, &run.id).await?;
-    let steps: Vec<Value> = steps
-        .iter()
-        .map(|s| {
-            json!({
-                "index": s.idx, "id": s.step_id, "title": s.title, "workerId": s.worker_id, "status": s.state,
-                "taskId": s.job_id, "carryIn": s.carry_in, "warning": s.warning, "error": s.error,
-                "startedAt": s.started_ms.map(job::iso), "finishedAt": s.finished_ms.map(job::iso),
-            })
+    let steps = steps
+        .into_iter()
+        .map(|s| StepShown {
+            carry_in: s.carry_in,
+            error: s.error,
+            finished_at: s.finished_ms.map(job::iso),
+            id: s.step_id,
+            index: s.idx,
+            started_at: s.started_ms.map(job::iso),
+            status: s.state,
+            task_id: s.job_id,
+            title: s.title,
+            warning: s.warning,
+            worker_id: s.worker_id,
         })
         .collect();
-    Ok(json!({
-        "id": run.id, "workflowId": run.workflow_id, "name": run.name, "status": run.state, "task": run.task,
-        "createdAt": job::iso(run.created_ms), "finishedAt": run.finished_ms.map(job::iso),
-        "error": run.error, "carry": run.carry, "steps": steps,
-    }))
+    Ok(RunShown {
+        carry: run.carry,
+        created_at: job::iso(run.created_ms),
+        error: run.error,
+        finished_at: run.finished_ms.map(job::iso),
+        id: run.id,
+        name: run.name,
+        status: run.state,
+        steps,
+        task: run.task,
+        workflow_id: run.workflow_id,
+    })
 }
 
 /// `baton status`: the dispatcher, counts by state, the database path.
-pub async fn status(q: &Queue) -> Result<Value> {
+pub async fn status(q: &Queue) -> Result<Status> {
     let mut conn = q.store.pool().acquire().await?;
     let lease = store::lease::get(&mut conn).await?;
     let alive = queue::leader(q).await?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
-    let mut by_state = serde_json::Map::new();
-    for st in job::JobState::ALL {
-        let n = counts.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n);
-        by_state.insert(st.as_str().into(), n.into());
-    }
+    let jobs = job::JobState::ALL
+        .iter()
+        .map(|st| (st.as_str(), counts.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n)))
+        .collect();
     let dispatcher = match (&lease, alive) {
-        (Some(l), true) => json!({"alive": true, "pid": l.pid, "since": job::iso(l.started_ms), "epoch": l.epoch}),
-        _ => json!({"alive": false, "pid": null, "since": null, "epoch": lease.as_ref().map(|l| l.epoch)}),
+        (Some(l), true) => DispatcherStatus {
+            alive: true,
+            epoch: Some(l.epoch),
+            pid: Some(l.pid),
+            since: Some(job::iso(l.started_ms)),
+        },
+        _ => DispatcherStatus { alive: false, epoch: lease.as_ref().map(|l| l.epoch), pid: None, since: None },
     };
-    Ok(json!({
-        "database": q.store.path().display().to_string(),
-        "project": q.loc.project_dir.display().to_string(),
-        "dispatcher": dispatcher,
-        "jobs": by_state,
-    }))
+    Ok(Status {
+        database: q.store.path().display().to_string(),
+        dispatcher,
+        jobs,
+        project: q.loc.project_dir.display().to_string(),
+    })
 }
 
 /// One job by id or prefix, for commands about a single task (logs, retry).
@@ -982,7 +1111,7 @@ pub async fn log_paths(
 }
 
 /// `baton task retry`: a new job with the same task and profile.
-pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Value> {
+pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Started> {
     let row = one_row(q, caller, id).await?;
     let attachments: Vec<String> = serde_json::from_str(&row.attachments).unwrap_or_default();
     let project = Path::new(&row.project_dir);

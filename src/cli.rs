@@ -342,16 +342,10 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             if json {
                 out(&pretty(&stopped));
             } else {
-                for w in stopped.as_array().into_iter().flatten() {
-                    out(&format!(
-                        "{} ({} {}): {}",
-                        w["id"].as_str().unwrap_or("?"),
-                        w["kind"].as_str().unwrap_or("?"),
-                        w["profile"].as_str().unwrap_or("?"),
-                        w["status"].as_str().unwrap_or("?")
-                    ));
+                for w in &stopped {
+                    out(&format!("{} ({} {}): {}", w.id, w.kind, w.profile, w.status));
                 }
-                if stopped.as_array().is_some_and(Vec::is_empty) {
+                if stopped.is_empty() {
                     out("No live workers.");
                 }
             }
@@ -387,22 +381,17 @@ async fn list_view(q: &Queue, caller: &Caller, view: &str, json: bool) -> Result
     Ok(ExitCode::Ok)
 }
 
-fn status_text(s: &Value) -> String {
-    let d = &s["dispatcher"];
-    let disp = if d["alive"] == true {
-        format!("alive (pid {}, since {}, epoch {})", d["pid"], d["since"].as_str().unwrap_or("?"), d["epoch"])
-    } else {
-        "none".to_string()
+fn status_text(s: &api::Status) -> String {
+    let d = &s.dispatcher;
+    let disp = match (d.alive, d.pid, &d.since, d.epoch) {
+        (true, Some(pid), Some(since), Some(epoch)) => format!("alive (pid {pid}, since {since}, epoch {epoch})"),
+        _ => "none".to_string(),
     };
     let counts: Vec<String> = job::JobState::ALL
         .iter()
-        .map(|st| format!("{} {}", st.as_str(), s["jobs"][st.as_str()].as_i64().unwrap_or(0)))
+        .map(|st| format!("{} {}", st.as_str(), s.jobs.get(st.as_str()).copied().unwrap_or(0)))
         .collect();
-    format!(
-        "Database:   {}\nDispatcher: {disp}\nTasks:      {}",
-        s["database"].as_str().unwrap_or("?"),
-        counts.join(", ")
-    )
+    format!("Database:   {}\nDispatcher: {disp}\nTasks:      {}", s.database, counts.join(", "))
 }
 
 fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
@@ -550,9 +539,9 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             if a.json {
                 out(&pretty(&answer));
             } else {
-                out(answer["taskId"].as_str().unwrap_or_default());
-                if let Some(e) = answer["error"].as_str() {
-                    eprintln!("baton: task {} failed: {e}", answer["taskId"].as_str().unwrap_or("?"));
+                out(&answer.task_id);
+                if let Some(e) = &answer.error {
+                    eprintln!("baton: task {} failed: {e}", answer.task_id);
                 }
             }
             Ok(ExitCode::Ok)
@@ -600,7 +589,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
         }
         TaskCommand::Retry { id, json } => {
             let answer = api::retry(q, caller, &id).await?;
-            out(&if json { pretty(&answer) } else { answer["taskId"].as_str().unwrap_or_default().to_string() });
+            out(&if json { pretty(&answer) } else { answer.task_id });
             Ok(ExitCode::Ok)
         }
     }
@@ -684,7 +673,7 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
     for (worker, task) in tasks {
         let p = StartParams { task: task.into(), worker_id: Some(worker.into()), ..Default::default() };
         let a = api::start(&q, caller, p).await?;
-        let id = a["taskId"].as_str().unwrap_or_default().to_string();
+        let id = a.task_id;
         out(&format!("started {id}  {worker}: {task}"));
         ids.push(id);
     }
@@ -746,7 +735,7 @@ async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Res
                 ..Default::default()
             };
             let answer = api::start(q, caller, params).await?;
-            out(&if json { pretty(&answer) } else { answer["taskId"].as_str().unwrap_or_default().to_string() });
+            out(&if json { pretty(&answer) } else { answer.task_id });
             Ok(ExitCode::Ok)
         }
         WorkflowCommand::List { json } => list_view(q, caller, "workflows", json).await,
@@ -780,36 +769,30 @@ async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Res
                 out(&pretty(&shown));
                 return Ok(ExitCode::Ok);
             }
-            out(&format!(
-                "{}  {}  {}\nTask: {}",
-                shown["id"].as_str().unwrap_or(""),
-                shown["workflowId"].as_str().unwrap_or(""),
-                shown["status"].as_str().unwrap_or(""),
-                shown["task"].as_str().unwrap_or("")
-            ));
-            if let Some(e) = shown["error"].as_str() {
+            out(&format!("{}  {}  {}\nTask: {}", shown.id, shown.workflow_id, shown.status, shown.task));
+            if let Some(e) = &shown.error {
                 out(&format!("error: {e}"));
             }
-            for s in shown["steps"].as_array().into_iter().flatten() {
+            for s in &shown.steps {
                 out(&format!(
                     "\n## Step {} {} ({}, {}) {}{}",
-                    s["index"],
-                    s["title"].as_str().unwrap_or(""),
-                    s["workerId"].as_str().unwrap_or(""),
-                    s["status"].as_str().unwrap_or(""),
-                    s["taskId"].as_str().unwrap_or(""),
-                    s["warning"].as_str().map(|w| format!("\nwarning: {w}")).unwrap_or_default()
+                    s.index,
+                    s.title,
+                    s.worker_id,
+                    s.status,
+                    s.task_id.as_deref().unwrap_or(""),
+                    s.warning.as_ref().map(|w| format!("\nwarning: {w}")).unwrap_or_default()
                 ));
-                if let Some(e) = s["error"].as_str() {
+                if let Some(e) = &s.error {
                     out(&format!("error: {e}"));
                 }
-                match s["carryIn"].as_str() {
+                match s.carry_in.as_deref() {
                     Some("") => out("carry in: (empty)"),
                     Some(c) => out(&format!("carry in:\n{c}")),
                     None => {}
                 }
             }
-            out(&format!("\n## Carry now\n{}", shown["carry"].as_str().unwrap_or("")));
+            out(&format!("\n## Carry now\n{}", shown.carry));
             Ok(ExitCode::Ok)
         }
     }

@@ -432,8 +432,8 @@ async fn base64_attachments_are_capped_and_stored_as_private_files() {
     let e = api::start(&queue, &caller, params("aGVsbG8gd29ybGQ=")).await.unwrap_err();
     assert_eq!(e.to_string(), "Base64 too large");
     let a = api::start(&queue, &caller, params("aGVsbG8=")).await.unwrap();
-    assert_eq!(a["workerId"], "vision", "an image attachment selects vision");
-    let id = a["taskId"].as_str().unwrap();
+    assert_eq!(a.worker_id, "vision", "an image attachment selects vision");
+    let id = a.task_id.as_str();
     let stored: String = q.raw().query_row("SELECT attachments FROM jobs WHERE id = ?1", [id], |r| r.get(0)).unwrap();
     let paths: Vec<String> = serde_json::from_str(&stored).unwrap();
     let file = std::path::Path::new(&paths[0]);

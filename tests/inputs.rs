@@ -163,10 +163,10 @@ async fn a_retried_task_gets_its_own_copy_of_a_base64_attachment() {
     };
     let params = StartParams { task: "look".into(), attachments: vec![image], ..Default::default() };
     let first = api::start(&queue, &caller, params).await.unwrap();
-    let first = first["taskId"].as_str().unwrap();
+    let first = first.task_id.as_str();
     // Its file lies in the state directory, where no path attachment may point.
     let again = api::retry(&queue, &caller, first).await.unwrap();
-    let again = again["taskId"].as_str().unwrap();
+    let again = again.task_id.as_str();
     let stored: String =
         q.raw().query_row("SELECT attachments FROM jobs WHERE id = ?1", [again], |r| r.get(0)).unwrap();
     let stored: Vec<PathBuf> = serde_json::from_str(&stored).unwrap();
