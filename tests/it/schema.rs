@@ -1,9 +1,7 @@
 //! The on-disk schema: migrations, pragmas, state machines enforced by SQLite itself, and files
 //! that are not (or not yet) baton queues being refused untouched.
 
-mod common;
-
-use common::TestQueue;
+use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.

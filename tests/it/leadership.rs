@@ -3,13 +3,11 @@
 //! grace leaves no job `running`, orphaned work gets a dispatcher, and random kill -9 of
 //! dispatchers and workers loses nothing and ends no job twice.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Kill, TestQueue, wait_for};
+use crate::common::{self, Kill, TestQueue, wait_for};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;

@@ -1,9 +1,7 @@
 //! The dispatcher is a child subreaper: a worker's grandchild that leaves its process group is
 //! re-parented to the dispatcher and reaped by it (by pid), so no zombies pile up.
 
-mod common;
-
-use common::{TestQueue, wait_for};
+use crate::common::{self, TestQueue, wait_for};
 
 /// Zombie children of `parent`.
 fn zombie_children(parent: u32) -> Vec<i32> {

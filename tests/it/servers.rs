@@ -2,9 +2,7 @@
 //! protocol and appends its pid to `spawns.txt` in the project directory at every start, so
 //! the tests count spawns both in the workers table and by the worker's own side effect.
 
-mod common;
-
-use common::{TestQueue, is_dead, wait_for};
+use crate::common::{self, TestQueue, is_dead, wait_for};
 use serde_json::{Value, json};
 
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/echo-server.sh");

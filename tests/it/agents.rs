@@ -4,12 +4,10 @@
 //! profile's does not, an HTTP 400 fails the task with the server's message, tokens count the
 //! cached ones. A test whose CLI is absent says so and passes without running.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::TestQueue;
-use common::fake_model::{self, FakeModel, Reply};
+use crate::common::fake_model::{self, FakeModel, Reply};
+use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
 
 /// The directory holding the CLIs' executables, when `name` is installed there.

@@ -7,11 +7,9 @@
 //! its rows as they were. The paths baton does take (claim, finish, cancel, a server worker
 //! taking and giving back jobs, recovery's requeue, retry, pruning) still work.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 
-use common::{Kill, TestQueue, wait_for};
+use crate::common::{self, Kill, TestQueue, wait_for};
 use rusqlite::types::Value as Sql;
 use serde_json::{Value, json};
 

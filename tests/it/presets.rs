@@ -2,9 +2,7 @@
 //! recorded output formats) run through a real dispatcher; the response text, failures, tokens
 //! and cost come out of their JSON.
 
-mod common;
-
-use common::TestQueue;
+use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
 
 /// A directory of fake `claude`, `codex`, `gemini` and `opencode` executables. Each prints its

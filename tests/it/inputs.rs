@@ -4,13 +4,11 @@
 //! damaged, in a read-only directory or write-locked by another process. Every message names
 //! the path and says what to do; every command returns promptly.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::TestQueue;
+use crate::common::{self, TestQueue};
 use serde_json::json;
 
 /// Run a command, failing the test (instead of hanging it) when it has not exited in `secs`.

@@ -1,12 +1,10 @@
 //! `baton mcp` driven by a real MCP client (rmcp's) over stdio: the five tools, their schemas,
 //! the answers, progress, client cancellation, bad inputs, and the recursive-spawn guard.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestQueue, wait_for};
+use crate::common::{self, TestQueue, wait_for};
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ClientRequest, Implementation,
     ProgressNotificationParam, Request,

@@ -2,9 +2,7 @@
 //! codes, the JSON shapes, ids by prefix, tables, sessions and configuration errors. No
 //! dispatcher runs here unless a test says so: jobs stay queued.
 
-mod common;
-
-use common::TestQueue;
+use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
 
 /// Run a command expected to fail with exit 2; returns stderr.

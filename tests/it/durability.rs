@@ -3,8 +3,6 @@
 //! and timeout of process trees that ignore SIGTERM, awaiting from another process, the recursive
 //! guard end to end, pruning, SIGTERM drain and a standby taking over.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -12,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Kill, TestQueue, is_dead, live_workers_of, wait_for};
+use crate::common::{self, Kill, TestQueue, is_dead, live_workers_of, wait_for};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};

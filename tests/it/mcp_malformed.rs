@@ -3,14 +3,12 @@
 //! the wrong shape), the server keeps serving after each, and a lone UTF-16 surrogate in a task's
 //! text is stored as U+FFFD while a valid pair and an escaped backslash stay as they are.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{Kill, TestQueue};
+use crate::common::{self, Kill, TestQueue};
 use serde_json::{Value, json};
 
 /// `baton mcp` over raw pipes: lines in, JSON lines out.

@@ -2,9 +2,7 @@
 //! a dispatcher killed mid-run, failures, cancels, and the database refusing illegal run and
 //! step states.
 
-mod common;
-
-use common::{TestQueue, wait_for};
+use crate::common::{self, TestQueue, wait_for};
 use serde_json::{Value, json};
 
 /// A fake agent: figures out which boomerang step it is from its prompt, records the prompt,

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// Process-heavy tests take this lock so they run one at a time within a test binary.
+/// Process-heavy tests take this lock so they run one at a time: all the integration tests
+/// are modules of one binary (`tests/it`), so this serialises them across every module.
 static HEAVY: Mutex<()> = Mutex::new(());
 
 pub fn heavy() -> MutexGuard<'static, ()> {

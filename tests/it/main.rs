@@ -1,0 +1,19 @@
+//! baton's integration tests, one binary: each module drives the built `baton` binary or the
+//! public library API against queues of its own (`common::TestQueue`). Process-heavy tests
+//! take `common::heavy()`, so they run one at a time across all the modules.
+
+mod common;
+
+mod agents;
+mod cli;
+mod durability;
+mod guards;
+mod inputs;
+mod leadership;
+mod mcp;
+mod mcp_malformed;
+mod presets;
+mod reaping;
+mod schema;
+mod servers;
+mod workflow;
