@@ -31,7 +31,7 @@
 //! let q = Queue::open(&OpenOptions { cwd: std::env::current_dir().unwrap(), db: None, config_paths: None }).await?;
 //! let caller = Caller::cli(None);
 //! let started = api::start(&q, &caller, StartParams { task: "say hello".into(), ..Default::default() }).await?;
-//! let id = started["taskId"].as_str().unwrap().to_string();
+//! let id = started.task_id;
 //! let done = api::await_jobs(&q, &caller, &[id], Some(60_000.0), false, None).await?;
 //! println!("{}", serde_json::to_string_pretty(&done)?);
 //! # Ok(()) }
