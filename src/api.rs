@@ -1,24 +1,28 @@
 //! The five operations (start, await, peek, list, cancel) and their helpers: one library API
 //! that the CLI and the MCP server both call and only format.
 
+pub(crate) mod attach;
+pub(crate) mod format;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::agent::launch::{self, Launch};
+use crate::agent::profile::{self, AttachmentKind};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::job::{self, JobRow, Missing, Record, now_ms};
-use crate::launch::{self, Launch};
 use crate::location;
-use crate::profile::{self, AttachmentKind};
+use crate::queue;
 use crate::queue::ensure_dispatcher;
 pub use crate::queue::{OpenOptions, Queue};
 use crate::store;
 use crate::store::jobs::Inserted;
+use crate::workflow::runs;
 use crate::workflow::{self, WorkflowDef};
-use crate::{attach, queue, runs};
 
 // Typed answers. Their fields are declared in the order of their JSON keys, so an answer
 // prints exactly as the JSON object it replaces.
@@ -708,7 +712,7 @@ pub async fn wait_terminal(
     let started = Instant::now();
     let mut conn = q.store.dedicated_connection().await?;
     let mut version = store::lease::data_version(&mut conn).await?;
-    let mut waker = crate::wake::Waker::new(q.store.path());
+    let mut waker = crate::engine::wake::Waker::new(q.store.path());
     // With inotify, every commit wakes the watcher; the poll is only a safety net.
     let poll = if waker.is_live() { Duration::from_millis(50) } else { Duration::from_millis(5) };
     let mut spawned_check = false;
@@ -852,7 +856,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
             ownerless = true;
             cancel_orphans(q, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
-                crate::server::recover_row(&row, grace).await;
+                crate::engine::server::recover_row(&row, grace).await;
                 store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
             }
             continue;
@@ -877,7 +881,7 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
             continue;
         }
         let recorded = store::jobs::worker_pids(&mut conn, id, row.attempt).await?;
-        crate::proc::stop_proven(&recorded, &crate::proc::Tag::attempt(id, row.attempt), grace).await;
+        crate::engine::proc::stop_proven(&recorded, &crate::engine::proc::Tag::attempt(id, row.attempt), grace).await;
         let o = store::jobs::Outcome {
             id: id.clone(),
             state: "canceled",
@@ -956,25 +960,28 @@ pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &st
             )
             .await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
-            Ok(Listing { markdown: crate::format::tasks_table(&records), json: serde_json::to_value(&records)? })
+            Ok(Listing { markdown: crate::api::format::tasks_table(&records), json: serde_json::to_value(&records)? })
         }
         "workers" => {
             let workers = store::jobs::live_workers(&mut conn).await?;
-            Ok(Listing { markdown: crate::format::workers_table(&workers), json: workers_json(&workers) })
+            Ok(Listing { markdown: crate::api::format::workers_table(&workers), json: workers_json(&workers) })
         }
         "profiles" => {
             let profiles = q.profiles.all();
-            Ok(Listing { markdown: crate::format::profiles_table(profiles), json: serde_json::to_value(profiles)? })
+            Ok(Listing {
+                markdown: crate::api::format::profiles_table(profiles),
+                json: serde_json::to_value(profiles)?,
+            })
         }
         "workflows" => Ok(Listing {
-            markdown: crate::format::workflows_table(&q.workflows),
+            markdown: crate::api::format::workflows_table(&q.workflows),
             json: serde_json::to_value(&q.workflows)?,
         }),
         "status" => {
             let workers = store::jobs::live_workers(&mut conn).await?;
             let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }).await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
-            let markdown = crate::format::status_view(&workers, &records);
+            let markdown = crate::api::format::status_view(&workers, &records);
             Ok(Listing { markdown, json: json!({"workers": workers_json(&workers), "tasks": records}) })
         }
         other => {

@@ -279,9 +279,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { auto } => {
             let q = Queue::open(&opts).await?;
             api::check_recursive_guard(&q.config.config)?;
-            let mode = if auto { crate::dispatch::Mode::Auto } else { crate::dispatch::Mode::Foreground };
+            let mode =
+                if auto { crate::engine::dispatch::Mode::Auto } else { crate::engine::dispatch::Mode::Foreground };
             let store = q.store.clone();
-            crate::dispatch::run(q, mode).await.map_err(|e| store.explain(e))?;
+            crate::engine::dispatch::run(q, mode).await.map_err(|e| store.explain(e))?;
             return Ok(ExitCode::Ok);
         }
         _ => {}
@@ -316,14 +317,14 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
         Command::Workflow(w) => workflow_command(&q, &caller, w).await,
         Command::Profiles { json } => {
             let code = list_view(&q, &caller, "profiles", json).await?;
-            let configured = crate::profile::RunnerSpec::parse(&q.config.config.runner)
+            let configured = crate::agent::profile::RunnerSpec::parse(&q.config.config.runner)
                 .map_err(|e| Error::Invalid(format!("config runner: {e}")))?;
             let advisory: Vec<String> = q
                 .profiles
                 .all()
                 .iter()
                 .filter_map(|p| {
-                    let limits = crate::profile::advisory_limits(p, &configured);
+                    let limits = crate::agent::profile::advisory_limits(p, &configured);
                     (!limits.is_empty()).then(|| format!("{} ({})", p.id, limits.join(", ")))
                 })
                 .collect();
@@ -352,7 +353,7 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             Ok(ExitCode::Ok)
         }
         Command::Prune { dry_run } => {
-            let r = crate::prune::prune(&q, job::now_ms(), dry_run).await?;
+            let r = crate::engine::prune::prune(&q, job::now_ms(), dry_run).await?;
             if dry_run {
                 out(&format!("Would delete {} finished task(s).", r.jobs.len()));
                 for id in &r.jobs {
@@ -409,19 +410,19 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
             let loaded = crate::config::load(&paths)?;
             let custom: Vec<(Value, String)> =
                 loaded.config.profiles.iter().map(|p| (p.clone(), "config".into())).collect();
-            let profiles = crate::profile::ProfileSet::load(&custom)?;
-            let runner = crate::profile::RunnerSpec::parse(&loaded.config.runner)
+            let profiles = crate::agent::profile::ProfileSet::load(&custom)?;
+            let runner = crate::agent::profile::RunnerSpec::parse(&loaded.config.runner)
                 .map_err(|e| Error::Invalid(format!("runner: {e}")))?;
             for w in profiles.warnings() {
                 eprintln!("warning: {w}");
             }
-            if let crate::profile::RunnerSpec::Argv(r) = &runner {
+            if let crate::agent::profile::RunnerSpec::Argv(r) = &runner {
                 for w in r.shell_script_warnings() {
                     eprintln!("warning: runner: {w}");
                 }
             }
             for p in profiles.all() {
-                if let Some(crate::profile::RunnerSpec::Argv(r)) = &p.command {
+                if let Some(crate::agent::profile::RunnerSpec::Argv(r)) = &p.command {
                     for w in r.shell_script_warnings() {
                         eprintln!("warning: profile \"{}\" command: {w}", p.id);
                     }
@@ -429,7 +430,7 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
             }
             for id in &loaded.config.workers {
                 match profiles.get(id) {
-                    Some(p) if p.kind == crate::profile::ProfileKind::Server => {}
+                    Some(p) if p.kind == crate::agent::profile::ProfileKind::Server => {}
                     Some(_) => eprintln!("warning: workers: \"{id}\" is not a server profile; it is not started"),
                     None => eprintln!("warning: workers: no profile \"{id}\"; it is not started"),
                 }
@@ -759,7 +760,7 @@ async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Res
                         ]
                     })
                     .collect();
-                out(&crate::format::table(&["Run", "Workflow", "Status", "Started", "ms", "Message"], &rows));
+                out(&crate::api::format::table(&["Run", "Workflow", "Status", "Started", "ms", "Message"], &rows));
             }
             Ok(ExitCode::Ok)
         }

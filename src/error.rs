@@ -40,7 +40,7 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     /// A profile definition is wrong.
     #[error(transparent)]
-    Profile(#[from] crate::profile::ProfileError),
+    Profile(#[from] crate::agent::profile::ProfileError),
     /// Refused because this process runs inside a baton worker.
     #[error(
         "Refusing to start tasks from inside a baton worker ({var}=true): recursive spawning is disabled (security.preventRecursiveSpawn)."

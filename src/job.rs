@@ -304,7 +304,7 @@ impl Record {
                     .or(row.started_ms);
                 rec.last_activity_at = last.map(iso);
                 rec.stalled = last.is_some_and(|l| opts.now - l > opts.stall_ms);
-                rec.output_tail = Some(crate::output::tail_of_files(&out, &err));
+                rec.output_tail = Some(crate::agent::output::tail_of_files(&out, &err));
             }
         }
         rec

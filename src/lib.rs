@@ -9,19 +9,26 @@
 //!
 //! # Layout
 //!
-//! - [`api`]: the five operations (start, await, peek, list, cancel), shared by every face.
-//! - `store`: all SQL: opening a queue file safely, migrations, every statement.
-//! - `dispatch`: the leader lock and lease, the claim loop, recovery, draining.
-//! - `worker`: spawning and watching one oneshot worker process; `server`: long-lived server
-//!   workers and their JSON-lines protocol; `proc`: `/proc` and process groups.
-//! - `wake`: waking on queue changes (inotify on the WAL, a bounded `data_version` poll).
-//! - [`config`]: defaults -> global -> project; [`profile`]: profiles, runners, auto-selection.
-//! - `job`: states, rows and the JSON record; `handoff`: handoff sections (pure).
-//! - [`extract`]: reading an agent CLI's output (text, JSON, JSON Lines); [`preset`]: ready
-//!   runners for the agent CLIs, by profile access.
-//! - `location`: where a queue lives; [`logging`]: tracing set-up; `prune`: retention; `format`: markdown tables.
-//! - [`cli`]: the command line, a thin face over `api`.
-//! - [`mcp`]: the MCP server on stdio (`baton mcp`), another thin face over `api`.
+//! - The faces: [`cli`] (the command line) and [`mcp`] (the MCP server on stdio, with
+//!   `mcp::stdio`, the line filter in front of rmcp). Both only format what [`api`] answers.
+//! - [`api`]: the operations (start, await, peek, list, cancel, status, retry, workers stop,
+//!   workflow runs), their validation and typed answers; `api::attach` (attachment checks),
+//!   `api::format` (markdown tables).
+//! - `queue`: the queue handle: a queue file opened with the caller's config, profiles and
+//!   workflows (reloaded together), whether a dispatcher leads it, and starting one.
+//! - [`agent`]: `profile` (profiles, runner templates, auto-selection), `preset` (the agent
+//!   CLIs' runners by profile access), `launch` (runner resolution and the one builder of a
+//!   job's row), `extract` (reading an agent's output), `output` (responses and tails from logs).
+//! - `engine`: `dispatch` (leadership by lease, the loop, recovery, draining), `worker` (the one
+//!   way to start a worker process; oneshot workers), `server` (server workers and their
+//!   protocol), `proc` (`/proc`, process groups, proof of identity), `wake` (waking on
+//!   commits), `prune` (retention).
+//! - [`workflow`]: definitions and step timeouts; `workflow::runs` (durable runs advancing in
+//!   the dispatcher's transactions), `workflow::handoff` (handoff sections, pure).
+//! - [`store`]: all SQL: opening a queue file safely, migrations, every statement.
+//! - [`config`]: defaults, then global, then project, each key declared once; [`job`]: states,
+//!   rows and the JSON record; `location`: where a queue and its state live; [`logging`]:
+//!   tracing set-up; `error`: the error type and exit codes.
 //!
 //! # Example
 //!
@@ -37,31 +44,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 pub mod api;
-mod attach;
 pub mod cli;
 pub mod config;
-mod dispatch;
+mod engine;
 mod error;
-pub mod extract;
-mod format;
-pub mod handoff;
 pub mod job;
-mod launch;
 mod location;
 pub mod logging;
 pub mod mcp;
-mod output;
-pub mod preset;
-mod proc;
-pub mod profile;
-mod prune;
 mod queue;
-mod runs;
-mod server;
 pub mod store;
-mod wake;
-mod worker;
 pub mod workflow;
 
 pub use error::{Error, ExitCode, Result};

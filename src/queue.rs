@@ -9,12 +9,12 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 use serde_json::Value;
 
+use crate::agent::profile::ProfileSet;
 use crate::config::{self, ConfigPaths, LoadedConfig};
+use crate::engine::proc;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, Record, RecordOptions, now_ms};
 use crate::location::{self, Location};
-use crate::proc;
-use crate::profile::ProfileSet;
 use crate::store::lease::Lease;
 use crate::store::{self, Store};
 use crate::workflow::{self, WorkflowDef};

@@ -1,6 +1,9 @@
 //! Workflows: definitions (the built-in `roocode-boomerang` and the user's), their validation,
 //! and step timeouts. Pure: runs live in `store::workflow`, their progress in `dispatch`.
 
+pub mod handoff;
+pub mod runs;
+
 use serde::Serialize;
 use serde_json::Value;
 

@@ -12,9 +12,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
+use crate::engine::proc;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, log_file};
-use crate::proc;
 
 /// Variables removed from every worker's environment: nested `claude -p` refuses to start with them.
 pub const REMOVED_ENV: [&str; 2] = ["CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT"];

@@ -42,11 +42,12 @@ use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::engine::proc;
+use crate::engine::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
+use crate::store;
 use crate::store::workers::{NewServer, Registered, SpawnLimits};
-use crate::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
-use crate::{proc, store};
 
 /// The longest protocol line, newline excluded.
 pub const MAX_LINE: usize = 1 << 20;

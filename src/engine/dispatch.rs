@@ -11,14 +11,16 @@ use nix::fcntl::{Flock, FlockArg};
 use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent::output;
+use crate::engine::worker::{self, Ending, Leaders, SpawnEnv};
+use crate::engine::{proc, server};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
 use crate::queue::{Queue, leads};
 use crate::store::jobs::{ClaimLimits, Outcome};
 use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
-use crate::worker::{self, Ending, Leaders, SpawnEnv};
-use crate::{handoff, output, proc, server};
+use crate::workflow::handoff;
 
 /// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
 /// wakes it on every commit, only as a safety net; without inotify, the whole mechanism.
@@ -197,7 +199,7 @@ struct Dispatcher {
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
     watch: SqliteConnection,
-    waker: crate::wake::Waker,
+    waker: crate::engine::wake::Waker,
     spawn_env: SpawnEnv,
     leaders: Leaders,
     servers: Arc<server::Pool>,
@@ -237,7 +239,7 @@ impl Dispatcher {
         let mut watch = queue.store.dedicated_connection().await?;
         // A read on the watch connection makes sure the -wal file exists before it is watched.
         store::lease::data_version(&mut watch).await?;
-        let waker = crate::wake::Waker::new(queue.store.path());
+        let waker = crate::engine::wake::Waker::new(queue.store.path());
         let (tx, rx) = mpsc::unbounded_channel();
         let spawn_env = SpawnEnv {
             guard_var: queue.config.config.security.recursive_spawn_env_var.clone(),
@@ -372,7 +374,7 @@ impl Dispatcher {
         }
         if st.last_prune.elapsed() >= prune_every {
             st.last_prune = Instant::now();
-            if let Err(e) = crate::prune::prune(&self.queue, now_ms(), false).await {
+            if let Err(e) = crate::engine::prune::prune(&self.queue, now_ms(), false).await {
                 tracing::warn!("pruning failed: {e}");
             }
         }
@@ -541,8 +543,8 @@ impl Dispatcher {
         let cfg = &self.queue.config.config;
         for id in &cfg.workers {
             let spec = match self.queue.profiles.get(id) {
-                Some(pr) if pr.kind == crate::profile::ProfileKind::Server => {
-                    crate::launch::server_spec(cfg, &self.queue.loc.project_dir, pr)
+                Some(pr) if pr.kind == crate::agent::profile::ProfileKind::Server => {
+                    crate::agent::launch::server_spec(cfg, &self.queue.loc.project_dir, pr)
                 }
                 Some(_) => Err(Error::Invalid(format!("\"{id}\" is not a server profile"))),
                 None => Err(Error::Invalid(format!("no profile \"{id}\""))),
@@ -603,7 +605,7 @@ impl Dispatcher {
         let mut tx = self.queue.store.pool().begin().await?;
         let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
         for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
-            crate::runs::advance(&mut tx, id, &logs, now).await?;
+            crate::workflow::runs::advance(&mut tx, id, &logs, now).await?;
         }
         tx.commit().await?;
         Ok(written)
@@ -668,7 +670,7 @@ impl Dispatcher {
         let mut tx = self.queue.store.pool().begin().await?;
         let to = store::jobs::requeue_lost(&mut tx, &job.id, owner, epoch, by, now, backoff, error).await?;
         if to.is_some() && job.workflow_run_id.is_some() {
-            crate::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
+            crate::workflow::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
         }
         tx.commit().await?;
         Ok(to)
@@ -791,7 +793,7 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
 
 /// Turn a worker's end into the job's outcome.
 fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
-    use crate::extract::{Extracted, OutputSpec, Tokens};
+    use crate::agent::extract::{Extracted, OutputSpec, Tokens};
     let mut reason = None;
     let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
         let found = Extracted {
@@ -812,7 +814,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         // response, a failure, tokens and cost are. Output of that shape without an answer (a
         // failure's event stream) is no response; output of another shape stays the response.
         let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
-        let mut found = spec.as_ref().map(|s| crate::extract::extract(s, &stdout)).unwrap_or_default();
+        let mut found = spec.as_ref().map(|s| crate::agent::extract::extract(s, &stdout)).unwrap_or_default();
         let response = match found.text.take() {
             Some(text) => text,
             None if found.shaped => String::new(),
@@ -822,7 +824,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
             // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
             // "Not inside a trusted directory").
             let stderr = output::read_tail(&err, output::TAIL_BYTES);
-            found.failure = spec.as_ref().and_then(|s| crate::extract::extract(s, &stderr).failure);
+            found.failure = spec.as_ref().and_then(|s| crate::agent::extract::extract(s, &stderr).failure);
             reason = output::last_line(&stderr);
         }
         (response, found, tail)

@@ -6,11 +6,11 @@
 
 use std::path::Path;
 
+use crate::agent::profile::{self, Placeholders, Profile, ProfileKind, PromptVia, Resolved, Runner};
 use crate::config::Config;
+use crate::engine::server::ServerSpec;
 use crate::error::{Error, Result};
 use crate::job::NewJob;
-use crate::profile::{self, Placeholders, Profile, ProfileKind, PromptVia, Resolved, Runner};
-use crate::server::ServerSpec;
 
 /// How a profile runs: its own `command`, else the configured `runner` (an argv template or a
 /// preset such as `"claude"`, expanded for the profile's access), with its model resolved.

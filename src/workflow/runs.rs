@@ -7,13 +7,14 @@ use std::path::Path;
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 
+use crate::agent::launch::{self, Launch};
+use crate::agent::output;
+use crate::agent::profile::{ProfileKind, PromptVia, Runner};
 use crate::error::{Error, Result};
 use crate::job::{self, Record};
-use crate::launch::{self, Launch};
-use crate::profile::{ProfileKind, PromptVia, Runner};
 use crate::store;
 use crate::store::workflow::{RunRow, StepRow};
-use crate::{handoff, output};
+use crate::workflow::handoff;
 
 /// Queue the job of step `idx` with the current carry, and mark the step running.
 async fn enqueue_step(conn: &mut SqliteConnection, run: &RunRow, step: &StepRow, carry: &str, now: i64) -> Result<()> {

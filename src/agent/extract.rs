@@ -1,7 +1,7 @@
 //! Turning an agent CLI's stdout into a job's result: plain text, a value taken from one JSON
 //! document, or from the last matching line of JSON Lines; with failure, token and cost fields.
 //! Pure: the dispatcher feeds it the worker's `.out` log. Ready specs for the agent CLIs live in
-//! [`crate::preset`].
+//! [`crate::agent::preset`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -235,8 +235,8 @@ mod tests {
     use super::*;
 
     fn spec(name: &str) -> OutputSpec {
-        let name = crate::preset::Name::parse(name).unwrap();
-        crate::preset::get(name, crate::preset::Access::FULL).output
+        let name = crate::agent::preset::Name::parse(name).unwrap();
+        crate::agent::preset::get(name, crate::agent::preset::Access::FULL).output
     }
 
     #[test]
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn wrong_shapes_find_nothing_and_never_panic() {
-        for name in crate::preset::NAMES {
+        for name in crate::agent::preset::NAMES {
             let e = extract(&spec(name), "plain words, no JSON\n{\"half\": ");
             assert_eq!(e.text, None, "{name}");
             assert_eq!(e.failure, None, "{name}");

@@ -1,7 +1,7 @@
 //! Markdown tables for people (SPEC 4 `task_list`): each column as wide as its widest cell.
 
+use crate::agent::profile::Profile;
 use crate::job::{Record, iso};
-use crate::profile::Profile;
 use crate::store::jobs::WorkerRow;
 
 /// Escape a cell: `|` escaped, newlines turned into spaces.

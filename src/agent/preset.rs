@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::extract::{Format, OutputSpec};
-use crate::profile::{PromptVia, Runner, RunnerItem};
+use crate::agent::extract::{Format, OutputSpec};
+use crate::agent::profile::{PromptVia, Runner, RunnerItem};
 
 /// The names of the presets.
 pub const NAMES: [&str; 4] = ["opencode", "claude", "codex", "gemini"];

@@ -60,7 +60,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
     }
     let ended = store::workers::prune_ended(&mut conn, now - max_age).await?;
     for id in &ended {
-        let _ = std::fs::remove_file(crate::server::log_path(&q.loc.logs_dir(), id));
+        let _ = std::fs::remove_file(crate::engine::server::log_path(&q.loc.logs_dir(), id));
     }
     report.server_workers = ended.len();
     report.swept_dirs = sweep(q, &mut conn).await?;

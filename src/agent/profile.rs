@@ -58,7 +58,7 @@ pub struct Profile {
     pub command: Option<RunnerSpec>,
     /// How the runner's stdout becomes the response (`output`: a spec or a preset name);
     /// `None`: the runner's preset says, else stdout is the response.
-    pub output: Option<crate::extract::OutputSpec>,
+    pub output: Option<crate::agent::extract::OutputSpec>,
     /// How the prompt is passed (`promptVia`); `None`: as the runner's preset says, else as an argument.
     pub prompt_via: Option<PromptVia>,
     /// Extra environment for the worker process.
@@ -73,13 +73,13 @@ pub struct Profile {
     pub protected: bool,
 }
 
-/// A runner as configured: an argv template, or the name of a preset (see [`crate::preset`]),
+/// A runner as configured: an argv template, or the name of a preset (see [`crate::agent::preset`]),
 /// which expands according to the profile that runs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum RunnerSpec {
     /// A preset (`"claude"`).
-    Preset(crate::preset::Name),
+    Preset(crate::agent::preset::Name),
     /// An argv template.
     Argv(Runner),
 }
@@ -91,8 +91,11 @@ impl RunnerSpec {
     /// A message naming what is wrong: an unknown preset, or the template's fault.
     pub fn parse(v: &Value) -> Result<RunnerSpec, String> {
         match v {
-            Value::String(name) => crate::preset::Name::parse(name).map(RunnerSpec::Preset).ok_or_else(|| {
-                format!("\"{name}\" is not a preset ({}); give an argv array instead", crate::preset::NAMES.join(", "))
+            Value::String(name) => crate::agent::preset::Name::parse(name).map(RunnerSpec::Preset).ok_or_else(|| {
+                format!(
+                    "\"{name}\" is not a preset ({}); give an argv array instead",
+                    crate::agent::preset::NAMES.join(", ")
+                )
             }),
             v => Runner::parse(v).map(RunnerSpec::Argv),
         }
@@ -107,15 +110,15 @@ pub struct Resolved {
     /// The preset's environment with the profile's `env` over it.
     pub env: BTreeMap<String, String>,
     /// `None`: stdout is the response.
-    pub output: Option<crate::extract::OutputSpec>,
+    pub output: Option<crate::agent::extract::OutputSpec>,
     /// The concrete model, `None` when the tag resolves to none.
     pub model: Option<String>,
 }
 
 impl Profile {
     /// What this profile's agent may do, from its `tools`.
-    pub fn access(&self) -> crate::preset::Access {
-        crate::preset::Access::of(&self.tools)
+    pub fn access(&self) -> crate::agent::preset::Access {
+        crate::agent::preset::Access::of(&self.tools)
     }
 
     /// How this profile runs: its own `command`, else `configured` (the config's `runner`); a
@@ -132,7 +135,7 @@ impl Profile {
                 model,
             },
             RunnerSpec::Preset(name) => {
-                let preset = crate::preset::get(*name, self.access());
+                let preset = crate::agent::preset::get(*name, self.access());
                 let mut env = preset.env;
                 env.extend(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
                 Resolved {
@@ -558,8 +561,11 @@ impl Fields<'_> {
     }
 
     /// `output`: a spec object, or a preset's name (that preset's spec for this access).
-    fn output(&self, access: crate::preset::Access) -> Result<Option<crate::extract::OutputSpec>, ProfileError> {
-        use crate::preset;
+    fn output(
+        &self,
+        access: crate::agent::preset::Access,
+    ) -> Result<Option<crate::agent::extract::OutputSpec>, ProfileError> {
+        use crate::agent::preset;
         match self.get("output") {
             None => Ok(None),
             Some(Value::String(name)) => match preset::Name::parse(name) {
@@ -689,7 +695,7 @@ fn parse_custom(
         f.check_server()?;
     }
     let tools = f.tools()?;
-    let access = crate::preset::Access::of(&tools);
+    let access = crate::agent::preset::Access::of(&tools);
     Ok(Profile {
         id: id.clone(),
         name: f.required_str("name")?,
@@ -1538,7 +1544,7 @@ mod tests {
         assert_eq!(coder.name, "Code Implementer");
         assert_eq!(coder.tools, tools(&[("write", true), ("edit", true), ("bash", true)]));
         assert_eq!(coder.env.get("A").map(String::as_str), Some("1"));
-        assert_eq!(coder.command, Some(RunnerSpec::Preset(crate::preset::Name::Claude)));
+        assert_eq!(coder.command, Some(RunnerSpec::Preset(crate::agent::preset::Name::Claude)));
         assert_eq!(coder.origin, "built-in, adjusted in the global config");
         let architect = set.get("architect").unwrap();
         assert_eq!((architect.timeout_ms, architect.max_concurrency), (Some(5000), Some(2)));
@@ -1552,7 +1558,7 @@ mod tests {
     fn a_preset_runs_as_the_profile_may() {
         let set = ProfileSet::load(&[]).unwrap();
         let models = models(&[("default", "m/x")]);
-        let claude = RunnerSpec::Preset(crate::preset::Name::Claude);
+        let claude = RunnerSpec::Preset(crate::agent::preset::Name::Claude);
         let argv = |id: &str, spec: &RunnerSpec| {
             let r = set.get(id).unwrap().resolve(spec, &models);
             let (argv, stdin) = r.runner.expand(&placeholders("hello", r.model.as_deref()), r.prompt_via);
@@ -1566,7 +1572,7 @@ mod tests {
         let architect = argv("architect", &claude);
         assert!(!architect.iter().any(|a| a == "acceptEdits"), "{architect:?}");
         assert!(architect.iter().any(|a| a == "--disallowedTools"), "{architect:?}");
-        let codex = RunnerSpec::Preset(crate::preset::Name::Codex);
+        let codex = RunnerSpec::Preset(crate::agent::preset::Name::Codex);
         assert!(argv("coder", &codex).windows(2).any(|w| w == ["--sandbox", "workspace-write"]));
         assert!(argv("explorer", &codex).windows(2).any(|w| w == ["--sandbox", "read-only"]));
         let r = set.get("coder").unwrap().resolve(&claude, &models);
@@ -1654,7 +1660,7 @@ mod tests {
     #[test]
     fn advisory_means_tools_off_under_a_plain_runner_or_a_temperature() {
         let plain = RunnerSpec::Argv(plain_opencode());
-        let preset = RunnerSpec::Preset(crate::preset::Name::Claude);
+        let preset = RunnerSpec::Preset(crate::agent::preset::Name::Claude);
         let mut p = builtins().remove(2);
         assert!(advisory_limits(&p, &plain).is_empty());
         p.temperature = Some(0.5);
