@@ -349,10 +349,10 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         dedup_key: p.dedup_key.as_deref(),
         workflow: None,
     })?;
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     if profile.is_none() {
         let error = format!("Unknown worker \"{worker_id}\". Available profiles: {}", q.profiles.ids().join(", "));
-        let mut tx = q.store.pool().begin().await?;
+        let mut tx = q.store.begin().await?;
         store::jobs::insert(&mut tx, &new).await?;
         store::jobs::fail_queued(&mut tx, &id, &error, now).await?;
         tx.commit().await?;
@@ -452,7 +452,7 @@ async fn start_workflow(
         resolved.push((pr, launch::resolve(cfg, pr)?));
     }
     let attachments_json = serde_json::to_string(attachments)?;
-    let mut tx = q.store.pool().begin().await?;
+    let mut tx = q.store.begin().await?;
     store::workflow::insert_run(
         &mut tx,
         &store::workflow::NewRun {
@@ -577,7 +577,7 @@ fn check_session(q: &Queue, caller: &Caller) -> Result<()> {
 /// Resolve given ids (full or unique prefixes of at least 8 chars) to full ids; `Err(status)`
 /// for unknown ones.
 async fn resolve_ids(q: &Queue, given: &[String]) -> Result<Vec<std::result::Result<String, Missing>>> {
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let mut out = Vec::with_capacity(given.len());
     for g in given {
         let g_norm = g.trim().to_lowercase();
@@ -605,7 +605,7 @@ async fn answers(
     full: bool,
 ) -> Result<Vec<Answer>> {
     let ids: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let rows = store::jobs::get_many(&mut conn, &ids).await?;
     let runs = store::workflow::get_runs(&mut conn, &ids).await?;
     let mut run_steps = Vec::with_capacity(runs.len());
@@ -762,7 +762,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
         })
         .collect();
     let now = now_ms();
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let mut running = Vec::new();
     let mut waited = Vec::new();
     for id in &targets {
@@ -816,7 +816,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
     if ids.is_empty() && !all {
         return Err(Error::Invalid("Give the ids of the workers to stop, or --all".into()));
     }
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let live = store::jobs::live_workers(&mut conn).await?;
     let mut targets: Vec<&store::jobs::WorkerRow> = Vec::new();
     if all {
@@ -873,7 +873,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
 /// Cancel running jobs whose dispatcher is gone: kill each proven worker group, then write
 /// `canceled`, fenced by the owner found on the row.
 async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()> {
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     for id in ids {
         let Some(row) = store::jobs::get(&mut conn, id).await? else { continue };
         let (Some(owner), Some(epoch)) = (row.owner.clone(), row.epoch) else { continue };
@@ -933,7 +933,7 @@ pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &st
     check_session(q, caller)?;
     let view = p.view.as_deref().unwrap_or("tasks");
     let limit = p.limit.unwrap_or(20).max(1);
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     match view {
         "tasks" => {
             if let Some(s) = &p.status
@@ -1008,7 +1008,7 @@ fn workers_json(workers: &[store::jobs::WorkerRow]) -> Value {
 /// Workflow runs, newest first (the caller's session only under session isolation).
 pub async fn workflow_runs(q: &Queue, caller: &Caller, limit: i64) -> Result<Vec<Record>> {
     check_session(q, caller)?;
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let session = if q.config.config.security.session_isolation { caller.session.as_deref() } else { None };
     let runs = store::workflow::list_runs(&mut conn, session, limit.max(1)).await?;
     let mut out = Vec::with_capacity(runs.len());
@@ -1024,7 +1024,7 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunSh
     check_session(q, caller)?;
     let resolved = resolve_ids(q, &[id.to_string()]).await?;
     let Some(Ok(full)) = resolved.into_iter().next() else { return Err(Error::UnknownTask(id.into())) };
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let run = store::workflow::get_run(&mut conn, &full).await?.ok_or_else(|| Error::UnknownTask(id.into()))?;
     if q.config.config.security.session_isolation && run.session != caller.session {
         return Err(Error::UnknownTask(id.into()));
@@ -1062,7 +1062,7 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunSh
 
 /// `baton status`: the dispatcher, counts by state, the database path.
 pub async fn status(q: &Queue) -> Result<Status> {
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let lease = store::lease::get(&mut conn).await?;
     let alive = queue::leader(q).await?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
@@ -1093,7 +1093,7 @@ async fn one_row(q: &Queue, caller: &Caller, id: &str) -> Result<JobRow> {
     let Some(Ok(full)) = resolved.into_iter().next() else {
         return Err(Error::UnknownTask(id.to_string()));
     };
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     let row = store::jobs::get(&mut conn, &full).await?.ok_or_else(|| Error::UnknownTask(id.to_string()))?;
     if q.config.config.security.session_isolation && row.session != caller.session {
         return Err(Error::UnknownTask(id.to_string()));

@@ -165,7 +165,7 @@ pub(crate) fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> 
 /// or hung, and the next dispatcher to start replaces it).
 pub async fn leader(queue: &Queue) -> Result<Option<Lease>> {
     let held = lock_held(queue)?;
-    let mut conn = queue.store.pool().acquire().await?;
+    let mut conn = queue.store.conn().await?;
     let lease = store::lease::get(&mut conn).await?;
     Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
 }

@@ -127,19 +127,81 @@ impl Store {
         explain(&self.path, self.settings, e)
     }
 
+    /// The pool itself, for the benchmark's measurements of single statements; baton's own
+    /// code takes connections with [`Store::conn`] and [`Store::begin`].
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
+    /// A connection from the pool, for the store's statements.
+    pub async fn conn(&self) -> Result<Conn> {
+        Ok(Conn(self.pool.acquire().await?))
+    }
+
+    /// A transaction: the store's statements run in it commit together, or not at all (a
+    /// transaction dropped without [`Tx::commit`] rolls back).
+    pub async fn begin(&self) -> Result<Tx> {
+        Ok(Tx(self.pool.begin().await?))
+    }
+
     /// A connection of its own (for a `data_version` watcher: a connection never sees its own
     /// writes change `data_version`).
-    pub async fn dedicated_connection(&self) -> Result<SqliteConnection> {
-        Ok(SqliteConnection::connect_with(&self.options).await?)
+    pub async fn dedicated_connection(&self) -> Result<Dedicated> {
+        Ok(Dedicated(SqliteConnection::connect_with(&self.options).await?))
     }
 
     /// Close the pool (checkpoints and releases the file).
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A connection from the queue's pool. Callers hold it and hand it to the store's statements;
+/// what it is made of stays inside `store`.
+pub struct Conn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+
+/// An open transaction on the queue (see [`Store::begin`]).
+pub struct Tx(sqlx::Transaction<'static, sqlx::Sqlite>);
+
+/// A connection outside the pool (see [`Store::dedicated_connection`]).
+pub struct Dedicated(SqliteConnection);
+
+impl Tx {
+    pub async fn commit(self) -> Result<()> {
+        Ok(self.0.commit().await?)
+    }
+}
+
+macro_rules! to_connection {
+    ($($t:ty),*) => {$(
+        impl std::ops::Deref for $t {
+            type Target = SqliteConnection;
+            fn deref(&self) -> &SqliteConnection {
+                &self.0
+            }
+        }
+        impl std::ops::DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut SqliteConnection {
+                &mut self.0
+            }
+        }
+    )*};
+}
+to_connection!(Conn, Tx, Dedicated);
+
+/// Database errors a long-lived process outlives: a write lock held too long by another
+/// process, a full disk, an I/O error. Anything else (a damaged or foreign file) will not heal
+/// by waiting.
+pub fn is_transient(e: &Error) -> bool {
+    match e {
+        Error::Sqlx(sqlx::Error::Database(d)) => {
+            // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
+            let primary = d.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
+            !matches!(primary, Some(11 | 26))
+        }
+        Error::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
+        Error::Io { .. } => true,
+        _ => false,
     }
 }
 

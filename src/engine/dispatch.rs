@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
-use sqlx::SqliteConnection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::output;
@@ -80,7 +79,7 @@ async fn take_lead(queue: &Queue, mode: Mode) -> Result<Option<Leadership>> {
     let mut waiter = None;
     let mut standing_by = false;
     loop {
-        let mut conn = queue.store.pool().acquire().await?;
+        let mut conn = queue.store.conn().await?;
         let lease = store::lease::get(&mut conn).await?;
         let now = now_ms();
         let epoch = match (&lock, &lease) {
@@ -130,22 +129,6 @@ async fn take_lead(queue: &Queue, mode: Mode) -> Result<Option<Leadership>> {
     }
 }
 
-/// Database errors a dispatcher outlives: a write lock held too long by another process, a
-/// full disk, an I/O error. It backs off, keeps its workers and resumes; anything else (a
-/// damaged or foreign file) ends it.
-fn transient(e: &Error) -> bool {
-    match e {
-        Error::Sqlx(sqlx::Error::Database(d)) => {
-            // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26) will not heal by waiting.
-            let primary = d.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
-            !matches!(primary, Some(11 | 26))
-        }
-        Error::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
-        Error::Io { .. } => true,
-        _ => false,
-    }
-}
-
 /// A job this dispatcher is running.
 struct Running {
     job: JobRow,
@@ -155,7 +138,7 @@ struct Running {
 /// What a job's own task needs to spawn, record and watch its worker.
 #[derive(Clone)]
 struct JobContext {
-    pool: sqlx::SqlitePool,
+    store: store::Store,
     spawn_env: SpawnEnv,
     owner: String,
     epoch: i64,
@@ -198,7 +181,7 @@ struct Dispatcher {
     running: HashMap<String, Running>,
     tx: mpsc::UnboundedSender<Finished>,
     rx: mpsc::UnboundedReceiver<Finished>,
-    watch: SqliteConnection,
+    watch: store::Dedicated,
     waker: crate::engine::wake::Waker,
     spawn_env: SpawnEnv,
     leaders: Leaders,
@@ -249,7 +232,7 @@ impl Dispatcher {
         let config_stamp = config_stamp(&queue);
         let leaders = Leaders::default();
         let servers = Arc::new(server::Pool::new(server::PoolContext {
-            pool: queue.store.pool().clone(),
+            store: queue.store.clone(),
             owner: owner.clone(),
             epoch,
             spawn_env: spawn_env.clone(),
@@ -305,7 +288,7 @@ impl Dispatcher {
                         Turn::Drain => return self.drain().await,
                     }
                 }
-                Err(e) if transient(&e) => {
+                Err(e) if store::is_transient(&e) => {
                     if trouble.is_none() {
                         trouble = Some(Instant::now());
                         tracing::warn!("database error; retrying with backoff, workers keep running: {e}");
@@ -347,7 +330,7 @@ impl Dispatcher {
             self.check_cancels().await?;
             self.claim_and_spawn().await?;
             if self.running.is_empty() {
-                let mut conn = self.queue.store.pool().acquire().await?;
+                let mut conn = self.queue.store.conn().await?;
                 let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
                 st.next_due = next;
                 st.idle_since = if busy { None } else { st.idle_since.or(Some(Instant::now())) };
@@ -402,7 +385,7 @@ impl Dispatcher {
 
     /// Renew the lease and re-check the schema. False: stop leading.
     async fn heartbeat(&mut self) -> Result<bool> {
-        let mut conn = self.queue.store.pool().acquire().await?;
+        let mut conn = self.queue.store.conn().await?;
         if !store::lease::renew(&mut conn, &self.owner, self.epoch, now_ms()).await? {
             tracing::error!("lost the dispatcher lease to another dispatcher");
             return Ok(false);
@@ -486,7 +469,7 @@ impl Dispatcher {
             max_per_session: i64::from(lim.max_workers_per_session),
             batch: 64,
         };
-        let mut conn = self.queue.store.pool().acquire().await?;
+        let mut conn = self.queue.store.conn().await?;
         let claimed = store::jobs::claim(&mut conn, &self.owner, self.epoch, now_ms(), limits).await?;
         drop(conn);
         if claimed.is_empty() {
@@ -494,7 +477,7 @@ impl Dispatcher {
         }
         let jobs_cfg = &self.queue.config.config.jobs;
         let ctx = JobContext {
-            pool: self.queue.store.pool().clone(),
+            store: self.queue.store.clone(),
             spawn_env: self.spawn_env.clone(),
             owner: self.owner.clone(),
             epoch: self.epoch,
@@ -522,7 +505,7 @@ impl Dispatcher {
         if self.running.is_empty() && !servers {
             return Ok(());
         }
-        let mut conn = self.queue.store.pool().acquire().await?;
+        let mut conn = self.queue.store.conn().await?;
         let (cancels, stops) = store::workers::owner_requests(&mut conn, &self.owner, self.epoch).await?;
         for id in cancels {
             if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
@@ -599,10 +582,10 @@ impl Dispatcher {
         // One statement for the whole batch; a transaction only when workflow steps must advance
         // with it (the step's end, the new carry and the next step's job commit with the result).
         if steps.is_empty() {
-            let mut conn = self.queue.store.pool().acquire().await?;
+            let mut conn = self.queue.store.conn().await?;
             return store::jobs::finish_many(&mut conn, &outcomes, &self.owner, self.epoch, now).await;
         }
-        let mut tx = self.queue.store.pool().begin().await?;
+        let mut tx = self.queue.store.begin().await?;
         let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
         for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
             crate::workflow::runs::advance(&mut tx, id, &logs, now).await?;
@@ -632,7 +615,7 @@ impl Dispatcher {
     /// can be proven to be theirs, then retry or fail them.
     async fn recover(&mut self) -> Result<()> {
         let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
-        let mut conn = self.queue.store.pool().acquire().await?;
+        let mut conn = self.queue.store.conn().await?;
         // Server workers of an earlier leader lost their pipes with it: stop what is proven to
         // be theirs and end their rows (their jobs are recovered below).
         for row in store::workers::stale(&mut conn, &self.owner, self.epoch).await? {
@@ -645,7 +628,7 @@ impl Dispatcher {
         let orphans = store::jobs::orphans(&mut conn, &self.owner, self.epoch).await?;
         drop(conn);
         for job in orphans {
-            let mut conn = self.queue.store.pool().acquire().await?;
+            let mut conn = self.queue.store.conn().await?;
             let recorded = store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await?;
             drop(conn);
             for pgid in proc::stop_proven(&recorded, &proc::Tag::attempt(&job.id, job.attempt), grace).await {
@@ -667,7 +650,7 @@ impl Dispatcher {
         let backoff = backoff_ms(self.queue.config.config.jobs.retry_backoff_ms, job.attempt);
         let by = store::jobs::Leader { owner: &self.owner, epoch: self.epoch };
         let now = now_ms();
-        let mut tx = self.queue.store.pool().begin().await?;
+        let mut tx = self.queue.store.begin().await?;
         let to = store::jobs::requeue_lost(&mut tx, &job.id, owner, epoch, by, now, backoff, error).await?;
         if to.is_some() && job.workflow_run_id.is_some() {
             crate::workflow::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
@@ -766,9 +749,9 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
         model: job.model.as_deref(),
         now: now_ms(),
     };
-    let recorded = match ctx.pool.acquire().await {
+    let recorded = match ctx.store.conn().await {
         Ok(mut conn) => store::jobs::insert_oneshot_worker(&mut conn, &row).await,
-        Err(e) => Err(e.into()),
+        Err(e) => Err(e),
     };
     if let Err(e) = recorded {
         // The worker runs on; recovery can still find it by its attempt tag.

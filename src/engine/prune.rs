@@ -28,7 +28,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
     let r = &q.config.config.retention;
     let (max_age, min_age, max_jobs) = (r.max_age_ms as i64, r.min_age_ms as i64, r.max_jobs as i64);
     let mut report = PruneReport { dry_run, ..Default::default() };
-    let mut conn = q.store.pool().acquire().await?;
+    let mut conn = q.store.conn().await?;
     if dry_run {
         report.jobs = store::jobs::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
         report.runs = store::workflow::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
@@ -39,7 +39,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         if runs.is_empty() {
             break;
         }
-        let mut tx = q.store.pool().begin().await?;
+        let mut tx = q.store.begin().await?;
         let jobs = store::workflow::delete_runs(&mut tx, &runs).await?;
         tx.commit().await?;
         for id in jobs.iter().chain(&runs) {
@@ -78,7 +78,7 @@ fn remove_files(q: &Queue, id: &str) {
 
 /// Remove log and attachment directories whose job row is gone (a crash between delete and
 /// unlink).
-async fn sweep(q: &Queue, conn: &mut sqlx::SqliteConnection) -> Result<usize> {
+async fn sweep(q: &Queue, conn: &mut store::Conn) -> Result<usize> {
     let mut dirs = Vec::new();
     for parent in [q.loc.logs_dir(), q.loc.state_dir.join("attachments")] {
         if let Ok(rd) = std::fs::read_dir(&parent) {

@@ -146,7 +146,7 @@ impl ServerSpec {
 /// What the pool needs from its dispatcher.
 #[derive(Clone)]
 pub struct PoolContext {
-    pub pool: sqlx::SqlitePool,
+    pub store: store::Store,
     pub owner: String,
     pub epoch: i64,
     pub spawn_env: SpawnEnv,
@@ -155,8 +155,8 @@ pub struct PoolContext {
 }
 
 impl PoolContext {
-    async fn conn(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>> {
-        Ok(self.pool.acquire().await?)
+    async fn conn(&self) -> Result<store::Conn> {
+        self.store.conn().await
     }
 }
 
@@ -727,7 +727,7 @@ pub async fn recover_row(row: &store::workers::ServerRow, grace: Duration) -> Ve
 
 /// Live server rows of a profile that no slot holds (a lost worker's): recover them.
 async fn recover_profile(ctx: &PoolContext, profile: &str, grace: Duration) {
-    let rows = match ctx.pool.acquire().await {
+    let rows = match ctx.conn().await {
         Ok(mut conn) => store::workers::live_servers(&mut conn, profile).await.unwrap_or_default(),
         Err(_) => return,
     };
