@@ -5,26 +5,6 @@
 use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
 
-/// Run a command expected to fail with exit 2; returns stderr.
-fn refused(q: &TestQueue, args: &[&str]) -> String {
-    let o = q.run(args);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "baton {args:?}: stdout {} stderr {stderr}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    stderr
-}
-
-fn job_count(q: &TestQueue) -> i64 {
-    if !q.db.exists() {
-        return 0;
-    }
-    q.scalar_i64("SELECT count(*) FROM jobs")
-}
-
 fn start_stdin(q: &TestQueue, task: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = q
@@ -50,9 +30,9 @@ fn task_limits_have_exact_messages_and_write_nothing() {
     // 100 000 chars is fine; multi-byte chars count as one.
     let o = start_stdin(&q, &"é".repeat(100_000));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(job_count(&q), 1);
+    assert_eq!(q.job_count(), 1);
 
-    let e = refused(&q, &["task", "start", "--kind", "worker", "do it"]);
+    let e = q.refused(&["task", "start", "--kind", "worker", "do it"]);
     assert!(e.contains("Missing workerId"), "{e}");
 
     std::fs::write(q.project.join("a.txt"), "a").unwrap();
@@ -60,9 +40,9 @@ fn task_limits_have_exact_messages_and_write_nothing() {
     for _ in 0..11 {
         args.extend(["--attach", "a.txt"]);
     }
-    let e = refused(&q, &args);
+    let e = q.refused(&args);
     assert!(e.contains("Max 10 attachments"), "{e}");
-    assert_eq!(job_count(&q), 1, "nothing written by refused starts");
+    assert_eq!(q.job_count(), 1, "nothing written by refused starts");
 }
 
 #[test]
@@ -82,10 +62,10 @@ fn attachment_checks_in_order_with_exact_messages() {
         ("inside-link", "Invalid attachment path: Symlink attachments are not allowed"),
     ];
     for (path, msg) in cases {
-        let e = refused(&q, &["task", "start", "look", "--attach", path]);
+        let e = q.refused(&["task", "start", "look", "--attach", path]);
         assert!(e.contains(msg), "{path}: {e}");
     }
-    assert_eq!(job_count(&q), 0);
+    assert_eq!(q.job_count(), 0);
     // A good one is stored canonical and absolute.
     let id = q.start(&["look at this", "--attach", "ok.txt", "--worker", "coder"]);
     let stored: String = q.raw().query_row("SELECT attachments FROM jobs WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
@@ -152,7 +132,7 @@ fn dedup_key_answers_the_unfinished_job() {
     let (b, _) = q.json(&["task", "start", "--dedup-key", "k1", "echo two"]);
     assert_eq!(a["taskId"], b["taskId"]);
     assert_eq!(b["deduplicated"], true);
-    assert_eq!(job_count(&q), 1);
+    assert_eq!(q.job_count(), 1);
     // Once that job is finished, the key is free again.
     q.run(&["task", "cancel", a["taskId"].as_str().unwrap()]);
     let (c, _) = q.json(&["task", "start", "--dedup-key", "k1", "echo three"]);
@@ -233,7 +213,7 @@ fn list_tables_and_views() {
     assert!(profiles.contains("| ID ") && profiles.contains("| coder ") && profiles.contains("Code Implementer"));
     let status = q.ok(&["task", "list", "--view", "status"]);
     assert!(status.starts_with("# Orchestrator Status\n\n## Workers\n(none)\n\n## Recent Tasks\n| Task"));
-    let e = refused(&q, &["task", "list", "--status", "bogus"]);
+    let e = q.refused(&["task", "list", "--status", "bogus"]);
     assert!(e.contains("Unknown status \"bogus\""), "{e}");
 }
 
@@ -253,7 +233,7 @@ fn session_scoped_listing() {
 #[test]
 fn session_isolation_forbids_other_sessions() {
     let q = TestQueue::with_overrides(json!({"security": {"sessionIsolation": true}}));
-    let e = refused(&q, &["task", "start", "echo a"]);
+    let e = q.refused(&["task", "start", "echo a"]);
     assert!(e.contains("Session ID required for task tools."), "{e}");
     let id = q.ok(&["--session", "a", "task", "start", "echo a"]).trim().to_string();
     let (v, code) = q.json(&["--session", "b", "task", "peek", &id]);
@@ -265,9 +245,9 @@ fn session_isolation_forbids_other_sessions() {
 #[test]
 fn delay_and_run_at() {
     let q = TestQueue::new();
-    let e = refused(&q, &["task", "start", "x", "--delay", "10", "--run-at", "2030-01-01T00:00:00Z"]);
+    let e = q.refused(&["task", "start", "x", "--delay", "10", "--run-at", "2030-01-01T00:00:00Z"]);
     assert!(e.contains("--delay") || e.contains("cannot be used with"), "{e}");
-    let e = refused(&q, &["task", "start", "x", "--run-at", "tomorrow"]);
+    let e = q.refused(&["task", "start", "x", "--run-at", "tomorrow"]);
     assert!(e.contains("runAt must be an ISO-8601 time"), "{e}");
     let id = q.start(&["x", "--run-at", "2030-01-01T00:00:00Z"]);
     let at: i64 = q.raw().query_row("SELECT run_after_ms FROM jobs WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
@@ -280,14 +260,14 @@ fn config_errors_name_the_file_and_keep_the_queue() {
     let id = q.start(&["echo kept"]);
     let cfg = q.project.join(".baton/config.json");
     std::fs::write(&cfg, "{\n  \"autoSpawn\": false,\n  \"limits\": { \"maxConcurrency\": 4,, }\n}").unwrap();
-    let e = refused(&q, &["task", "list"]);
+    let e = q.refused(&["task", "list"]);
     assert!(e.contains(&cfg.display().to_string()), "{e}");
     assert!(e.contains("line 3"), "{e}");
     std::fs::write(&cfg, "x".repeat(1_000_001)).unwrap();
-    let e = refused(&q, &["task", "list"]);
+    let e = q.refused(&["task", "list"]);
     assert!(e.contains("1000000"), "{e}");
     std::fs::write(&cfg, r#"{"autoSpawn": false, "limits": {"maxConcurrency": "four"}}"#).unwrap();
-    let e = refused(&q, &["config", "check"]);
+    let e = q.refused(&["config", "check"]);
     assert!(e.contains("limits.maxConcurrency"), "{e}");
     std::fs::write(&cfg, r#"{"autoSpawn": false}"#).unwrap();
     assert_eq!(q.state(&id), "queued", "the queue is intact");
@@ -337,7 +317,7 @@ fn project_config_symlink_escaping_the_project_is_refused() {
     let cfg = q.project.join(".baton/config.json");
     std::fs::remove_file(&cfg).unwrap();
     std::os::unix::fs::symlink(&outside, &cfg).unwrap();
-    let e = refused(&q, &["task", "list"]);
+    let e = q.refused(&["task", "list"]);
     assert!(e.contains(&cfg.display().to_string()), "{e}");
 }
 
@@ -351,7 +331,7 @@ fn recursive_guard_refuses_start_and_run_inside_a_worker() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
         assert!(e.contains("BATON_WORKER"), "{e}");
     }
-    assert_eq!(job_count(&q), 0);
+    assert_eq!(q.job_count(), 0);
     // peek and list still answer inside a worker.
     let o = q.cmd().env("BATON_WORKER", "true").args(["task", "list"]).output().unwrap();
     assert!(o.status.success());
@@ -369,9 +349,9 @@ fn prune_dry_run_lists_without_deleting() {
     q.run(&["task", "cancel", &a, &b]);
     let out = q.ok(&["prune", "--dry-run"]);
     assert!(out.contains("Would delete 1"), "{out}");
-    assert_eq!(job_count(&q), 2);
+    assert_eq!(q.job_count(), 2);
     q.ok(&["prune"]);
-    assert_eq!(job_count(&q), 1);
+    assert_eq!(q.job_count(), 1);
 }
 
 #[test]

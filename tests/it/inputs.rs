@@ -5,52 +5,10 @@
 //! the path and says what to do; every command returns promptly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
 
 use crate::common::{self, TestQueue};
 use serde_json::json;
-
-/// Run a command, failing the test (instead of hanging it) when it has not exited in `secs`.
-fn run_within(mut cmd: Command, secs: u64) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn baton");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let o = child.wait_with_output().expect("output");
-            panic!("{cmd:?} still running after {secs}s (stderr: {})", String::from_utf8_lossy(&o.stderr));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `baton <args>` on this queue, within 30 s.
-fn run(q: &TestQueue, args: &[&str]) -> Output {
-    let mut c = q.cmd();
-    c.args(args);
-    run_within(c, 30)
-}
-
-/// Run a command expected to fail with exit 2; returns stderr.
-fn refused(q: &TestQueue, args: &[&str]) -> String {
-    let o = run(q, args);
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "baton {args:?}: stdout {} stderr {stderr}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    stderr
-}
-
-fn job_count(q: &TestQueue) -> i64 {
-    q.scalar_i64("SELECT count(*) FROM jobs")
-}
 
 fn mkfifo(path: &Path) {
     nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
@@ -71,7 +29,7 @@ fn a_fifo_as_the_project_or_global_config_fails_at_once_naming_it() {
     for args in
         [&["task", "list"][..], &["task", "start", "hi"], &["status"], &["config", "show"], &["config", "check"]]
     {
-        let e = refused(&q, args);
+        let e = q.refused(args);
         assert!(e.contains(&show(&project_config)) && e.contains("a FIFO (named pipe)"), "{args:?}: {e}");
     }
     std::fs::remove_file(&project_config).unwrap();
@@ -81,10 +39,10 @@ fn a_fifo_as_the_project_or_global_config_fails_at_once_naming_it() {
     std::fs::create_dir_all(global.parent().unwrap()).unwrap();
     mkfifo(&global);
     for args in [&["task", "list"][..], &["task", "start", "hi"]] {
-        let e = refused(&q, args);
+        let e = q.refused(args);
         assert!(e.contains(&show(&global)) && e.contains("a FIFO (named pipe)"), "{args:?}: {e}");
     }
-    assert_eq!(job_count(&q), 0);
+    assert_eq!(q.job_count(), 0);
 }
 
 #[test]
@@ -137,10 +95,10 @@ fn attachments_must_be_regular_files_outside_the_queue() {
         ),
     ];
     for (path, msg) in &cases {
-        let e = refused(&q, &["task", "start", "look", "--attach", path]);
+        let e = q.refused(&["task", "start", "look", "--attach", path]);
         assert!(e.contains(msg.as_str()), "{path:?}: {e}");
     }
-    assert_eq!(job_count(&q), 0, "a refused attachment writes no job");
+    assert_eq!(q.job_count(), 0, "a refused attachment writes no job");
     let id = q.start(&["look", "--attach", "src/main.rs"]);
     assert_eq!(q.state(&id), "queued");
 }
@@ -187,7 +145,7 @@ fn a_nul_in_the_task_is_refused_at_start() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("Task must not contain a NUL character (\\0)"), "{e}");
-    assert_eq!(job_count(&q), 0);
+    assert_eq!(q.job_count(), 0);
 }
 
 #[tokio::test]
@@ -209,7 +167,7 @@ async fn a_nul_in_the_task_is_refused_by_the_api_the_mcp_server_calls() {
         let e = api::start(&queue, &caller, p).await.unwrap_err();
         assert!(matches!(e, baton::Error::Invalid(_)) && e.to_string().contains("NUL character"), "{kind}: {e}");
     }
-    assert_eq!(job_count(&q), 0);
+    assert_eq!(q.job_count(), 0);
 }
 
 #[test]
@@ -219,7 +177,7 @@ fn config_check_warns_about_a_placeholder_inside_a_shell_script() {
         "profiles": [{"id": "shelly", "name": "Shelly", "model": "node", "purpose": "p", "whenToUse": "w",
                       "command": ["bash", "-ec", "agent --system '{systemPrompt}'"]}]
     }));
-    let o = run(&q, &["config", "check"]);
+    let o = q.run_within(&["config", "check"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{e}");
     assert!(e.contains("warning: runner: {prompt} is part of the shell script \"echo {prompt}\" (after sh -c)"), "{e}");
@@ -229,7 +187,7 @@ fn config_check_warns_about_a_placeholder_inside_a_shell_script() {
     // The whole script as the placeholder is the plain-command runner; an argument of its own is data.
     for runner in [json!(["sh", "-c", "{prompt}"]), json!(["sh", "-c", "agent \"$1\"", "sh", "{prompt}"])] {
         let q = TestQueue::with_overrides(json!({ "runner": runner }));
-        let o = run(&q, &["config", "check"]);
+        let o = q.run_within(&["config", "check"]);
         let e = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success() && !e.contains("warning"), "{runner}: {e}");
     }
@@ -240,10 +198,10 @@ fn a_directory_or_fifo_at_the_queue_path_is_named_for_what_it_is() {
     let q = TestQueue::new();
     let dir = q.dir.path().join("queue-dir");
     std::fs::create_dir(&dir).unwrap();
-    let e = refused(&q, &["--db", &show(&dir), "task", "list"]);
+    let e = q.refused(&["--db", &show(&dir), "task", "list"]);
     assert!(e.contains(&format!("Cannot use the queue {}: it is a directory, not a queue file", show(&dir))), "{e}");
     assert!(e.contains(&show(&dir.join("baton.db"))) && !e.contains("too short"), "{e}");
-    let e = refused(&q, &["--db", &show(&dir), "task", "start", "hi"]);
+    let e = q.refused(&["--db", &show(&dir), "task", "start", "hi"]);
     assert!(e.contains("it is a directory, not a queue file"), "{e}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "nothing written into it");
 
@@ -252,7 +210,7 @@ fn a_directory_or_fifo_at_the_queue_path_is_named_for_what_it_is() {
     for args in [&["task", "list"][..], &["task", "start", "hi"]] {
         let mut a = vec!["--db", fifo.to_str().unwrap()];
         a.extend_from_slice(args);
-        let e = refused(&q, &a);
+        let e = q.refused(&a);
         assert!(e.contains(&format!("Cannot use the queue {}: it is a FIFO (named pipe)", show(&fifo))), "{e}");
     }
 }
@@ -312,7 +270,7 @@ fn a_queue_in_a_read_only_directory_says_so() {
         if as_root {
             c.uid(NOBODY).gid(NOBODY);
         }
-        run_within(c, 30)
+        common::run_within(c, 30)
     };
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o500)).unwrap();
     let outcome = std::panic::catch_unwind(|| {
@@ -352,7 +310,7 @@ fn a_truncated_queue_is_reported_as_damaged_with_its_path() {
     let len = std::fs::metadata(&q.db).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&q.db).unwrap().set_len(len / 2).unwrap();
     for args in [&["task", "list"][..], &["status"], &["task", "start", "one more"]] {
-        let e = refused(&q, args);
+        let e = q.refused(args);
         assert!(e.contains(&format!("Cannot use the queue {}: the file is damaged", show(&q.db))), "{args:?}: {e}");
         assert!(e.contains("Restore it from a backup") && !e.contains("(code: "), "{e}");
     }
@@ -383,12 +341,12 @@ fn read_commands_on_a_missing_queue_create_nothing_and_say_so() {
     for args in reads {
         let mut a = vec!["--db", db_arg.as_str()];
         a.extend_from_slice(args);
-        let e = refused(&q, &a);
+        let e = q.refused(&a);
         assert!(e.contains(&format!("No queue at {db_arg}: nothing was created")), "{args:?}: {e}");
         assert!(!typo.exists(), "{args:?} created {}", show(&typo));
     }
     // BATON_DB (the test's own queue, not yet created) likewise.
-    let e = refused(&q, &["task", "list"]);
+    let e = q.refused(&["task", "list"]);
     assert!(e.contains(&format!("No queue at {}", show(&q.db))), "{e}");
     assert!(!q.db.exists());
     // Commands that write tasks still create the queue.
@@ -403,7 +361,7 @@ fn a_write_under_another_process_write_lock_says_who_holds_what() {
     q.ok(&["init"]);
     let holder = q.raw();
     holder.execute_batch("BEGIN IMMEDIATE;").unwrap();
-    let e = refused(&q, &["task", "start", "blocked"]);
+    let e = q.refused(&["task", "start", "blocked"]);
     assert!(
         e.contains(&format!(
             "baton: Another process holds the write lock on the queue {}: this write waited 300 ms",

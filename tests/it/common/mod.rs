@@ -130,6 +130,34 @@ impl TestQueue {
         String::from_utf8(o.stdout).unwrap()
     }
 
+    /// `baton <args>`, failing the test (instead of hanging it) when it has not exited in 30 s.
+    pub fn run_within(&self, args: &[&str]) -> Output {
+        let mut c = self.cmd();
+        c.args(args);
+        run_within(c, 30)
+    }
+
+    /// Run a command expected to fail with exit 2 (within 30 s); returns stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let o = self.run_within(args);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "baton {args:?}: stdout {} stderr {stderr}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        stderr
+    }
+
+    /// How many jobs the queue holds (0 when there is no queue file).
+    pub fn job_count(&self) -> i64 {
+        if !self.db.exists() {
+            return 0;
+        }
+        self.scalar_i64("SELECT count(*) FROM jobs")
+    }
+
     /// `baton task start ... ` and return the id.
     pub fn start(&self, args: &[&str]) -> String {
         let mut a = vec!["task", "start"];
@@ -234,6 +262,23 @@ pub fn test_hooks(what: &str) -> bool {
         eprintln!("SKIPPED: {what} needs the test hooks: run `cargo test --features test-hooks`");
     }
     cfg!(feature = "test-hooks")
+}
+
+/// Run a command, failing the test (instead of hanging it) when it has not exited in `secs`.
+pub fn run_within(mut cmd: Command, secs: u64) -> Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn baton");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!("{cmd:?} still running after {secs}s (stderr: {})", String::from_utf8_lossy(&o.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Poll `cond` every 20 ms until it holds or `secs` pass; panics with `what` on timeout.
