@@ -175,7 +175,7 @@ fn new_jobs(n: usize) -> Vec<NewJob> {
 fn outcome(id: &str) -> Outcome {
     Outcome {
         id: id.to_string(),
-        state: "succeeded",
+        state: baton::job::JobState::Succeeded,
         response: Some("ok".into()),
         response_chars: Some(2),
         error: None,

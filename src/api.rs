@@ -884,7 +884,7 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
         crate::engine::proc::stop_proven(&recorded, &crate::engine::proc::Tag::attempt(id, row.attempt), grace).await;
         let o = store::jobs::Outcome {
             id: id.clone(),
-            state: "canceled",
+            state: job::JobState::Canceled,
             response: None,
             response_chars: None,
             error: None,

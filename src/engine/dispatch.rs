@@ -14,7 +14,7 @@ use crate::agent::output;
 use crate::engine::worker::{self, Ending, Leaders, SpawnEnv};
 use crate::engine::{proc, server};
 use crate::error::{Error, Result};
-use crate::job::{JobRow, now_ms};
+use crate::job::{JobRow, JobState, now_ms};
 use crate::queue::{Queue, leads};
 use crate::store::jobs::{ClaimLimits, Outcome};
 use crate::store::workers::SpawnLimits;
@@ -815,7 +815,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {
         id: job.id.clone(),
-        state: "failed",
+        state: JobState::Failed,
         response_chars: Some(response.chars().count() as i64),
         response: Some(response).filter(|r| !r.is_empty()),
         error: None,
@@ -835,7 +835,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
                 o.exit_code = Some(i64::from(code));
                 match (&found.failure, code, &reason) {
                     (Some(msg), _, _) => o.error = Some(format!("Agent reported an error: {msg}")),
-                    (None, 0, _) => o.state = "succeeded",
+                    (None, 0, _) => o.state = JobState::Succeeded,
                     (None, _, Some(why)) => o.error = Some(format!("Worker exited with code {code}: {why}")),
                     (None, _, None) => o.error = Some(format!("Worker exited with code {code}")),
                 }
@@ -846,10 +846,10 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         }
         Ending::TimedOut => o.error = Some(format!("Task timed out after {}ms", job.timeout_ms)),
         // The error text is written from the row's cancel reason by the store.
-        Ending::Canceled => o.state = "canceled",
+        Ending::Canceled => o.state = JobState::Canceled,
         Ending::SpawnFailed(e) => o.error = Some(format!("Failed to start worker: {e}")),
         Ending::NotFound { message, .. } => o.error = Some(format!("Failed to start worker: {message}")),
-        Ending::Answered { .. } => o.state = "succeeded",
+        Ending::Answered { .. } => o.state = JobState::Succeeded,
         Ending::Reported(e) => o.error = Some(format!("Agent reported an error: {e}")),
         Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),
     }

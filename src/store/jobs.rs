@@ -6,7 +6,7 @@
 use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
-use crate::job::{JobRow, NewJob};
+use crate::job::{JobRow, JobState, NewJob};
 
 /// Outcome of an insert that may hit the dedup key of an unfinished job.
 #[derive(Debug)]
@@ -252,7 +252,7 @@ pub async fn insert_oneshot_worker(conn: &mut SqliteConnection, w: &NewWorker<'_
 pub struct Outcome {
     pub id: String,
     /// `succeeded`, `failed` or `canceled`.
-    pub state: &'static str,
+    pub state: JobState,
     pub response: Option<String>,
     pub response_chars: Option<i64>,
     pub error: Option<String>,
