@@ -390,9 +390,8 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
             }
         }
     };
-    drop(conn);
     if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
-        ensure_dispatcher(q).await?;
+        ensure_dispatcher(q, &mut conn).await?;
     }
     Ok(answer)
 }
@@ -500,10 +499,11 @@ async fn start_workflow(
         .await?;
     }
     runs::begin(&mut tx, run_id, now).await?;
-    tx.commit().await?;
     if p.auto_spawn.unwrap_or(cfg.auto_spawn) {
-        ensure_dispatcher(q).await?;
+        // Read in the transaction, before its commit wakes a dispatcher.
+        ensure_dispatcher(q, &mut tx).await?;
     }
+    tx.commit().await?;
     Ok(Started {
         deduplicated: None,
         error: None,
@@ -646,7 +646,8 @@ pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Res
     // Queued or running work with no live dispatcher is said to be so, and gets one
     // (autoSpawn): a running job whose dispatcher is gone is recovered by the next.
     let orphaned = |s: &str| s == "queued" || s == "running";
-    if out.iter().any(|a| orphaned(a.status())) && queue::leader(q).await?.is_none() {
+    let mut conn = q.store.conn().await?;
+    if out.iter().any(|a| orphaned(a.status())) && queue::leader(q, &mut conn).await?.is_none() {
         for a in &mut out {
             if let Answer::Record(r) = a
                 && orphaned(&r.status)
@@ -656,7 +657,7 @@ pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Res
             }
         }
         if q.config.config.auto_spawn {
-            ensure_dispatcher(q).await?;
+            ensure_dispatcher(q, &mut conn).await?;
         }
     }
     Ok(out)
@@ -726,7 +727,7 @@ pub async fn wait_terminal(
         if !spawned_check {
             spawned_check = true;
             if q.config.config.auto_spawn && open.iter().any(|(_, s)| s == "queued" || s == "running") {
-                ensure_dispatcher(q).await?;
+                ensure_dispatcher(q, &mut conn).await?;
             }
         }
         loop {
@@ -787,15 +788,14 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
         }
         waited.push(id.clone());
     }
-    drop(conn);
     let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
     let deadline = Instant::now() + grace + Duration::from_secs(5);
     let mut ownerless = running.is_empty();
     loop {
-        if !ownerless && queue::leader(q).await?.is_none() {
+        if !ownerless && queue::leader(q, &mut conn).await?.is_none() {
             // No live owner (none when asked, or it died since): kill the proven groups ourselves.
             ownerless = true;
-            cancel_orphans(q, &running, grace).await?;
+            cancel_orphans(&mut conn, &running, grace).await?;
         }
         // While an owner is at work, look again now and then whether it is still there.
         let left = deadline.saturating_duration_since(Instant::now());
@@ -852,9 +852,9 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
     let deadline = Instant::now() + grace * 2 + Duration::from_secs(10);
     let mut ownerless = false;
     while store::workers::count_live(&mut conn, &ids).await? > 0 && Instant::now() < deadline {
-        if !ownerless && queue::leader(q).await?.is_none() {
+        if !ownerless && queue::leader(q, &mut conn).await?.is_none() {
             ownerless = true;
-            cancel_orphans(q, &running, grace).await?;
+            cancel_orphans(&mut conn, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
                 crate::engine::server::recover_row(&row, grace).await;
                 store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
@@ -872,15 +872,14 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
 
 /// Cancel running jobs whose dispatcher is gone: kill each proven worker group, then write
 /// `canceled`, fenced by the owner found on the row.
-async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()> {
-    let mut conn = q.store.conn().await?;
+async fn cancel_orphans(conn: &mut store::Conn, ids: &[String], grace: Duration) -> Result<()> {
     for id in ids {
-        let Some(row) = store::jobs::get(&mut conn, id).await? else { continue };
+        let Some(row) = store::jobs::get(conn, id).await? else { continue };
         let (Some(owner), Some(epoch)) = (row.owner.clone(), row.epoch) else { continue };
         if row.state != "running" {
             continue;
         }
-        let recorded = store::jobs::worker_pids(&mut conn, id, row.attempt).await?;
+        let recorded = store::jobs::worker_pids(conn, id, row.attempt).await?;
         crate::engine::proc::stop_proven(&recorded, &crate::engine::proc::Tag::attempt(id, row.attempt), grace).await;
         let o = store::jobs::Outcome {
             id: id.clone(),
@@ -897,7 +896,7 @@ async fn cancel_orphans(q: &Queue, ids: &[String], grace: Duration) -> Result<()
             cached_tokens: None,
             cost_usd: None,
         };
-        store::jobs::finish(&mut conn, &o, &owner, epoch, now_ms()).await?;
+        store::jobs::finish(conn, &o, &owner, epoch, now_ms()).await?;
     }
     Ok(())
 }
@@ -1063,8 +1062,8 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunSh
 /// `baton status`: the dispatcher, counts by state, the database path.
 pub async fn status(q: &Queue) -> Result<Status> {
     let mut conn = q.store.conn().await?;
+    let alive = queue::leader(q, &mut conn).await?.is_some();
     let lease = store::lease::get(&mut conn).await?;
-    let alive = queue::leader(q).await?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
     let jobs = job::JobState::ALL
         .iter()

@@ -163,17 +163,19 @@ pub(crate) fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> 
 /// The queue's live leader, as any process can tell: none when no dispatcher ever ran, when
 /// the last one is gone, or when its heartbeat is older than `dispatcher.staleMs` (it is paused
 /// or hung, and the next dispatcher to start replaces it).
-pub async fn leader(queue: &Queue) -> Result<Option<Lease>> {
+///
+/// It reads the lease on the caller's connection: one taken here right after the caller gave
+/// its own back would often be a new one (the pool takes returns back asynchronously).
+pub async fn leader(queue: &Queue, conn: &mut impl store::Handle) -> Result<Option<Lease>> {
     let held = lock_held(queue)?;
-    let mut conn = queue.store.conn().await?;
-    let lease = store::lease::get(&mut conn).await?;
+    let lease = store::lease::get(conn).await?;
     Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
 }
 
 /// Start a fully detached dispatcher when none is alive. Concurrent starters race safely:
 /// the losers find the lock taken and exit.
-pub async fn ensure_dispatcher(q: &Queue) -> Result<()> {
-    if leader(q).await?.is_some() {
+pub async fn ensure_dispatcher(q: &Queue, conn: &mut impl store::Handle) -> Result<()> {
+    if leader(q, conn).await?.is_some() {
         return Ok(());
     }
     spawn_detached_dispatcher(q)

@@ -189,6 +189,12 @@ macro_rules! to_connection {
 }
 to_connection!(Conn, Tx, Dedicated);
 
+/// Any of the three: what a caller can hand a statement it runs on whichever it holds.
+pub trait Handle: std::ops::DerefMut<Target = SqliteConnection> + Send {}
+impl Handle for Conn {}
+impl Handle for Tx {}
+impl Handle for Dedicated {}
+
 /// Database errors a long-lived process outlives: a write lock held too long by another
 /// process, a full disk, an I/O error. Anything else (a damaged or foreign file) will not heal
 /// by waiting.
