@@ -1062,8 +1062,8 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunSh
 /// `baton status`: the dispatcher, counts by state, the database path.
 pub async fn status(q: &Queue) -> Result<Status> {
     let mut conn = q.store.conn().await?;
-    let alive = queue::leader(q, &mut conn).await?.is_some();
     let lease = store::lease::get(&mut conn).await?;
+    let alive = queue::leading(q, lease.clone())?.is_some();
     let counts = store::jobs::counts(&mut conn).await?;
     let jobs = job::JobState::ALL
         .iter()

@@ -167,8 +167,13 @@ pub(crate) fn leads(lease: &Lease, lock_held: bool, stale_ms: u64, now: i64) -> 
 /// It reads the lease on the caller's connection: one taken here right after the caller gave
 /// its own back would often be a new one (the pool takes returns back asynchronously).
 pub async fn leader(queue: &Queue, conn: &mut impl store::Handle) -> Result<Option<Lease>> {
-    let held = lock_held(queue)?;
     let lease = store::lease::get(conn).await?;
+    leading(queue, lease)
+}
+
+/// The lease if it shows a live leader (see [`leader`]), for a caller that has read it already.
+pub fn leading(queue: &Queue, lease: Option<Lease>) -> Result<Option<Lease>> {
+    let held = lock_held(queue)?;
     Ok(lease.filter(|l| leads(l, held, queue.config.config.dispatcher.stale_ms, now_ms())))
 }
 
