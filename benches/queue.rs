@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
-use baton::job::{JobRow, NewJob, now_ms};
+use baton::job::{JobRow, JobState, NewJob, WorkerKind, now_ms};
 use baton::store::jobs::{self, ClaimLimits, Outcome};
 use baton::store::{Durability, Store};
 use rusqlite::ffi;
@@ -163,7 +163,7 @@ fn new_job(i: usize, now: i64) -> NewJob {
         workflow_run_id: None,
         workflow_step: None,
         output: None,
-        worker_kind: "oneshot",
+        worker_kind: WorkerKind::Oneshot,
     }
 }
 
@@ -284,16 +284,22 @@ fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
         j.workflow_run_id,
         j.workflow_step,
         j.output,
-        j.worker_kind,
+        j.worker_kind.as_str(),
     ])
     .unwrap();
+}
+
+/// A state word decoded as the store decodes it.
+fn word<T>(r: &rusqlite::Row, i: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text = r.get_ref(i)?.as_str()?;
+    parse(text).ok_or_else(|| rusqlite::Error::InvalidColumnType(i, text.to_string(), rusqlite::types::Type::Text))
 }
 
 fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         seq: r.get(0)?,
         id: r.get(1)?,
-        state: r.get(2)?,
+        state: word(r, 2, JobState::parse)?,
         kind: r.get(3)?,
         profile: r.get(4)?,
         task: r.get(5)?,
@@ -330,7 +336,7 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         tokens: r.get(36)?,
         cost_usd: r.get(37)?,
         output: r.get(38)?,
-        worker_kind: r.get(39)?,
+        worker_kind: word(r, 39, WorkerKind::parse)?,
         input_tokens: r.get(40)?,
         output_tokens: r.get(41)?,
         cached_tokens: r.get(42)?,
@@ -751,7 +757,7 @@ fn bench_workflows(rt: &Runtime, bin: &Path) {
                 ..Default::default()
             };
             let a = api::start(&q, &caller(), params).await.expect("api::start workflow");
-            assert_eq!(a.status, "running", "{a:?}");
+            assert_eq!(a.status, JobState::Running, "{a:?}");
         }
         q.store.close().await;
     });
@@ -849,7 +855,7 @@ fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
         let t = Instant::now();
         for i in 0..C_JOBS {
             let a = api::start(&q, &caller(), worker_params(&format!("bench job {i}"))).await.expect("api::start");
-            assert_eq!(a.status, "queued", "{a:?}");
+            assert_eq!(a.status, JobState::Queued, "{a:?}");
         }
         let d = t.elapsed();
         q.store.close().await;
@@ -942,7 +948,7 @@ fn bench_await(rt: &Runtime, bin: &Path) -> (Project, Dispatcher) {
                 .await
                 .expect("await_jobs");
             let woke = now_ms();
-            assert_eq!(ans[0].status(), "succeeded", "(d): the job did not succeed");
+            assert_eq!(ans[0].state(), Some(JobState::Succeeded), "(d): the job did not succeed");
             let finished: i64 =
                 raw.query_row("SELECT finished_ms FROM jobs WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
             lat.push(woke - finished);
@@ -1219,7 +1225,7 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
                 ..Default::default()
             };
             let a = api::start(&q, &caller(), params).await.expect("api::start");
-            assert_eq!(a.status, "queued", "{a:?}");
+            assert_eq!(a.status, JobState::Queued, "{a:?}");
         }
         t.elapsed()
     });

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::agent::launch::{self, Launch};
 use crate::agent::profile::{self, AttachmentKind};
@@ -19,6 +18,7 @@ use crate::location;
 use crate::queue;
 use crate::queue::ensure_dispatcher;
 pub use crate::queue::{OpenOptions, Queue};
+use crate::state::{Absent, JobState, RunState, StepState, WorkerKind, WorkerState};
 use crate::store;
 use crate::store::jobs::Inserted;
 use crate::workflow::runs;
@@ -41,7 +41,7 @@ pub struct Started {
     pub kind: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<&'static str>,
-    pub status: String,
+    pub status: JobState,
     pub task_id: String,
     pub worker_id: String,
 }
@@ -50,10 +50,10 @@ pub struct Started {
 #[derive(Debug, Clone, Serialize)]
 pub struct Stopped {
     pub id: String,
-    pub kind: String,
+    pub kind: WorkerKind,
     pub pid: Option<i64>,
     pub profile: String,
-    pub status: String,
+    pub status: WorkerState,
 }
 
 /// `baton status`.
@@ -86,7 +86,7 @@ pub struct RunShown {
     pub finished_at: Option<String>,
     pub id: String,
     pub name: String,
-    pub status: String,
+    pub status: RunState,
     pub steps: Vec<StepShown>,
     pub task: String,
     pub workflow_id: String,
@@ -102,7 +102,7 @@ pub struct StepShown {
     pub id: String,
     pub index: i64,
     pub started_at: Option<String>,
-    pub status: String,
+    pub status: StepState,
     pub task_id: Option<String>,
     pub title: String,
     pub warning: Option<String>,
@@ -361,7 +361,7 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
             error: Some(error),
             kind: None,
             next: None,
-            status: "failed".into(),
+            status: JobState::Failed,
             task_id: id,
             worker_id,
         });
@@ -372,13 +372,13 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
             error: None,
             kind: Some("worker"),
             next: Some("task_await"),
-            status: "queued".into(),
+            status: JobState::Queued,
             task_id: id,
             worker_id,
         },
         Inserted::Duplicate(existing) => {
             let row = store::jobs::get(&mut conn, &existing).await?;
-            let (w, s) = row.map(|r| (r.profile, r.state)).unwrap_or((worker_id, "queued".into()));
+            let (w, s) = row.map(|r| (r.profile, r.state)).unwrap_or((worker_id, JobState::Queued));
             Started {
                 deduplicated: Some(true),
                 error: None,
@@ -493,7 +493,7 @@ async fn start_workflow(
                 // Attachments go to step 0 only.
                 attachments: if i == 0 { &attachments_json } else { "[]" },
                 output: output.as_deref(),
-                worker_kind: pr.kind.as_str(),
+                worker_kind: pr.kind,
             },
         )
         .await?;
@@ -509,7 +509,7 @@ async fn start_workflow(
         error: None,
         kind: Some("workflow"),
         next: Some("task_await"),
-        status: "running".into(),
+        status: JobState::Running,
         task_id: run_id.to_string(),
         worker_id: format!("workflow:{}", def.id),
     })
@@ -552,11 +552,11 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// The status word of this answer.
-    pub fn status(&self) -> &str {
+    /// The state of the job or run; None for an unknown (or forbidden) id.
+    pub fn state(&self) -> Option<JobState> {
         match self {
-            Answer::Record(r) => &r.status,
-            Answer::Missing(m) => m.status,
+            Answer::Record(r) => Some(r.status),
+            Answer::Missing(_) => None,
         }
     }
     pub fn timed_out(&self) -> bool {
@@ -590,7 +590,7 @@ async fn resolve_ids(q: &Queue, given: &[String]) -> Result<Vec<std::result::Res
         out.push(match found.as_slice() {
             [one] => Ok(one.clone()),
             [_, _, ..] => return Err(Error::AmbiguousId(g.clone())),
-            [] => Err(Missing { id: g.clone(), status: "unknown" }),
+            [] => Err(Missing { id: g.clone(), status: Absent::Unknown }),
         });
     }
     Ok(out)
@@ -627,10 +627,10 @@ async fn answers(
             } else if let Some(i) = runs.iter().position(|run| &run.id == id) {
                 (&runs[i].session, runs::record(&runs[i], &run_steps[i], cap, live, now))
             } else {
-                return Answer::Missing(Missing { id: id.clone(), status: "unknown" });
+                return Answer::Missing(Missing { id: id.clone(), status: Absent::Unknown });
             };
             if isolated && *session != caller.session {
-                return Answer::Missing(Missing { id: id.clone(), status: "forbidden" });
+                return Answer::Missing(Missing { id: id.clone(), status: Absent::Forbidden });
             }
             Answer::Record(Box::new(record))
         })
@@ -645,15 +645,15 @@ pub async fn peek(q: &Queue, caller: &Caller, ids: &[String], full: bool) -> Res
     let mut out = answers(q, caller, &resolved, true, full).await?;
     // Queued or running work with no live dispatcher is said to be so, and gets one
     // (autoSpawn): a running job whose dispatcher is gone is recovered by the next.
-    let orphaned = |s: &str| s == "queued" || s == "running";
     let mut conn = q.store.conn().await?;
-    if out.iter().any(|a| orphaned(a.status())) && queue::leader(q, &mut conn).await?.is_none() {
+    let orphaned = |a: &Answer| a.state().is_some_and(|s| !s.is_terminal());
+    if out.iter().any(orphaned) && queue::leader(q, &mut conn).await?.is_none() {
         for a in &mut out {
             if let Answer::Record(r) = a
-                && orphaned(&r.status)
+                && !r.status.is_terminal()
             {
                 r.dispatcher = Some("none".into());
-                r.stalled |= r.status == "running";
+                r.stalled |= r.status == JobState::Running;
             }
         }
         if q.config.config.auto_spawn {
@@ -693,7 +693,7 @@ pub async fn await_jobs(
     if unfinished > 0 {
         for a in &mut out {
             if let Answer::Record(r) = a
-                && !job::is_terminal(&r.status)
+                && !r.status.is_terminal()
             {
                 r.timed_out = Some(true);
             }
@@ -720,13 +720,13 @@ pub async fn wait_terminal(
     let mut last_progress = Instant::now();
     loop {
         let states = store::jobs::states(&mut conn, ids).await?;
-        let open: Vec<&(String, String)> = states.iter().filter(|(_, s)| !job::is_terminal(s)).collect();
-        if open.is_empty() || started.elapsed() >= timeout {
-            return Ok(open.len());
+        let open = states.iter().filter(|(_, s)| !s.is_terminal()).count();
+        if open == 0 || started.elapsed() >= timeout {
+            return Ok(open);
         }
         if !spawned_check {
             spawned_check = true;
-            if q.config.config.auto_spawn && open.iter().any(|(_, s)| s == "queued" || s == "running") {
+            if q.config.config.auto_spawn {
                 ensure_dispatcher(q, &mut conn).await?;
             }
         }
@@ -736,7 +736,7 @@ pub async fn wait_terminal(
                 && last_progress.elapsed() >= Duration::from_secs(1)
             {
                 last_progress = Instant::now();
-                p(started.elapsed(), open.len());
+                p(started.elapsed(), open);
             }
             let v = store::lease::data_version(&mut conn).await?;
             if v != version || started.elapsed() >= timeout {
@@ -770,12 +770,12 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
         // A workflow run is canceled through its current step's job (the
         // `jobs_cancel_workflow` trigger ends the run with it).
         let job = match store::workflow::get_run(&mut conn, id).await? {
-            Some(run) if !job::is_terminal(&run.state) => {
+            Some(run) if !run.state.is_terminal() => {
                 match store::workflow::request_cancel(&mut conn, id, reason, now).await? {
                     Some(job) => job,
                     None => {
                         let error = reason.map_or("Canceled".to_string(), |r| format!("Canceled: {r}"));
-                        store::workflow::end_run(&mut conn, id, "canceled", None, Some(&error), now).await?;
+                        store::workflow::end_run(&mut conn, id, RunState::Canceled, None, Some(&error), now).await?;
                         continue;
                     }
                 }
@@ -783,7 +783,7 @@ pub async fn cancel(q: &Queue, caller: &Caller, ids: &[String], reason: Option<&
             Some(_) => continue,
             None => id.clone(),
         };
-        if store::jobs::request_cancel(&mut conn, &job, reason, now).await?.as_deref() == Some("running") {
+        if store::jobs::request_cancel(&mut conn, &job, reason, now).await? == Some(JobState::Running) {
             running.push(job);
         }
         waited.push(id.clone());
@@ -817,13 +817,13 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
         return Err(Error::Invalid("Give the ids of the workers to stop, or --all".into()));
     }
     let mut conn = q.store.conn().await?;
-    let live = store::jobs::live_workers(&mut conn).await?;
-    let mut targets: Vec<&store::jobs::WorkerRow> = Vec::new();
+    let live = store::workers::live_workers(&mut conn).await?;
+    let mut targets: Vec<&store::workers::WorkerRow> = Vec::new();
     if all {
         targets.extend(live.iter());
     }
     for id in ids {
-        let found: Vec<&store::jobs::WorkerRow> = match live.iter().find(|w| &w.id == id) {
+        let found: Vec<&store::workers::WorkerRow> = match live.iter().find(|w| &w.id == id) {
             Some(w) => vec![w],
             None => live.iter().filter(|w| !id.is_empty() && w.id.starts_with(id.as_str())).collect(),
         };
@@ -837,11 +837,11 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
     targets.dedup_by(|a, b| a.id == b.id);
     let now = now_ms();
     let ids: Vec<String> = targets.iter().map(|w| w.id.clone()).collect();
-    let servers: Vec<String> = targets.iter().filter(|w| w.kind == "server").map(|w| w.id.clone()).collect();
+    let servers: Vec<String> = targets.iter().filter(|w| w.kind == WorkerKind::Server).map(|w| w.id.clone()).collect();
     store::workers::request_stop(&mut conn, &servers, now).await?;
     let mut running = Vec::new();
     for job in targets.iter().filter_map(|w| w.job_id.as_deref()) {
-        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await?.as_deref() == Some("running")
+        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await? == Some(JobState::Running)
         {
             running.push(job.to_string());
         }
@@ -857,7 +857,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
             cancel_orphans(&mut conn, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
                 crate::engine::server::recover_row(&row, grace).await;
-                store::workers::end(&mut conn, &row.id, "stopped", None, Some("Stopped by request"), now_ms()).await?;
+                store::workers::end(&mut conn, &row.id, WorkerState::Stopped, None, Some("Stopped by request"), now_ms()).await?;
             }
             continue;
         }
@@ -876,7 +876,7 @@ async fn cancel_orphans(conn: &mut store::Conn, ids: &[String], grace: Duration)
     for id in ids {
         let Some(row) = store::jobs::get(conn, id).await? else { continue };
         let (Some(owner), Some(epoch)) = (row.owner.clone(), row.epoch) else { continue };
-        if row.state != "running" {
+        if row.state != JobState::Running {
             continue;
         }
         let recorded = store::jobs::worker_pids(conn, id, row.attempt).await?;
@@ -919,29 +919,72 @@ pub struct ListParams {
     pub format: Option<String>,
 }
 
-/// The answer of `task_list`: JSON data, and its markdown rendering.
+/// The answer of `task_list`: typed data (its JSON), and its markdown rendering.
 #[derive(Debug, Clone)]
-pub struct Listing {
-    pub json: Value,
+pub struct Listing<'q> {
+    pub data: ListData<'q>,
     pub markdown: String,
+}
+
+/// What a `task_list` view holds; serialized as the bare array (or, for `status`, object).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ListData<'q> {
+    Tasks(Vec<Record>),
+    Workers(Vec<WorkerShown>),
+    Profiles(&'q [profile::Profile]),
+    Workflows(&'q [WorkflowDef]),
+    Status { tasks: Vec<Record>, workers: Vec<WorkerShown> },
+}
+
+/// A live worker as `task_list --view workers` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerShown {
+    pub id: String,
+    pub job_id: Option<String>,
+    pub kind: WorkerKind,
+    pub last_activity_at: String,
+    pub model: Option<String>,
+    pub pid: Option<i64>,
+    pub profile: String,
+    pub session_id: Option<String>,
+    pub started_at: String,
+    pub status: WorkerState,
+}
+
+impl WorkerShown {
+    fn of(w: &store::workers::WorkerRow) -> WorkerShown {
+        WorkerShown {
+            id: w.id.clone(),
+            job_id: w.job_id.clone(),
+            kind: w.kind,
+            last_activity_at: job::iso(w.last_activity_ms),
+            model: w.model.clone(),
+            pid: w.pid,
+            profile: w.profile.clone(),
+            session_id: w.session.clone(),
+            started_at: job::iso(w.started_ms),
+            status: w.state,
+        }
+    }
 }
 
 /// `task_list`. `default_scope` is `all` for the CLI, `session` for MCP; `session_filter` is the
 /// CLI's `--session`.
-pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &str) -> Result<Listing> {
+pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_scope: &str) -> Result<Listing<'q>> {
     check_session(q, caller)?;
     let view = p.view.as_deref().unwrap_or("tasks");
     let limit = p.limit.unwrap_or(20).max(1);
     let mut conn = q.store.conn().await?;
     match view {
         "tasks" => {
-            if let Some(s) = &p.status
-                && job::JobState::parse(s).is_none()
-            {
-                return Err(Error::Invalid(format!(
-                    "Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"
-                )));
-            }
+            let state = match p.status.as_deref() {
+                None => None,
+                Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+                    Error::Invalid(format!("Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"))
+                })?),
+            };
             let scope = p.scope.as_deref().unwrap_or(default_scope);
             let session = match scope {
                 "all" if !q.config.config.security.session_isolation => None,
@@ -952,56 +995,45 @@ pub async fn list(q: &Queue, caller: &Caller, p: &ListParams, default_scope: &st
                 &mut conn,
                 &store::jobs::ListFilter {
                     profile: p.worker_id.clone(),
-                    state: p.status.clone(),
+                    state,
                     session: if scope == "session" && session.is_none() { Some(String::new()) } else { session },
                     limit,
                 },
             )
             .await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
-            Ok(Listing { markdown: crate::api::format::tasks_table(&records), json: serde_json::to_value(&records)? })
+            Ok(Listing { markdown: crate::api::format::tasks_table(&records), data: ListData::Tasks(records) })
         }
         "workers" => {
-            let workers = store::jobs::live_workers(&mut conn).await?;
-            Ok(Listing { markdown: crate::api::format::workers_table(&workers), json: workers_json(&workers) })
+            let workers = store::workers::live_workers(&mut conn).await?;
+            Ok(Listing {
+                markdown: crate::api::format::workers_table(&workers),
+                data: ListData::Workers(workers.iter().map(WorkerShown::of).collect()),
+            })
         }
         "profiles" => {
             let profiles = q.profiles.all();
             Ok(Listing {
                 markdown: crate::api::format::profiles_table(profiles),
-                json: serde_json::to_value(profiles)?,
+                data: ListData::Profiles(profiles),
             })
         }
         "workflows" => Ok(Listing {
             markdown: crate::api::format::workflows_table(&q.workflows),
-            json: serde_json::to_value(&q.workflows)?,
+            data: ListData::Workflows(&q.workflows),
         }),
         "status" => {
-            let workers = store::jobs::live_workers(&mut conn).await?;
+            let workers = store::workers::live_workers(&mut conn).await?;
             let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }).await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
             let markdown = crate::api::format::status_view(&workers, &records);
-            Ok(Listing { markdown, json: json!({"workers": workers_json(&workers), "tasks": records}) })
+            let workers = workers.iter().map(WorkerShown::of).collect();
+            Ok(Listing { markdown, data: ListData::Status { tasks: records, workers } })
         }
         other => {
             Err(Error::Invalid(format!("Unknown view \"{other}\": use tasks, workers, profiles, workflows or status")))
         }
     }
-}
-
-fn workers_json(workers: &[store::jobs::WorkerRow]) -> Value {
-    Value::Array(
-        workers
-            .iter()
-            .map(|w| {
-                json!({
-                    "id": w.id, "profile": w.profile, "kind": w.kind, "status": w.state, "model": w.model,
-                    "pid": w.pid, "jobId": w.job_id, "sessionId": w.session,
-                    "startedAt": job::iso(w.started_ms), "lastActivityAt": job::iso(w.last_activity_ms),
-                })
-            })
-            .collect(),
-    )
 }
 
 /// Workflow runs, newest first (the caller's session only under session isolation).
@@ -1067,7 +1099,7 @@ pub async fn status(q: &Queue) -> Result<Status> {
     let counts = store::jobs::counts(&mut conn).await?;
     let jobs = job::JobState::ALL
         .iter()
-        .map(|st| (st.as_str(), counts.iter().find(|(s, _)| s == st.as_str()).map_or(0, |(_, n)| *n)))
+        .map(|st| (st.as_str(), counts.iter().find(|(s, _)| s == st).map_or(0, |(_, n)| *n)))
         .collect();
     let dispatcher = match (&lease, alive) {
         (Some(l), true) => DispatcherStatus {
@@ -1106,7 +1138,7 @@ pub async fn log_paths(
     caller: &Caller,
     id: &str,
     attempt: Option<i64>,
-) -> Result<(PathBuf, PathBuf, String)> {
+) -> Result<(PathBuf, PathBuf, JobState)> {
     let row = one_row(q, caller, id).await?;
     let attempt = attempt.unwrap_or(row.attempt);
     if attempt < 1 {

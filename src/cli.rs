@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::api::{self, Answer, Caller, ListParams, OpenOptions, Queue, StartParams};
 use crate::error::{Error, ExitCode, Result};
 use crate::job;
+use crate::state::JobState;
 
 /// baton: a durable task queue for coding-agent workers.
 ///
@@ -378,7 +379,7 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
 
 async fn list_view(q: &Queue, caller: &Caller, view: &str, json: bool) -> Result<ExitCode> {
     let l = api::list(q, caller, &ListParams { view: Some(view.into()), ..Default::default() }, "all").await?;
-    out(&if json { pretty(&l.json) } else { l.markdown });
+    out(&if json { pretty(&l.data) } else { l.markdown });
     Ok(ExitCode::Ok)
 }
 
@@ -447,10 +448,10 @@ fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
 /// Exit code of a set of answers.
 fn answers_exit(answers: &[Answer]) -> ExitCode {
     answers.iter().fold(ExitCode::Ok, |acc, a| {
-        acc.max(match a.status() {
-            "unknown" | "forbidden" => ExitCode::Unknown,
-            "failed" => ExitCode::Failed,
-            "canceled" => ExitCode::Canceled,
+        acc.max(match a.state() {
+            None => ExitCode::Unknown,
+            Some(JobState::Failed) => ExitCode::Failed,
+            Some(JobState::Canceled) => ExitCode::Canceled,
             _ if a.timed_out() || a.cancel_requested() => ExitCode::TimedOut,
             _ => ExitCode::Ok,
         })
@@ -461,9 +462,9 @@ fn answers_exit(answers: &[Answer]) -> ExitCode {
 /// finished (0); an unknown id is 4; a job still unfinished when the bounded wait ran out, 124.
 fn cancel_exit(answers: &[Answer]) -> ExitCode {
     answers.iter().fold(ExitCode::Ok, |acc, a| {
-        acc.max(match a.status() {
-            "unknown" | "forbidden" => ExitCode::Unknown,
-            s if crate::job::is_terminal(s) => ExitCode::Ok,
+        acc.max(match a.state() {
+            None => ExitCode::Unknown,
+            Some(s) if s.is_terminal() => ExitCode::Ok,
             _ => ExitCode::TimedOut,
         })
     })
@@ -576,7 +577,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             };
             let l = api::list(q, caller, &p, "all").await?;
             let as_json = json || q.config.config.ui.default_list_format == "json" && !std::io::stdout().is_terminal();
-            out(&if as_json { pretty(&l.json) } else { l.markdown });
+            out(&if as_json { pretty(&l.data) } else { l.markdown });
             Ok(ExitCode::Ok)
         }
         TaskCommand::Cancel { ids, reason, json } => {
@@ -624,7 +625,7 @@ async fn logs(
             break;
         }
         let (_, _, state) = api::log_paths(q, caller, id, None).await?;
-        if job::is_terminal(&state) {
+        if state.is_terminal() {
             // One last read picks up what was written before the end.
             if let Ok(meta) = std::fs::metadata(o)
                 && meta.len() <= printed
@@ -684,7 +685,7 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         let a = api::peek(&q, caller, sleeper, false).await?;
-        if a.first().is_some_and(|a| a.status() == "running") {
+        if a.first().is_some_and(|a| a.state() == Some(JobState::Running)) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -753,7 +754,7 @@ async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Res
                         vec![
                             r.id.clone(),
                             r.worker_id.trim_start_matches("workflow:").to_string(),
-                            r.status.clone(),
+                            r.status.to_string(),
                             r.started_at.clone().unwrap_or_default(),
                             r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
                             r.message.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(60).collect(),

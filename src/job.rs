@@ -4,52 +4,14 @@ use std::path::Path;
 
 use serde::Serialize;
 
-/// A job's state (SPEC 3). The legal transitions live in the `job_transitions` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Canceled,
-}
-
-impl JobState {
-    pub const ALL: [JobState; 5] =
-        [JobState::Queued, JobState::Running, JobState::Succeeded, JobState::Failed, JobState::Canceled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobState::Queued => "queued",
-            JobState::Running => "running",
-            JobState::Succeeded => "succeeded",
-            JobState::Failed => "failed",
-            JobState::Canceled => "canceled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<JobState> {
-        JobState::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
-    /// Terminal states never change again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Canceled)
-    }
-}
-
-/// Is this state word terminal?
-pub fn is_terminal(state: &str) -> bool {
-    JobState::parse(state).is_some_and(JobState::is_terminal)
-}
+pub use crate::state::{Absent, JobState, WorkerKind};
 
 /// A `jobs` row as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobRow {
     pub seq: i64,
     pub id: String,
-    pub state: String,
+    pub state: JobState,
     pub kind: String,
     pub profile: String,
     pub task: String,
@@ -87,8 +49,8 @@ pub struct JobRow {
     pub cost_usd: Option<f64>,
     /// JSON output spec (`extract::OutputSpec`); `None`: stdout is the response.
     pub output: Option<String>,
-    /// `oneshot` or `server`: which kind of worker runs it.
-    pub worker_kind: String,
+    /// Which kind of worker runs it.
+    pub worker_kind: WorkerKind,
     /// Prompt tokens, cached ones included.
     pub input_tokens: Option<i64>,
     /// Generated tokens, reasoning included.
@@ -99,13 +61,10 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn is_server(&self) -> bool {
-        self.worker_kind == "server"
-    }
-    pub fn state(&self) -> Option<JobState> {
-        JobState::parse(&self.state)
+        self.worker_kind == WorkerKind::Server
     }
     pub fn is_terminal(&self) -> bool {
-        is_terminal(&self.state)
+        self.state.is_terminal()
     }
 }
 
@@ -138,8 +97,8 @@ pub struct NewJob {
     pub workflow_step: Option<i64>,
     /// JSON output spec, as resolved from the requester's config.
     pub output: Option<String>,
-    /// `oneshot` or `server`, from the profile's kind.
-    pub worker_kind: &'static str,
+    /// From the profile's kind.
+    pub worker_kind: WorkerKind,
 }
 
 /// Milliseconds since the epoch, now.
@@ -175,7 +134,7 @@ pub struct Record {
     pub worker_id: String,
     pub kind: String,
     pub message: String,
-    pub status: String,
+    pub status: JobState,
     pub session_id: Option<String>,
     pub requested_by: String,
     pub created_at: String,
@@ -248,13 +207,13 @@ impl Record {
             (r, _) => (r.clone(), false),
         };
         let log = (row.attempt > 0).then(|| log_file(logs_dir, &row.id, row.attempt, "out"));
-        let running = row.state == "running";
+        let running = row.state == JobState::Running;
         let mut rec = Record {
             id: row.id.clone(),
             worker_id: row.profile.clone(),
             kind: row.kind.clone(),
             message: row.task.clone(),
-            status: row.state.clone(),
+            status: row.state,
             session_id: row.session.clone(),
             requested_by: row.requested_by.clone(),
             created_at: iso(row.created_ms),
@@ -315,8 +274,9 @@ impl Record {
 #[derive(Debug, Clone, Serialize)]
 pub struct Missing {
     pub id: String,
-    pub status: &'static str,
+    pub status: Absent,
 }
+
 
 #[cfg(test)]
 mod tests {
@@ -333,11 +293,5 @@ mod tests {
     fn cap_counts_chars_not_bytes() {
         assert_eq!(cap_chars("héllo", 2), ("hé", true));
         assert_eq!(cap_chars("hé", 2), ("hé", false));
-    }
-
-    #[test]
-    fn terminal_states() {
-        assert!(is_terminal("succeeded") && is_terminal("failed") && is_terminal("canceled"));
-        assert!(!is_terminal("queued") && !is_terminal("running") && !is_terminal("bogus"));
     }
 }

@@ -26,9 +26,10 @@
 //! - [`workflow`]: definitions and step timeouts; `workflow::runs` (durable runs advancing in
 //!   the dispatcher's transactions), `workflow::handoff` (handoff sections, pure).
 //! - [`store`]: all SQL: opening a queue file safely, migrations, every statement.
-//! - [`config`]: defaults, then global, then project, each key declared once; [`job`]: states,
-//!   rows and the JSON record; `location`: where a queue and its state live; [`logging`]:
-//!   tracing set-up; `error`: the error type and exit codes.
+//! - [`config`]: defaults, then global, then project, each key declared once; [`state`]: every
+//!   state word of the schema as an enum; [`job`]: job rows and the JSON record; `location`:
+//!   where a queue and its state live; [`logging`]: tracing set-up; `error`: the error type and
+//!   exit codes.
 //!
 //! # Example
 //!
@@ -55,6 +56,7 @@ mod location;
 pub mod logging;
 pub mod mcp;
 mod queue;
+pub mod state;
 pub mod store;
 pub mod workflow;
 

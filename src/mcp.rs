@@ -363,7 +363,7 @@ impl BatonMcp {
         }
         p.format = Some(format.clone());
         match api::list(&self.q, &self.caller(&ctx), &p, "session").await {
-            Ok(l) if format == "json" => ok_json(&l.json),
+            Ok(l) if format == "json" => ok_json(&l.data),
             Ok(l) => ok_text(l.markdown),
             Err(e) => tool_error(e),
         }

@@ -134,7 +134,7 @@ impl Launch {
             workflow_run_id: j.workflow.map(|(run, _)| run.to_string()),
             workflow_step: j.workflow.map(|(_, step)| step),
             output: self.output.clone(),
-            worker_kind: self.kind.as_str(),
+            worker_kind: self.kind,
         })
     }
 }

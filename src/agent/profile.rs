@@ -6,15 +6,9 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-/// How a profile's worker process lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProfileKind {
-    /// One process per task (the default).
-    Oneshot,
-    /// A long-lived server process.
-    Server,
-}
+/// How a profile's worker process lives: one process per task (`oneshot`, the default) or a
+/// long-lived server; the same word its jobs and workers carry.
+pub use crate::state::WorkerKind as ProfileKind;
 
 /// How the prompt reaches the worker process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -768,21 +762,6 @@ impl Placeholders {
             cwd: self.cwd.clone(),
             ..Default::default()
         }
-    }
-}
-
-impl ProfileKind {
-    /// The worker kind as the schema spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProfileKind::Oneshot => "oneshot",
-            ProfileKind::Server => "server",
-        }
-    }
-
-    /// Read the schema's spelling back (anything but `server` is `oneshot`).
-    pub fn from_schema(kind: &str) -> ProfileKind {
-        if kind == "server" { ProfileKind::Server } else { ProfileKind::Oneshot }
     }
 }
 

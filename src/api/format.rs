@@ -2,7 +2,7 @@
 
 use crate::agent::profile::Profile;
 use crate::job::{Record, iso};
-use crate::store::jobs::WorkerRow;
+use crate::store::workers::WorkerRow;
 
 /// Escape a cell: `|` escaped, newlines turned into spaces.
 fn cell(s: &str) -> String {
@@ -44,7 +44,7 @@ pub fn tasks_table(records: &[Record]) -> String {
             vec![
                 r.id.clone(),
                 r.worker_id.clone(),
-                r.status.clone(),
+                r.status.to_string(),
                 r.started_at.clone().unwrap_or_default(),
                 r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
                 message(&r.message),
@@ -64,8 +64,8 @@ pub fn workers_table(workers: &[WorkerRow]) -> String {
             vec![
                 w.id.clone(),
                 w.profile.clone(),
-                w.kind.clone(),
-                w.state.clone(),
+                w.kind.to_string(),
+                w.state.to_string(),
                 w.model.clone().unwrap_or_default(),
                 w.pid.map(|p| p.to_string()).unwrap_or_default(),
                 w.job_id.clone().unwrap_or_default(),

@@ -623,7 +623,7 @@ impl Dispatcher {
                 tracing::info!(worker = %row.id, pgid, "stopped the server worker of a lost dispatcher");
             }
             let why = "Worker lost: its dispatcher went away";
-            store::workers::end(&mut conn, &row.id, "error", None, Some(why), now_ms()).await?;
+            store::workers::end(&mut conn, &row.id, crate::state::WorkerState::Error, None, Some(why), now_ms()).await?;
         }
         let orphans = store::jobs::orphans(&mut conn, &self.owner, self.epoch).await?;
         drop(conn);
@@ -645,7 +645,7 @@ impl Dispatcher {
     /// Put a running job whose worker is gone back in the queue (or fail it when its attempts
     /// are spent), fenced by the owner on its row and by our lease; a workflow step advances
     /// its run in the same transaction.
-    async fn requeue(&self, job: &JobRow, error: &str) -> Result<Option<String>> {
+    async fn requeue(&self, job: &JobRow, error: &str) -> Result<Option<JobState>> {
         let (Some(owner), Some(epoch)) = (job.owner.as_deref(), job.epoch) else { return Ok(None) };
         let backoff = backoff_ms(self.queue.config.config.jobs.retry_backoff_ms, job.attempt);
         let by = store::jobs::Leader { owner: &self.owner, epoch: self.epoch };

@@ -46,6 +46,7 @@ use crate::engine::proc;
 use crate::engine::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
+use crate::state::WorkerState;
 use crate::store;
 use crate::store::workers::{NewServer, Registered, SpawnLimits};
 
@@ -234,7 +235,7 @@ impl Pool {
                 Ok(true) => return self.serve(&mut held, job, deadline, grace, &mut cancel).await,
                 Ok(false) => {
                     if let Some(s) = held.take() {
-                        self.retire(s, "stopped", "Stopped by request", grace).await;
+                        self.retire(s, WorkerState::Stopped, "Stopped by request", grace).await;
                     }
                 }
                 Err(e) => return Ending::SpawnFailed(format!("recording the worker busy: {e}")),
@@ -261,11 +262,11 @@ impl Pool {
         let (state, why) = match &ending {
             Ending::Answered { .. } | Ending::Reported(_) => return ending,
             Ending::Canceled if server.stdin.is_some() => return ending,
-            Ending::Canceled => ("stopped", "It did not answer a cancel in time".to_string()),
-            Ending::Violation(v) => ("error", format!("Protocol violation: {v}")),
-            Ending::TimedOut => ("error", format!("Task {} timed out after {}ms", job.id, job.timeout_ms)),
-            Ending::Exited(status) => ("error", format!("It {}", describe_exit(status))),
-            Ending::SpawnFailed(e) | Ending::NotFound { message: e, .. } => ("error", e.clone()),
+            Ending::Canceled => (WorkerState::Stopped, "It did not answer a cancel in time".to_string()),
+            Ending::Violation(v) => (WorkerState::Error, format!("Protocol violation: {v}")),
+            Ending::TimedOut => (WorkerState::Error, format!("Task {} timed out after {}ms", job.id, job.timeout_ms)),
+            Ending::Exited(status) => (WorkerState::Error, format!("It {}", describe_exit(status))),
+            Ending::SpawnFailed(e) | Ending::NotFound { message: e, .. } => (WorkerState::Error, e.clone()),
         };
         if let Some(s) = held.take() {
             self.retire(s, state, &why, grace).await;
@@ -293,13 +294,13 @@ impl Pool {
         if let Some(why) = held.as_mut().and_then(|s| s.check_idle().err())
             && let Some(s) = held.take()
         {
-            self.retire(s, "error", &why, grace).await;
+            self.retire(s, WorkerState::Error, &why, grace).await;
         }
         if held.as_ref().is_some_and(|s| !s.spec.runs_as(spec))
             && let Some(s) = held.take()
         {
             tracing::info!(worker = %s.id, profile = %spec.profile, "the profile's command changed; replacing its server worker");
-            self.retire(s, "stopped", "Replaced: its profile's command changed", grace).await;
+            self.retire(s, WorkerState::Stopped, "Replaced: its profile's command changed", grace).await;
         }
     }
 
@@ -314,11 +315,11 @@ impl Pool {
         if held.as_ref().is_some_and(|s| s.id == worker_id)
             && let Some(s) = held.take()
         {
-            self.retire(s, "stopped", "Stopped by request", grace).await;
+            self.retire(s, WorkerState::Stopped, "Stopped by request", grace).await;
         }
         drop(held);
         // Not in a slot (it is starting, or already gone): end its row if it is still live.
-        let _ = end_row(&self.ctx, worker_id, "stopped", None, Some("Stopped by request")).await;
+        let _ = end_row(&self.ctx, worker_id, WorkerState::Stopped, None, Some("Stopped by request")).await;
         self.stopping.lock().unwrap_or_else(|e| e.into_inner()).remove(worker_id);
     }
 
@@ -329,7 +330,7 @@ impl Pool {
         for slot in self.all_slots() {
             let Ok(mut held) = slot.try_lock() else { continue };
             if let Some(s) = held.take() {
-                self.retire(s, "stopped", "Its dispatcher stopped", grace).await;
+                self.retire(s, WorkerState::Stopped, "Its dispatcher stopped", grace).await;
             }
         }
     }
@@ -342,8 +343,8 @@ impl Pool {
     /// End a worker: its row first (so its reader does not record a plain exit); then close its
     /// stdin and give it `grace` to exit; then its process group gets SIGTERM and, after
     /// `grace`, SIGKILL (stragglers of a worker that did exit go the same way).
-    async fn retire(&self, mut s: Server, state: &str, why: &str, grace: Duration) {
-        tracing::info!(worker = %s.id, state, "stopping a server worker: {why}");
+    async fn retire(&self, mut s: Server, state: WorkerState, why: &str, grace: Duration) {
+        tracing::info!(worker = %s.id, state = %state, "stopping a server worker: {why}");
         if let Err(e) = end_row(&self.ctx, &s.id, state, None, Some(why)).await {
             tracing::warn!(worker = %s.id, "could not end the worker's row: {e}");
         }
@@ -416,7 +417,7 @@ impl Pool {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
-                let _ = end_row(&self.ctx, &id, "error", None, Some(&format!("Failed to start: {msg}"))).await;
+                let _ = end_row(&self.ctx, &id, WorkerState::Error, None, Some(&format!("Failed to start: {msg}"))).await;
                 return Err(failed(msg));
             }
         };
@@ -441,7 +442,7 @@ impl Pool {
         };
         if let Some(reason) = reason {
             tracing::warn!(worker = %id, pid = server.pid, "{reason}");
-            self.retire(s, "error", &reason, grace).await;
+            self.retire(s, WorkerState::Error, &reason, grace).await;
             return Err(failed(reason));
         }
         // Wait for the ready line.
@@ -457,7 +458,7 @@ impl Pool {
         };
         let why = match first {
             First::Canceled => {
-                self.retire(s, "stopped", "Its task was canceled while it started", grace).await;
+                self.retire(s, WorkerState::Stopped, "Its task was canceled while it started", grace).await;
                 return Err(Ending::Canceled);
             }
             First::Said(Some(Event::Message(Message::Ready {}))) => {
@@ -487,11 +488,11 @@ impl Pool {
             }
             First::Said(None) => return Err(failed("the server worker's output ended".into())),
             First::Late => {
-                self.retire(s, "error", "It was not ready in time", grace).await;
+                self.retire(s, WorkerState::Error, "It was not ready in time", grace).await;
                 return Err(Ending::TimedOut);
             }
         };
-        self.retire(s, "error", &why, grace).await;
+        self.retire(s, WorkerState::Error, &why, grace).await;
         Err(failed(why))
     }
 
@@ -544,7 +545,7 @@ impl Pool {
             if let Ok(status) = status {
                 let code = exit_code(&status);
                 let why = format!("It {}", describe_exit(&status));
-                if matches!(end_row(&ctx, &worker, "error", Some(code), Some(&why)).await, Ok(true)) {
+                if matches!(end_row(&ctx, &worker, WorkerState::Error, Some(code), Some(&why)).await, Ok(true)) {
                     tracing::warn!(worker = %worker, pid, "server worker {}", describe_exit(&status));
                 }
                 let _ = tx.send(Event::Exited(status));
@@ -713,7 +714,7 @@ async fn store_busy(ctx: &PoolContext, worker: &str, job: &JobRow) -> Result<boo
     store::workers::busy(&mut *ctx.conn().await?, worker, &job.id, job.attempt, &ctx.owner, ctx.epoch, now_ms()).await
 }
 
-async fn end_row(ctx: &PoolContext, id: &str, state: &str, code: Option<i64>, why: Option<&str>) -> Result<bool> {
+async fn end_row(ctx: &PoolContext, id: &str, state: WorkerState, code: Option<i64>, why: Option<&str>) -> Result<bool> {
     store::workers::end(&mut *ctx.conn().await?, id, state, code, why, now_ms()).await
 }
 
@@ -733,6 +734,6 @@ async fn recover_profile(ctx: &PoolContext, profile: &str, grace: Duration) {
     };
     for row in &rows {
         recover_row(row, grace).await;
-        let _ = end_row(ctx, &row.id, "error", None, Some("Worker lost: no dispatcher held it")).await;
+        let _ = end_row(ctx, &row.id, WorkerState::Error, None, Some("Worker lost: no dispatcher held it")).await;
     }
 }

@@ -7,6 +7,7 @@ use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
 use crate::job::{JobRow, JobState, NewJob};
+use crate::state::WorkerKind;
 
 /// Outcome of an insert that may hit the dedup key of an unfinished job.
 #[derive(Debug)]
@@ -79,25 +80,44 @@ pub async fn fail_queued(conn: &mut SqliteConnection, id: &str, error: &str, now
     Ok(r.rows_affected() == 1)
 }
 
+/// `query_as!` into [`JobRow`]: every column listed once, state words decoded as enums. The
+/// argument is the rest of the statement after `FROM jobs`.
+macro_rules! select_jobs {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            JobRow,
+            r#"SELECT seq, id, state AS "state: JobState", kind, profile, task, session, requested_by,
+                 project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                 run_after_ms, timeout_ms, profile_limit, created_ms, started_ms, finished_ms, response,
+                 response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms,
+                 cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output,
+                 worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens
+                 FROM jobs "# + $rest
+            $(, $arg)*
+        )
+    };
+}
+
 /// One job by exact id.
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>> {
-    Ok(sqlx::query_as!(JobRow, "SELECT * FROM jobs WHERE id = ?1", id).fetch_optional(conn).await?)
+    Ok(select_jobs!("WHERE id = ?1", id).fetch_optional(conn).await?)
 }
 
 /// Several jobs by exact id, in one statement (order not guaranteed).
 pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<JobRow>> {
     let ids = serde_json::to_string(ids)?;
-    Ok(sqlx::query_as!(JobRow, "SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(?1))", ids)
+    Ok(select_jobs!("WHERE id IN (SELECT value FROM json_each(?1))", ids)
         .fetch_all(conn)
         .await?)
 }
 
-/// The states of several jobs or workflow runs (the awaiter's cheap re-read, one statement).
-pub async fn states(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<(String, String)>> {
+/// The states of several jobs or workflow runs (the awaiter's cheap re-read, one statement). A
+/// run's state words are a subset of a job's.
+pub async fn states(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<(String, JobState)>> {
     let ids = serde_json::to_string(ids)?;
     // UNION ALL columns come back as nullable to sqlx: both sides are NOT NULL columns.
     let rows = sqlx::query!(
-        r#"SELECT id AS "id!", state AS "state!" FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
+        r#"SELECT id AS "id!", state AS "state!: JobState" FROM jobs WHERE id IN (SELECT value FROM json_each(?1))
            UNION ALL
            SELECT id, state FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))"#,
         ids
@@ -121,16 +141,14 @@ pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Resul
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
     pub profile: Option<String>,
-    pub state: Option<String>,
+    pub state: Option<JobState>,
     pub session: Option<String>,
     pub limit: i64,
 }
 
 pub async fn list(conn: &mut SqliteConnection, f: &ListFilter) -> Result<Vec<JobRow>> {
-    Ok(sqlx::query_as!(
-        JobRow,
-        "SELECT * FROM jobs
-          WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
+    Ok(select_jobs!(
+        "WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
           ORDER BY seq DESC LIMIT ?4",
         f.profile,
         f.state,
@@ -142,8 +160,8 @@ pub async fn list(conn: &mut SqliteConnection, f: &ListFilter) -> Result<Vec<Job
 }
 
 /// Job counts by state.
-pub async fn counts(conn: &mut SqliteConnection) -> Result<Vec<(String, i64)>> {
-    let rows = sqlx::query!(r#"SELECT state, count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#)
+pub async fn counts(conn: &mut SqliteConnection) -> Result<Vec<(JobState, i64)>> {
+    let rows = sqlx::query!(r#"SELECT state AS "state: JobState", count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#)
         .fetch_all(conn)
         .await?;
     Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
@@ -308,7 +326,7 @@ pub async fn requeue_lost(
     now: i64,
     backoff_ms: i64,
     error: &str,
-) -> Result<Option<String>> {
+) -> Result<Option<JobState>> {
     // Two guarded statements, at most one of which matches: a retry, or the final failure.
     let r = sqlx::query!(
         "UPDATE jobs SET state = 'queued', owner = NULL, epoch = NULL, run_after_ms = ?4 + ?5, error = ?6
@@ -327,7 +345,7 @@ pub async fn requeue_lost(
     .execute(&mut *conn)
     .await?;
     if r.rows_affected() == 1 {
-        return Ok(Some("queued".into()));
+        return Ok(Some(JobState::Queued));
     }
     let r = sqlx::query!(
         "UPDATE jobs SET state = CASE WHEN cancel_requested_ms IS NULL THEN 'failed' ELSE 'canceled' END,
@@ -346,14 +364,13 @@ pub async fn requeue_lost(
     )
     .execute(conn)
     .await?;
-    Ok((r.rows_affected() == 1).then(|| "failed".into()))
+    Ok((r.rows_affected() == 1).then_some(JobState::Failed))
 }
 
 /// Running jobs not owned by (`owner`, `epoch`): orphans of an earlier leader.
 pub async fn orphans(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<JobRow>> {
-    Ok(sqlx::query_as!(
-        JobRow,
-        "SELECT * FROM jobs WHERE state = 'running' AND NOT (owner = ?1 AND epoch = ?2)",
+    Ok(select_jobs!(
+        "WHERE state = 'running' AND NOT (owner = ?1 AND epoch = ?2)",
         owner,
         epoch
     )
@@ -382,7 +399,7 @@ pub async fn request_cancel(
     id: &str,
     reason: Option<&str>,
     now: i64,
-) -> Result<Option<String>> {
+) -> Result<Option<JobState>> {
     let error = match reason {
         Some(r) => format!("Canceled: {r}"),
         None => "Canceled".to_string(),
@@ -406,32 +423,9 @@ pub async fn request_cancel(
     )
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query_scalar!("SELECT state FROM jobs WHERE id = ?1", id).fetch_optional(conn).await?)
-}
-
-/// Live worker rows, newest first, for `task list --view workers`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WorkerRow {
-    pub id: String,
-    pub profile: String,
-    pub kind: String,
-    pub state: String,
-    pub pid: Option<i64>,
-    pub job_id: Option<String>,
-    pub model: Option<String>,
-    pub session: Option<String>,
-    pub started_ms: i64,
-    pub last_activity_ms: i64,
-}
-
-pub async fn live_workers(conn: &mut SqliteConnection) -> Result<Vec<WorkerRow>> {
-    Ok(sqlx::query_as!(
-        WorkerRow,
-        "SELECT id, profile, kind, state, pid, job_id, model, session, started_ms, last_activity_ms
-           FROM workers WHERE state IN ('starting', 'ready', 'busy') ORDER BY seq DESC"
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(sqlx::query_scalar!(r#"SELECT state AS "state: JobState" FROM jobs WHERE id = ?1"#, id)
+        .fetch_optional(conn)
+        .await?)
 }
 
 /// Finished jobs that pruning may delete now, oldest first, at most `batch`: past `max_age`, or

@@ -1,9 +1,10 @@
-//! Statements on server workers' rows and on stop requests (oneshot rows live with their jobs in
-//! `store::jobs`).
+//! Statements on workers' rows: reading them, server workers' lifecycle and stop requests
+//! (oneshot rows are written with their jobs in `store::jobs`).
 
 use sqlx::SqliteConnection;
 
 use crate::error::Result;
+use crate::state::{WorkerKind, WorkerState};
 
 /// A server worker about to be registered (`starting`, before its process exists).
 #[derive(Debug, Clone)]
@@ -173,7 +174,7 @@ pub async fn busy(
 pub async fn end(
     conn: &mut SqliteConnection,
     id: &str,
-    state: &str,
+    state: WorkerState,
     exit_code: Option<i64>,
     error: Option<&str>,
     now: i64,
@@ -190,6 +191,39 @@ pub async fn end(
     .execute(conn)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Live worker rows, newest first, for `task list --view workers`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerRow {
+    pub id: String,
+    pub profile: String,
+    pub kind: WorkerKind,
+    pub state: WorkerState,
+    pub pid: Option<i64>,
+    pub job_id: Option<String>,
+    pub model: Option<String>,
+    pub session: Option<String>,
+    pub started_ms: i64,
+    pub last_activity_ms: i64,
+}
+
+/// `query_as!` into [`WorkerRow`], state words decoded as enums; the argument is the rest of
+/// the statement after `FROM workers`.
+macro_rules! select_workers {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            WorkerRow,
+            r#"SELECT id, profile, kind AS "kind: WorkerKind", state AS "state: WorkerState", pid, job_id,
+                      model, session, started_ms, last_activity_ms
+                 FROM workers "# + $rest
+            $(, $arg)*
+        )
+    };
+}
+
+pub async fn live_workers(conn: &mut SqliteConnection) -> Result<Vec<WorkerRow>> {
+    Ok(select_workers!("WHERE state IN ('starting', 'ready', 'busy') ORDER BY seq DESC").fetch_all(conn).await?)
 }
 
 /// A live server worker's row, as recovery and `workers stop` need it.
@@ -279,16 +313,9 @@ pub async fn servers(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<
 }
 
 /// Workers by id, any state.
-pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<super::jobs::WorkerRow>> {
+pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<WorkerRow>> {
     let ids = serde_json::to_string(ids)?;
-    Ok(sqlx::query_as!(
-        super::jobs::WorkerRow,
-        "SELECT id, profile, kind, state, pid, job_id, model, session, started_ms, last_activity_ms
-           FROM workers WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY seq",
-        ids
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(select_workers!("WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY seq", ids).fetch_all(conn).await?)
 }
 
 /// How many of these workers are still live.

@@ -4,6 +4,7 @@
 use sqlx::SqliteConnection;
 
 use crate::error::Result;
+use crate::state::{RunState, StepState, WorkerKind};
 
 /// A `workflow_runs` row.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,7 +13,7 @@ pub struct RunRow {
     pub id: String,
     pub workflow_id: String,
     pub name: String,
-    pub state: String,
+    pub state: RunState,
     pub task: String,
     pub session: Option<String>,
     pub requested_by: String,
@@ -48,7 +49,7 @@ pub struct StepRow {
     pub env: String,
     pub profile_limit: Option<i64>,
     pub attachments: String,
-    pub state: String,
+    pub state: StepState,
     pub job_id: Option<String>,
     pub carry_in: Option<String>,
     pub warning: Option<String>,
@@ -57,8 +58,7 @@ pub struct StepRow {
     pub finished_ms: Option<i64>,
     /// JSON output spec of the step's runner.
     pub output: Option<String>,
-    /// `oneshot` or `server`.
-    pub worker_kind: String,
+    pub worker_kind: WorkerKind,
 }
 
 /// A run about to be inserted (state `running`).
@@ -118,7 +118,7 @@ pub struct NewStep<'a> {
     pub profile_limit: Option<i64>,
     pub attachments: &'a str,
     pub output: Option<&'a str>,
-    pub worker_kind: &'a str,
+    pub worker_kind: WorkerKind,
 }
 
 pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result<()> {
@@ -150,29 +150,59 @@ pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result
     Ok(())
 }
 
+/// `query_as!` into [`RunRow`], state words decoded as enums; the argument is the rest of
+/// the statement after `FROM workflow_runs`.
+macro_rules! select_runs {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            RunRow,
+            r#"SELECT seq, id, workflow_id, name, state AS "state: RunState", task, session, requested_by,
+                      project_dir, priority, max_attempts, max_carry_chars, carry, current_step, created_ms,
+                      finished_ms, response, error, cancel_requested_ms, cancel_reason
+                 FROM workflow_runs "# + $rest
+            $(, $arg)*
+        )
+    };
+}
+
+/// `query_as!` into [`StepRow`], state words decoded as enums; the argument is the rest of
+/// the statement after `FROM workflow_steps`.
+macro_rules! select_steps {
+    ($rest:tt $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            StepRow,
+            r#"SELECT run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
+                      system_prompt, prompt_via, env, profile_limit, attachments, state AS "state: StepState",
+                      job_id, carry_in, warning, error, started_ms, finished_ms, output, worker_kind AS
+                      "worker_kind: WorkerKind"
+                 FROM workflow_steps "# + $rest
+            $(, $arg)*
+        )
+    };
+}
+
 pub async fn get_run(conn: &mut SqliteConnection, id: &str) -> Result<Option<RunRow>> {
-    Ok(sqlx::query_as!(RunRow, "SELECT * FROM workflow_runs WHERE id = ?1", id).fetch_optional(conn).await?)
+    Ok(select_runs!("WHERE id = ?1", id).fetch_optional(conn).await?)
 }
 
 /// Several runs by exact id.
 pub async fn get_runs(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<RunRow>> {
     let ids = serde_json::to_string(ids)?;
-    Ok(sqlx::query_as!(RunRow, "SELECT * FROM workflow_runs WHERE id IN (SELECT value FROM json_each(?1))", ids)
+    Ok(select_runs!("WHERE id IN (SELECT value FROM json_each(?1))", ids)
         .fetch_all(conn)
         .await?)
 }
 
 pub async fn steps(conn: &mut SqliteConnection, run_id: &str) -> Result<Vec<StepRow>> {
-    Ok(sqlx::query_as!(StepRow, "SELECT * FROM workflow_steps WHERE run_id = ?1 ORDER BY idx", run_id)
+    Ok(select_steps!("WHERE run_id = ?1 ORDER BY idx", run_id)
         .fetch_all(conn)
         .await?)
 }
 
 /// Runs, newest first.
 pub async fn list_runs(conn: &mut SqliteConnection, session: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
-    Ok(sqlx::query_as!(
-        RunRow,
-        "SELECT * FROM workflow_runs WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2",
+    Ok(select_runs!(
+        "WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2",
         session,
         limit
     )
@@ -219,7 +249,7 @@ pub async fn end_step(
     conn: &mut SqliteConnection,
     run_id: &str,
     idx: i64,
-    state: &str,
+    state: StepState,
     warning: Option<&str>,
     error: Option<&str>,
     now: i64,
@@ -263,7 +293,7 @@ pub async fn skip_pending(conn: &mut SqliteConnection, run_id: &str, now: i64) -
 pub async fn end_run(
     conn: &mut SqliteConnection,
     run_id: &str,
-    state: &str,
+    state: RunState,
     response: Option<&str>,
     error: Option<&str>,
     now: i64,

@@ -8,9 +8,10 @@ use serde_json::{Value, json};
 
 use crate::agent::launch::{self, Launch};
 use crate::agent::output;
-use crate::agent::profile::{ProfileKind, PromptVia, Runner};
+use crate::agent::profile::{PromptVia, Runner};
 use crate::error::{Error, Result};
 use crate::job::{self, Record};
+use crate::state::{JobState, RunState, StepState};
 use crate::store;
 use crate::store::workflow::{RunRow, StepRow};
 use crate::workflow::handoff;
@@ -21,7 +22,7 @@ async fn enqueue_step(conn: &mut store::Tx, run: &RunRow, step: &StepRow, carry:
     let prompt = handoff::template(&step.prompt, &run.task, carry);
     let launch = Launch {
         profile: step.worker_id.clone(),
-        kind: ProfileKind::from_schema(&step.worker_kind),
+        kind: step.worker_kind,
         runner: Runner::parse(&serde_json::from_str(&step.runner)?)
             .map_err(|e| Error::Invalid(format!("step \"{}\": runner: {e}", step.step_id)))?,
         prompt_via: if step.prompt_via == "stdin" { PromptVia::Stdin } else { PromptVia::Arg },
@@ -60,7 +61,7 @@ pub async fn begin(conn: &mut store::Tx, run_id: &str, now: i64) -> Result<()> {
     match steps.first() {
         Some(first) => enqueue_step(conn, &run, first, "", now).await,
         None => {
-            store::workflow::end_run(conn, run_id, "succeeded", None, None, now).await?;
+            store::workflow::end_run(conn, run_id, RunState::Succeeded, None, None, now).await?;
             Ok(())
         }
     }
@@ -73,18 +74,18 @@ pub async fn begin(conn: &mut store::Tx, run_id: &str, now: i64) -> Result<()> {
 pub async fn advance(conn: &mut store::Tx, job_id: &str, logs_dir: &Path, now: i64) -> Result<()> {
     let Some(job) = store::jobs::get(conn, job_id).await? else { return Ok(()) };
     let (Some(run_id), Some(idx)) = (job.workflow_run_id.clone(), job.workflow_step) else { return Ok(()) };
-    if !matches!(job.state.as_str(), "succeeded" | "failed") {
+    if !matches!(job.state, JobState::Succeeded | JobState::Failed) {
         return Ok(());
     }
     let Some(run) = store::workflow::get_run(conn, &run_id).await? else { return Ok(()) };
     let steps = store::workflow::steps(conn, &run_id).await?;
-    let Some(step) = steps.iter().find(|s| s.idx == idx && s.state == "running") else { return Ok(()) };
-    if job.state == "failed" {
+    let Some(step) = steps.iter().find(|s| s.idx == idx && s.state == StepState::Running) else { return Ok(()) };
+    if job.state == JobState::Failed {
         let error = job.error.clone().unwrap_or_else(|| "failed".into());
-        store::workflow::end_step(conn, &run_id, idx, "failed", None, Some(&error), now).await?;
+        store::workflow::end_step(conn, &run_id, idx, StepState::Failed, None, Some(&error), now).await?;
         store::workflow::skip_pending(conn, &run_id, now).await?;
         let run_error = format!("Step \"{}\" failed: {error}", step.title);
-        store::workflow::end_run(conn, &run_id, "failed", job.response.as_deref(), Some(&run_error), now).await?;
+        store::workflow::end_run(conn, &run_id, RunState::Failed, job.response.as_deref(), Some(&run_error), now).await?;
         return Ok(());
     }
     // The full response is in the log; the row holds at most 1 MiB of it.
@@ -115,14 +116,14 @@ pub async fn advance(conn: &mut store::Tx, job_id: &str, logs_dir: &Path, now: i
         carry = appended.text;
         store::workflow::set_carry(conn, &run_id, &carry).await?;
     }
-    store::workflow::end_step(conn, &run_id, idx, "succeeded", warning.as_deref(), None, now).await?;
+    store::workflow::end_step(conn, &run_id, idx, StepState::Succeeded, warning.as_deref(), None, now).await?;
     match steps.iter().find(|s| s.idx == idx + 1) {
         Some(next) => {
             let run = RunRow { carry: carry.clone(), ..run };
             enqueue_step(conn, &run, next, &carry, now).await
         }
         None => {
-            store::workflow::end_run(conn, &run_id, "succeeded", Some(&response), None, now).await?;
+            store::workflow::end_run(conn, &run_id, RunState::Succeeded, Some(&response), None, now).await?;
             Ok(())
         }
     }
@@ -153,15 +154,15 @@ pub fn record(run: &RunRow, steps: &[StepRow], max_response_chars: Option<usize>
         }
         (r, _) => (r.clone(), false),
     };
-    let terminal = job::is_terminal(&run.state);
-    let current = steps.iter().find(|s| s.state == "running");
+    let terminal = run.state.is_terminal();
+    let current = steps.iter().find(|s| s.state == StepState::Running);
     let started = steps.first().and_then(|s| s.started_ms).unwrap_or(run.created_ms);
     Record {
         id: run.id.clone(),
         worker_id: format!("workflow:{}", run.workflow_id),
         kind: "workflow".into(),
         message: run.task.clone(),
-        status: run.state.clone(),
+        status: run.state.into(),
         session_id: run.session.clone(),
         requested_by: run.requested_by.clone(),
         created_at: job::iso(run.created_ms),
