@@ -164,6 +164,8 @@ fn new_job(i: usize, now: i64) -> NewJob {
         workflow_step: None,
         output: None,
         worker_kind: WorkerKind::Oneshot,
+        system_prompt: None,
+        permissions: None,
     }
 }
 
@@ -285,6 +287,8 @@ fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
         j.workflow_step,
         j.output,
         j.worker_kind.as_str(),
+        j.system_prompt,
+        j.permissions,
     ])
     .unwrap();
 }
@@ -340,6 +344,8 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         input_tokens: r.get(40)?,
         output_tokens: r.get(41)?,
         cached_tokens: r.get(42)?,
+        system_prompt: r.get(43)?,
+        permissions: r.get(44)?,
     })
 }
 

@@ -4,5 +4,6 @@
 pub mod extract;
 pub mod launch;
 pub mod output;
+pub mod permission;
 pub mod preset;
 pub mod profile;

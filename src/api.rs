@@ -473,6 +473,7 @@ async fn start_workflow(
         let runner = serde_json::to_string(&r.runner.to_json())?;
         let env = serde_json::to_string(&r.env)?;
         let output = launch::output_json(r)?;
+        let permissions = crate::agent::permission::Policy::json_for(pr);
         store::workflow::insert_step(
             &mut tx,
             &store::workflow::NewStep {
@@ -494,6 +495,7 @@ async fn start_workflow(
                 attachments: if i == 0 { &attachments_json } else { "[]" },
                 output: output.as_deref(),
                 worker_kind: pr.kind,
+                permissions: permissions.as_deref(),
             },
         )
         .await?;
@@ -615,6 +617,16 @@ async fn answers(
     let isolated = q.config.config.security.session_isolation;
     let cap = (!full).then_some(q.config.config.ui.max_response_chars as usize);
     let now = now_ms();
+    // What each running job's agent is doing (one small read per running job).
+    let mut activity = std::collections::HashMap::new();
+    if live {
+        for row in rows.iter().filter(|r| r.state == JobState::Running) {
+            let latest = store::events::latest_by_kind(&mut conn, &row.id, row.attempt).await?;
+            if let Some(a) = job::Activity::of(&latest) {
+                activity.insert(row.id.clone(), a);
+            }
+        }
+    }
     Ok(resolved
         .iter()
         .map(|r| {
@@ -632,6 +644,8 @@ async fn answers(
             if isolated && *session != caller.session {
                 return Answer::Missing(Missing { id: id.clone(), status: Absent::Forbidden });
             }
+            let mut record = record;
+            record.activity = activity.remove(id);
             Answer::Record(Box::new(record))
         })
         .collect())
@@ -1130,6 +1144,37 @@ async fn one_row(q: &Queue, caller: &Caller, id: &str) -> Result<JobRow> {
         return Err(Error::UnknownTask(id.to_string()));
     }
     Ok(row)
+}
+
+/// One activity event as `task events` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventShown {
+    pub seq: i64,
+    pub attempt: i64,
+    pub at: String,
+    pub kind: crate::state::EventKind,
+    pub text: String,
+    pub payload: Option<serde_json::Value>,
+}
+
+/// A task's activity events after `after` (oldest first, at most `limit`), and its state now.
+pub async fn events(q: &Queue, caller: &Caller, id: &str, after: i64, limit: i64) -> Result<(Vec<EventShown>, JobState)> {
+    let row = one_row(q, caller, id).await?;
+    let mut conn = q.store.conn().await?;
+    let rows = store::events::after(&mut conn, &row.id, after, limit.clamp(1, 10_000)).await?;
+    let shown = rows
+        .into_iter()
+        .map(|e| EventShown {
+            seq: e.seq,
+            attempt: e.attempt,
+            at: job::iso(e.at_ms),
+            kind: e.kind,
+            text: e.text,
+            payload: e.payload.and_then(|p| serde_json::from_str(&p).ok()),
+        })
+        .collect();
+    Ok((shown, row.state))
 }
 
 /// `baton task logs`: the paths of an attempt's logs (latest attempt by default) and the job's state.

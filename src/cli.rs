@@ -137,6 +137,19 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print what a task's agent did (messages, tool calls, plan, usage), or follow it live.
+    Events {
+        id: String,
+        /// Keep printing new events until the task finishes.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only events after this sequence number.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after: i64,
+    },
     /// Print a task's whole output (stdout, then stderr), or follow it live.
     Logs {
         id: String,
@@ -585,6 +598,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             print_answers(&answers, json);
             Ok(cancel_exit(&answers))
         }
+        TaskCommand::Events { id, follow, json, after } => events(q, caller, &id, after, follow, json).await,
         TaskCommand::Logs { id, attempt, follow } => {
             let (o, e, _) = api::log_paths(q, caller, &id, attempt).await?;
             logs(q, caller, &id, &o, &e, follow).await
@@ -594,6 +608,35 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             out(&if json { pretty(&answer) } else { answer.task_id });
             Ok(ExitCode::Ok)
         }
+    }
+}
+
+/// Print a task's events, one line each (or one JSON object each); with `follow`, until the task
+/// is finished and every event is printed.
+async fn events(q: &Queue, caller: &Caller, id: &str, mut after: i64, follow: bool, json: bool) -> Result<ExitCode> {
+    let mut so = std::io::stdout().lock();
+    loop {
+        let (batch, state) = api::events(q, caller, id, after, 500).await?;
+        for e in &batch {
+            let line = if json {
+                serde_json::to_string(e).unwrap_or_default()
+            } else {
+                let at = e.at.get(11..23).unwrap_or(&e.at);
+                format!("{:>5} {at} {:<11} {}", e.seq, e.kind.as_str(), e.text.replace('\n', " "))
+            };
+            if writeln!(so, "{line}").is_err() {
+                return Ok(ExitCode::Ok);
+            }
+            after = e.seq;
+        }
+        let _ = so.flush();
+        if batch.len() == 500 {
+            continue;
+        }
+        if !follow || state.is_terminal() {
+            return Ok(ExitCode::Ok);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -321,6 +321,10 @@ config_sections! {
         pub kill_stragglers: bool = true;
         /// A job without output for this long counts as stalled.
         pub stall_ms: u64 = 300_000;
+        /// Activity events kept per job (the oldest go first).
+        pub max_events: u32 = 2000, min(1);
+        /// Bytes of event text and payload kept per job (the oldest go first).
+        pub max_event_bytes: u64 = 1_048_576, min(1024);
     }
 
     /// `dispatcher`: dispatcher timing.

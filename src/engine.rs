@@ -1,6 +1,7 @@
 //! The engine: the dispatcher that leads a queue, the worker processes it runs (oneshot and
 //! server workers), `/proc` and process groups, waking on commits, and pruning.
 
+pub mod acp;
 pub mod dispatch;
 pub mod proc;
 pub mod prune;

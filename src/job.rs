@@ -57,6 +57,10 @@ pub struct JobRow {
     pub output_tokens: Option<i64>,
     /// The part of `input_tokens` read from the provider's prompt cache.
     pub cached_tokens: Option<i64>,
+    /// The profile's system prompt, for an agent worker's prompt.
+    pub system_prompt: Option<String>,
+    /// JSON tool policy (`agent::permission::Policy`) of an agent worker's job.
+    pub permissions: Option<String>,
 }
 
 impl JobRow {
@@ -99,6 +103,9 @@ pub struct NewJob {
     pub output: Option<String>,
     /// From the profile's kind.
     pub worker_kind: WorkerKind,
+    pub system_prompt: Option<String>,
+    /// JSON tool policy; `None` for a oneshot CLI.
+    pub permissions: Option<String>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -156,6 +163,8 @@ pub struct Record {
     pub last_activity_at: Option<String>,
     pub stalled: bool,
     pub output_tail: Option<String>,
+    /// What a running agent is doing, from its activity events.
+    pub activity: Option<Activity>,
     pub cancel_requested: bool,
     /// Total tokens, as the agent CLI reported them.
     pub tokens: Option<i64>,
@@ -238,6 +247,7 @@ impl Record {
             last_activity_at: None,
             stalled: false,
             output_tail: if row.is_terminal() { row.output_tail.clone() } else { None },
+            activity: None,
             cancel_requested: row.cancel_requested_ms.is_some() && !row.is_terminal(),
             tokens: row.tokens,
             input_tokens: row.input_tokens,
@@ -267,6 +277,45 @@ impl Record {
             }
         }
         rec
+    }
+}
+
+/// What a running job's agent is doing now, summarised from its newest events.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Activity {
+    /// The newest tool call or permission ("edit \"Editing src/cli.rs\" (in_progress)"), or
+    /// `thinking` / `answering` while the agent streams text after it.
+    pub doing: String,
+    /// Its plan's progress ("plan 2/5 done: write the tests").
+    pub plan: Option<String>,
+    /// The newest usage report.
+    pub usage: Option<String>,
+    /// Events so far (the newest event's sequence number).
+    pub events: i64,
+    pub last_event_at: String,
+}
+
+impl Activity {
+    /// The summary of an attempt's newest event of each kind; None without events.
+    pub fn of(latest: &[crate::store::events::EventRow]) -> Option<Activity> {
+        use crate::state::EventKind as K;
+        let newest = latest.iter().max_by_key(|e| e.seq)?;
+        let of_kind = |k: &[K]| latest.iter().filter(|e| k.contains(&e.kind)).max_by_key(|e| e.seq);
+        let tool = of_kind(&[K::Tool, K::ToolUpdate, K::Permission]);
+        let doing = match newest.kind {
+            K::Message => "answering".to_string(),
+            K::Thought => "thinking".to_string(),
+            K::Tool | K::ToolUpdate | K::Permission | K::Plan => newest.text.clone(),
+            K::Usage | K::Other => tool.map_or_else(|| newest.kind.to_string(), |t| t.text.clone()),
+        };
+        Some(Activity {
+            doing,
+            plan: of_kind(&[K::Plan]).map(|e| e.text.clone()),
+            usage: of_kind(&[K::Usage]).map(|e| e.text.clone()),
+            events: newest.seq,
+            last_event_at: iso(newest.at_ms),
+        })
     }
 }
 

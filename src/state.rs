@@ -92,6 +92,14 @@ state_words! {
 }
 
 state_words! {
+    /// What an activity event of a job tells (the `job_events.kind` words).
+    EventKind {
+        Message => "message", Thought => "thought", Tool => "tool", ToolUpdate => "tool_update", Plan => "plan",
+        Usage => "usage", Permission => "permission", Other => "other",
+    }
+}
+
+state_words! {
     /// Why an id has no record: no such job or run, or one of another session.
     Absent { Unknown => "unknown", Forbidden => "forbidden" }
 }

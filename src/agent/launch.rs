@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use crate::agent::permission::Policy;
 use crate::agent::profile::{self, Placeholders, Profile, ProfileKind, PromptVia, Resolved, Runner};
 use crate::config::Config;
 use crate::engine::server::ServerSpec;
@@ -63,6 +64,8 @@ pub struct Launch {
     pub output: Option<String>,
     pub timeout_ms: i64,
     pub profile_limit: Option<i64>,
+    /// JSON tool policy of an agent worker (`permission::Policy`).
+    pub permissions: Option<String>,
 }
 
 impl Launch {
@@ -80,6 +83,7 @@ impl Launch {
             system_prompt: pr.system_prompt.clone(),
             timeout_ms,
             profile_limit: pr.job_limit(),
+            permissions: Policy::json_for(pr),
         })
     }
 
@@ -96,6 +100,7 @@ impl Launch {
             output: None,
             timeout_ms,
             profile_limit: None,
+            permissions: None,
         }
     }
 
@@ -135,6 +140,8 @@ impl Launch {
             workflow_step: j.workflow.map(|(_, step)| step),
             output: self.output.clone(),
             worker_kind: self.kind,
+            system_prompt: self.system_prompt.clone(),
+            permissions: self.permissions.clone(),
         })
     }
 }

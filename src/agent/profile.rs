@@ -61,6 +61,8 @@ pub struct Profile {
     pub timeout_ms: Option<i64>,
     /// Most tasks of this profile running at once (>= 1).
     pub max_concurrency: Option<u32>,
+    /// How an agent worker's permission requests are answered (`permissions`).
+    pub permissions: crate::agent::permission::Answering,
     /// Where it came from: `"built-in"`, or the config layer name (`"global"`, `"project"`).
     pub origin: String,
     /// Built-ins are protected: config cannot override them.
@@ -222,6 +224,7 @@ fn builtin(id: &str, name: &str, model: &str, purpose: &str, when_to_use: &str, 
         env: BTreeMap::new(),
         timeout_ms: None,
         max_concurrency: None,
+        permissions: Default::default(),
         origin: "built-in".to_string(),
         protected: true,
     }
@@ -381,7 +384,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const KNOWN_FIELDS: [&str; 18] = [
+const KNOWN_FIELDS: [&str; 19] = [
     "id",
     "name",
     "model",
@@ -400,6 +403,7 @@ const KNOWN_FIELDS: [&str; 18] = [
     "timeoutMs",
     "maxConcurrency",
     "output",
+    "permissions",
 ];
 
 /// Typed access to one profile entry's fields, with errors naming the profile and field.
@@ -505,6 +509,18 @@ impl Fields<'_> {
                 Err(self.invalid(field, format!("must be \"oneshot\" or \"server\", found \"{s}\"")))
             }
             Some(other) => Err(self.expected(field, "\"oneshot\" or \"server\"", other)),
+        }
+    }
+
+    fn permissions(&self) -> Result<Option<crate::agent::permission::Answering>, ProfileError> {
+        use crate::agent::permission::Answering;
+        let field = "permissions";
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => Ok(Some(Answering::Auto)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("ask") => Ok(Some(Answering::Ask)),
+            Some(Value::String(s)) => Err(self.invalid(field, format!("must be \"auto\" or \"ask\", found \"{s}\""))),
+            Some(other) => Err(self.expected(field, "\"auto\" or \"ask\"", other)),
         }
     }
 
@@ -631,7 +647,8 @@ impl Fields<'_> {
 }
 
 /// The fields a config may set on a built-in profile: how it runs, never what it is.
-pub const BUILTIN_SETTABLE: [&str; 6] = ["command", "output", "promptVia", "env", "timeoutMs", "maxConcurrency"];
+pub const BUILTIN_SETTABLE: [&str; 7] =
+    ["command", "output", "promptVia", "env", "timeoutMs", "maxConcurrency", "permissions"];
 
 /// Apply a config entry to a built-in profile: its runner, environment and limits may be set;
 /// its identity (name, model, purpose, tools, system prompt...) stays, with a warning per field.
@@ -665,6 +682,9 @@ fn adjust_builtin(
     }
     if let Some(c) = f.max_concurrency()? {
         p.max_concurrency = Some(c);
+    }
+    if let Some(a) = f.permissions()? {
+        p.permissions = a;
     }
     if BUILTIN_SETTABLE.iter().any(|k| f.get(k).is_some()) {
         p.origin = format!("built-in, adjusted in the {origin} config");
@@ -709,6 +729,7 @@ fn parse_custom(
         env: f.env()?,
         timeout_ms: f.timeout_ms()?,
         max_concurrency: f.max_concurrency()?,
+        permissions: f.permissions()?.unwrap_or_default(),
         origin,
         protected: false,
     })

@@ -237,6 +237,10 @@ impl Dispatcher {
             epoch,
             spawn_env: spawn_env.clone(),
             leaders: leaders.clone(),
+            event_caps: store::events::EventCaps {
+                max_events: i64::from(queue.config.config.jobs.max_events),
+                max_bytes: queue.config.config.jobs.max_event_bytes as i64,
+            },
         }));
         Ok(Dispatcher {
             queue,
@@ -776,14 +780,10 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
 
 /// Turn a worker's end into the job's outcome.
 fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
-    use crate::agent::extract::{Extracted, OutputSpec, Tokens};
+    use crate::agent::extract::{Extracted, OutputSpec};
     let mut reason = None;
     let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
-        let found = Extracted {
-            tokens: Tokens { total: *tokens, ..Tokens::default() },
-            cost_usd: *cost_usd,
-            ..Extracted::default()
-        };
+        let found = Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Extracted::default() };
         (response.clone(), found, None)
     } else if job.is_server() {
         // A server worker's output is its protocol and its own log, not the job's.
@@ -852,6 +852,7 @@ fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
         Ending::Answered { .. } => o.state = JobState::Succeeded,
         Ending::Reported(e) => o.error = Some(format!("Agent reported an error: {e}")),
         Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),
+        Ending::Forbidden(why) => o.error = Some(why.clone()),
     }
     o
 }

@@ -1,26 +1,29 @@
-//! Server workers: one long-lived process per server profile per queue, fed jobs one at a time
-//! over a JSON-lines protocol on its stdin and stdout.
+//! Server workers: one long-lived agent process per server profile per queue, speaking the
+//! Agent Client Protocol (ACP, JSON-RPC 2.0 in lines on its stdin and stdout; see `acp`), fed
+//! one task at a time.
 //!
-//! # The protocol (version 1)
+//! # The conversation
 //!
-//! One JSON object per line, UTF-8, `\n`-terminated; a line over 1 MiB is a protocol violation.
-//!
-//! - The worker, once started, writes `{"type":"ready"}`.
-//! - baton writes one job at a time:
-//!   `{"type":"job","id":TASK_ID,"attempt":N,"prompt":TEXT,"profile":ID,"model":MODEL|null,"cwd":DIR,"attachments":[PATH...]}`.
-//! - The worker answers that job with exactly one of
-//!   `{"type":"result","id":TASK_ID,"response":TEXT}` (optionally `"tokens":N`, `"costUsd":X`), or
-//!   `{"type":"error","id":TASK_ID,"error":TEXT}` (the job fails with that message).
-//! - To cancel, baton writes `{"type":"cancel","id":TASK_ID}`; the worker should answer the job
-//!   (with either message) within `jobs.killGraceMs`, or it is stopped.
-//! - There are no heartbeats: baton watches the process itself, and a job's timeout bounds a
-//!   worker that hangs. To stop a worker, baton closes its stdin and gives it
-//!   `jobs.killGraceMs` to exit, then sends its process group SIGTERM and, after
-//!   `jobs.killGraceMs` more, SIGKILL.
-//! - Anything else on stdout (a line that is not one of these messages, an answer for another
-//!   task id, an answer while no job is in flight, an oversized line) is a protocol violation:
-//!   the job fails with it and the worker is replaced. The worker's stderr goes to its log,
-//!   `.baton/logs/workers/<worker id>.log`.
+//! - Once started, the worker is sent `initialize` (protocol version 1, no file system or
+//!   terminal methods offered); its answer makes it ready.
+//! - Each task attempt gets its own session: `session/new` with the task's project directory as
+//!   `cwd`, then one `session/prompt` (the profile's system prompt, the attachments, the task).
+//!   While the turn runs, every `session/update` becomes an activity event in `job_events`
+//!   (written in batches by the attempt's owner); the answer is the agent's message chunks.
+//!   The turn's `stopReason` decides: `end_turn` succeeds; anything else fails the task.
+//! - `session/request_permission` is answered from the job's tool policy (captured from the
+//!   profile): a denied kind gets the agent's reject option, an allowed one its allow option;
+//!   with `permissions: "ask"` no request is guessed at: the task fails with the request shown.
+//!   A tool call of a denied kind that runs without a permission baton granted fails the task
+//!   at once and stops the worker.
+//! - A cancel sends `session/cancel` and waits `jobs.killGraceMs` for the turn to end; a worker
+//!   that ends it stays for the next task, one that does not is stopped.
+//! - Requests baton does not serve (`fs/*`, `terminal/*`) get error -32601. Updates for a
+//!   session baton never opened, a response to a request it never sent, a line that is not
+//!   JSON-RPC 2.0 or one over 1 MiB: a protocol violation, the task fails with it and the worker
+//!   is replaced. The worker's stderr goes to its log, `.baton/logs/workers/<worker id>.log`.
+//! - To stop a worker, baton closes its stdin and gives it `jobs.killGraceMs` to exit, then sends
+//!   its process group SIGTERM and, after `jobs.killGraceMs` more, SIGKILL.
 //!
 //! # Spawn deduplication and limits
 //!
@@ -36,67 +39,30 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::agent::permission::Policy;
+use crate::engine::acp::{self, Incoming};
 use crate::engine::proc;
 use crate::engine::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, now_ms};
-use crate::state::WorkerState;
+use crate::state::{EventKind, WorkerState};
 use crate::store;
+use crate::store::events::EventCaps;
 use crate::store::workers::{NewServer, Registered, SpawnLimits};
-
-/// The longest protocol line, newline excluded.
-pub const MAX_LINE: usize = 1 << 20;
 
 /// After a worker's exit, how long its output is still read when something else holds it open.
 const EXIT_DRAIN: Duration = Duration::from_millis(100);
 
-/// What baton writes to a server worker.
-#[derive(Debug, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-enum Request<'a> {
-    Job {
-        id: &'a str,
-        attempt: i64,
-        prompt: &'a str,
-        profile: &'a str,
-        model: Option<&'a str>,
-        cwd: &'a str,
-        attachments: Vec<String>,
-    },
-    Cancel {
-        id: &'a str,
-    },
-}
-
-/// What a server worker writes.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum Message {
-    Ready {},
-    Result {
-        id: String,
-        response: String,
-        #[serde(default)]
-        tokens: Option<i64>,
-        #[serde(default, rename = "costUsd")]
-        cost_usd: Option<f64>,
-    },
-    Error {
-        id: String,
-        error: String,
-    },
-}
-
 /// What the reader of a worker's stdout reports.
 #[derive(Debug)]
 enum Event {
-    Message(Message),
+    Message(Incoming),
     /// A line that breaks the protocol; nothing after it is read.
     Violation(String),
     /// The process exited (its row was ended by the reader if nobody ended it first).
@@ -109,8 +75,12 @@ struct Server {
     pid: i32,
     /// What it was started as: a job whose profile now runs otherwise needs a new one.
     spec: ServerSpec,
-    stdin: Option<ChildStdin>,
+    rpc: acp::Rpc,
     events: mpsc::UnboundedReceiver<Event>,
+    /// What its `initialize` answer said.
+    agent: acp::AgentInfo,
+    /// Every session it was asked to open (late updates of an earlier task's are dropped).
+    sessions: HashSet<String>,
 }
 
 /// How to start a profile's server worker: from the job that needs it, or from the config
@@ -153,6 +123,8 @@ pub struct PoolContext {
     pub spawn_env: SpawnEnv,
     /// Worker pids the runtime waits on itself (the zombie reaper skips them).
     pub leaders: worker::Leaders,
+    /// How many activity events a job keeps.
+    pub event_caps: EventCaps,
 }
 
 impl PoolContext {
@@ -258,12 +230,13 @@ impl Pool {
         let Some(server) = held.as_mut() else {
             return Ending::SpawnFailed("no server worker".into());
         };
-        let ending = server.serve(job, deadline, grace, cancel).await;
+        let ending = server.serve(&self.ctx, job, deadline, grace, cancel).await;
         let (state, why) = match &ending {
             Ending::Answered { .. } | Ending::Reported(_) => return ending,
-            Ending::Canceled if server.stdin.is_some() => return ending,
+            Ending::Canceled if server.rpc.is_open() => return ending,
             Ending::Canceled => (WorkerState::Stopped, "It did not answer a cancel in time".to_string()),
             Ending::Violation(v) => (WorkerState::Error, format!("Protocol violation: {v}")),
+            Ending::Forbidden(why) => (WorkerState::Stopped, why.clone()),
             Ending::TimedOut => (WorkerState::Error, format!("Task {} timed out after {}ms", job.id, job.timeout_ms)),
             Ending::Exited(status) => (WorkerState::Error, format!("It {}", describe_exit(status))),
             Ending::SpawnFailed(e) | Ending::NotFound { message: e, .. } => (WorkerState::Error, e.clone()),
@@ -291,7 +264,11 @@ impl Pool {
     /// runs otherwise than it was started (the config changed: it is replaced), leaving the
     /// slot empty.
     async fn drop_unfit(&self, held: &mut Option<Server>, spec: &ServerSpec, grace: Duration) {
-        if let Some(why) = held.as_mut().and_then(|s| s.check_idle().err())
+        let unfit = match held.as_mut() {
+            Some(s) => s.check_idle().await.err(),
+            None => None,
+        };
+        if let Some(why) = unfit
             && let Some(s) = held.take()
         {
             self.retire(s, WorkerState::Error, &why, grace).await;
@@ -348,7 +325,7 @@ impl Pool {
         if let Err(e) = end_row(&self.ctx, &s.id, state, None, Some(why)).await {
             tracing::warn!(worker = %s.id, "could not end the worker's row: {e}");
         }
-        drop(s.stdin.take());
+        s.rpc.close();
         let exited = s.wait_exit(grace).await.is_some();
         proc::terminate_group(s.pid, grace, Some(s.pid)).await;
         if !exited {
@@ -421,7 +398,15 @@ impl Pool {
                 return Err(failed(msg));
             }
         };
-        let mut s = Server { id: id.clone(), pid: server.pid, spec: spec.clone(), stdin: Some(server.stdin), events };
+        let mut s = Server {
+            id: id.clone(),
+            pid: server.pid,
+            spec: spec.clone(),
+            rpc: acp::Rpc::new(server.stdin),
+            events,
+            agent: acp::AgentInfo::default(),
+            sessions: HashSet::new(),
+        };
         // Registration completes with the pid; a row that was ended meanwhile (stopped while
         // starting) or a write that fails leaves a process nobody may keep: shut it down.
         let (pid, start) = (i64::from(server.pid), server.start as i64);
@@ -445,33 +430,20 @@ impl Pool {
             self.retire(s, WorkerState::Error, &reason, grace).await;
             return Err(failed(reason));
         }
-        // Wait for the ready line.
-        enum First {
-            Said(Option<Event>),
-            Late,
-            Canceled,
-        }
-        let first = tokio::select! {
-            ev = s.events.recv() => First::Said(ev),
-            _ = tokio::time::sleep_until(deadline) => First::Late,
-            _ = cancel.requested() => First::Canceled,
-        };
-        let why = match first {
-            First::Canceled => {
-                self.retire(s, WorkerState::Stopped, "Its task was canceled while it started", grace).await;
-                return Err(Ending::Canceled);
-            }
-            First::Said(Some(Event::Message(Message::Ready {}))) => {
+        // Ready once it answers `initialize`.
+        let why = match s.initialize(deadline, cancel).await {
+            Ok(agent) => {
+                s.agent = agent;
                 let (owner, epoch) = (&self.ctx.owner, self.ctx.epoch);
                 let ok =
                     async { store::workers::ready(&mut *self.ctx.conn().await?, &id, owner, epoch, now_ms()).await }
                         .await;
                 match ok {
                     Ok(true) => {
-                        tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, "server worker ready");
+                        tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, agent = ?s.agent.name, "server worker ready");
                         return Ok(s);
                     }
-                    // Its row ended meanwhile: it exited right after saying ready, or was stopped.
+                    // Its row ended meanwhile: it exited right after answering, or was stopped.
                     Ok(false) => match s.wait_exit(EXIT_DRAIN).await {
                         Some(status) => format!("the server worker {}", describe_exit(&status)),
                         None => "it was stopped while it started".to_string(),
@@ -479,18 +451,18 @@ impl Pool {
                     Err(e) => format!("could not record it ready: {e}"),
                 }
             }
-            First::Said(Some(Event::Message(m))) => {
-                format!("Protocol violation: expected a ready line first, got {m:?}")
+            Err(Ending::Canceled) => {
+                self.retire(s, WorkerState::Stopped, "Its task was canceled while it started", grace).await;
+                return Err(Ending::Canceled);
             }
-            First::Said(Some(Event::Violation(v))) => format!("Protocol violation: {v}"),
-            First::Said(Some(Event::Exited(status))) => {
-                return Err(failed(format!("the server worker {}", describe_exit(&status))));
-            }
-            First::Said(None) => return Err(failed("the server worker's output ended".into())),
-            First::Late => {
+            Err(Ending::TimedOut) => {
                 self.retire(s, WorkerState::Error, "It was not ready in time", grace).await;
                 return Err(Ending::TimedOut);
             }
+            Err(Ending::Exited(status)) => return Err(failed(format!("the server worker {}", describe_exit(&status)))),
+            Err(Ending::Violation(v)) => format!("Protocol violation: {v}"),
+            Err(Ending::SpawnFailed(why) | Ending::Reported(why)) => why,
+            Err(other) => format!("it did not start: {other:?}"),
         };
         self.retire(s, WorkerState::Error, &why, grace).await;
         Err(failed(why))
@@ -564,86 +536,213 @@ struct Spawned {
 }
 
 impl Server {
-    /// Is the worker fit for a job? Anything it said while idle, or its exit, says no.
-    fn check_idle(&mut self) -> std::result::Result<(), String> {
-        match self.events.try_recv() {
-            Err(mpsc::error::TryRecvError::Empty) => Ok(()),
-            Err(mpsc::error::TryRecvError::Disconnected) => Err("Its output ended".into()),
-            Ok(Event::Exited(status)) => Err(format!("It {}", describe_exit(&status))),
-            Ok(Event::Violation(v)) => Err(format!("Protocol violation while idle: {v}")),
-            Ok(Event::Message(m)) => Err(format!("Protocol violation: a message while no job was in flight: {m:?}")),
+    /// Is the worker fit for a job? Its exit or a broken line says no; notifications it sent
+    /// while idle (late updates of a finished turn, command lists) are dropped, and requests
+    /// get an error (no turn is running to answer them).
+    async fn check_idle(&mut self) -> std::result::Result<(), String> {
+        loop {
+            match self.events.try_recv() {
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Err("Its output ended".into()),
+                Ok(Event::Exited(status)) => return Err(format!("It {}", describe_exit(&status))),
+                Ok(Event::Violation(v)) => return Err(format!("Protocol violation while idle: {v}")),
+                Ok(Event::Message(Incoming::Request { id, method, .. })) => {
+                    let _ = self.rpc.respond_error(&id, -32601, &format!("no task is running: {method}")).await;
+                }
+                Ok(Event::Message(Incoming::Response { id, .. })) if !self.rpc.sent(id) => {
+                    return Err(format!("Protocol violation while idle: a response to request {id}, which baton never sent"));
+                }
+                Ok(Event::Message(_)) => {}
+            }
         }
     }
 
-    /// Hand the job over and wait for its answer, the worker's exit, the timeout or a cancel.
-    async fn serve(&mut self, job: &JobRow, deadline: Instant, grace: Duration, cancel: &mut Cancel) -> Ending {
-        let attachments: Vec<String> = serde_json::from_str(&job.attachments).unwrap_or_default();
-        let request = Request::Job {
-            id: &job.id,
-            attempt: job.attempt,
-            prompt: &job.task,
-            profile: &job.profile,
-            model: job.model.as_deref(),
-            cwd: &job.project_dir,
-            attachments,
+    /// `initialize`: the agent's answer makes it ready.
+    async fn initialize(&mut self, deadline: Instant, cancel: &mut Cancel) -> std::result::Result<acp::AgentInfo, Ending> {
+        let result = self.call("initialize", acp::initialize_params(), deadline, cancel).await?;
+        acp::AgentInfo::of(&result).map_err(Ending::Violation)
+    }
+
+    /// Send a request and wait for its answer, outside a prompt turn: notifications are
+    /// dropped (there is no session to report on yet), requests get an error.
+    async fn call(
+        &mut self,
+        method: &str,
+        params: Value,
+        deadline: Instant,
+        cancel: &mut Cancel,
+    ) -> std::result::Result<Value, Ending> {
+        let id = match self.rpc.request(method, params).await {
+            Ok(id) => id,
+            Err(_) => return Err(self.broken_stdin().await),
         };
-        if self.send(&request).await.is_err() {
-            // Its stdin broke: it is exiting.
-            return match self.wait_exit(Duration::from_secs(5)).await {
-                Some(status) => Ending::Exited(status),
-                None => Ending::Violation("its stdin closed while it kept running".into()),
-            };
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => match ev {
+                    Some(Event::Message(Incoming::Response { id: got, result })) if got == id => {
+                        return result.map_err(|e| Ending::Reported(format!("{method} failed: {} (code {})", e.message, e.code)));
+                    }
+                    Some(Event::Message(Incoming::Response { id: got, .. })) if !self.rpc.sent(got) => {
+                        return Err(Ending::Violation(format!("a response to request {got}, which baton never sent")));
+                    }
+                    Some(Event::Message(Incoming::Request { id: rid, method: m, .. })) => {
+                        let _ = self.rpc.respond_error(&rid, -32601, &format!("baton does not offer {m}")).await;
+                    }
+                    Some(Event::Message(_)) => {}
+                    Some(Event::Violation(v)) => return Err(Ending::Violation(v)),
+                    Some(Event::Exited(status)) => return Err(Ending::Exited(status)),
+                    None => return Err(Ending::SpawnFailed("the server worker's output ended".into())),
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(Ending::TimedOut),
+                _ = cancel.requested() => return Err(Ending::Canceled),
+            }
         }
+    }
+
+    /// Its stdin broke: it is exiting (or closed its input and kept running).
+    async fn broken_stdin(&mut self) -> Ending {
+        self.rpc.close();
+        match self.wait_exit(Duration::from_secs(5)).await {
+            Some(status) => Ending::Exited(status),
+            None => Ending::Violation("its stdin closed while it kept running".into()),
+        }
+    }
+
+    /// Run one task attempt: a session of its own, one prompt turn; its activity is recorded as
+    /// it arrives. Ends with the answer, the agent's failure, the worker's exit, a violation,
+    /// the timeout or a cancel.
+    async fn serve(&mut self, ctx: &PoolContext, job: &JobRow, deadline: Instant, grace: Duration, cancel: &mut Cancel) -> Ending {
+        let params = json!({"cwd": job.project_dir, "mcpServers": []});
+        let session = match self.call("session/new", params, deadline, cancel).await {
+            Ok(r) => match r.get("sessionId").and_then(Value::as_str) {
+                Some(sid) => sid.to_string(),
+                None => return Ending::Violation("its session/new answer has no sessionId".into()),
+            },
+            Err(ending) => return ending,
+        };
+        self.sessions.insert(session.clone());
+        let attachments: Vec<String> = serde_json::from_str(&job.attachments).unwrap_or_default();
+        let prompt = acp::prompt_blocks(&job.task, job.system_prompt.as_deref(), &attachments, self.agent.images);
+        let prompt_id = match self.rpc.request("session/prompt", json!({"sessionId": session, "prompt": prompt})).await {
+            Ok(id) => id,
+            Err(_) => return self.broken_stdin().await,
+        };
+        let writer = store::events::Writer { job_id: &job.id, attempt: job.attempt, owner: &ctx.owner, epoch: ctx.epoch };
+        let mut log = EventLog::new(writer, ctx.event_caps);
+        let mut turn = Turn {
+            session: &session,
+            profile: &job.profile,
+            policy: Policy::parse(job.permissions.as_deref()),
+            tools: HashMap::new(),
+            answer: String::new(),
+        };
+        let ending = self.turn(ctx, &mut turn, &mut log, prompt_id, deadline, grace, cancel).await;
+        log.flush(&ctx.store).await;
+        ending
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn turn(
+        &mut self,
+        ctx: &PoolContext,
+        turn: &mut Turn<'_>,
+        log: &mut EventLog<'_>,
+        prompt_id: i64,
+        deadline: Instant,
+        grace: Duration,
+        cancel: &mut Cancel,
+    ) -> Ending {
         let mut canceled_at: Option<Instant> = None;
+        let mut tick = tokio::time::interval(EVENT_FLUSH);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let limit = canceled_at.map_or(deadline, |t| t + grace);
             tokio::select! {
                 ev = self.events.recv() => match ev {
-                    Some(Event::Message(Message::Result { id, response, tokens, cost_usd })) if id == job.id => {
-                        return if canceled_at.is_some() {
-                            Ending::Canceled
-                        } else {
-                            Ending::Answered { response, tokens, cost_usd }
+                    Some(Event::Message(Incoming::Response { id, result })) if id == prompt_id => {
+                        if canceled_at.is_some() {
+                            return Ending::Canceled;
+                        }
+                        return match result {
+                            Err(e) => Ending::Reported(format!("{} (code {})", e.message, e.code)),
+                            Ok(r) => match acp::Stop::of(&r) {
+                                acp::Stop::EndTurn => Ending::Answered {
+                                    response: std::mem::take(&mut turn.answer),
+                                    tokens: acp::usage_of(&r),
+                                    cost_usd: None,
+                                },
+                                acp::Stop::Cancelled => Ending::Reported("the agent ended its turn as cancelled, though nobody canceled the task".into()),
+                                acp::Stop::Failed(why) => Ending::Reported(why),
+                            },
                         };
                     }
-                    Some(Event::Message(Message::Error { id, error })) if id == job.id => {
-                        return if canceled_at.is_some() { Ending::Canceled } else { Ending::Reported(error) };
+                    Some(Event::Message(Incoming::Response { id, .. })) => {
+                        if !self.rpc.sent(id) {
+                            return Ending::Violation(format!("a response to request {id}, which baton never sent"));
+                        }
                     }
-                    Some(Event::Message(Message::Result { id, .. } | Message::Error { id, .. })) => {
-                        return Ending::Violation(format!("an answer for task {id} while task {} was in flight", job.id));
+                    Some(Event::Message(Incoming::Notification { method, params })) => {
+                        if method != "session/update" {
+                            continue;
+                        }
+                        let sid = params.get("sessionId").and_then(Value::as_str).unwrap_or("");
+                        if sid != turn.session {
+                            if self.sessions.contains(sid) {
+                                continue;
+                            }
+                            return Ending::Violation(format!("an update for session \"{}\", which baton never opened", acp::snippet(sid)));
+                        }
+                        let reading = acp::read_update(params.get("update").unwrap_or(&Value::Null), &mut turn.tools, now_ms());
+                        if let Some(text) = &reading.answer {
+                            turn.answer.push_str(text);
+                        }
+                        log.push(reading.event);
+                        if let Some(why) = reading.tool.and_then(|id| turn.forbidden(&id)) {
+                            let _ = self.rpc.notify("session/cancel", json!({"sessionId": turn.session})).await;
+                            return Ending::Forbidden(why);
+                        }
                     }
-                    Some(Event::Message(Message::Ready {})) => {
-                        return Ending::Violation("a ready line while a task was in flight".into());
+                    Some(Event::Message(Incoming::Request { id, method, params })) => {
+                        if method != "session/request_permission" {
+                            let _ = self.rpc.respond_error(&id, -32601, &format!("baton does not offer {method}")).await;
+                            continue;
+                        }
+                        let d = turn.decide(&params, canceled_at.is_some());
+                        log.push(store::events::NewEvent {
+                            at_ms: now_ms(),
+                            kind: EventKind::Permission,
+                            text: d.text.clone(),
+                            payload: Some(acp::bounded_payload(&params)),
+                        });
+                        if self.rpc.respond(&id, json!({"outcome": d.outcome})).await.is_err() {
+                            return self.broken_stdin().await;
+                        }
+                        if let Some(why) = d.fail {
+                            let _ = self.rpc.notify("session/cancel", json!({"sessionId": turn.session})).await;
+                            return Ending::Forbidden(why);
+                        }
                     }
                     Some(Event::Violation(v)) => return Ending::Violation(v),
                     Some(Event::Exited(status)) => return Ending::Exited(status),
                     None => return Ending::SpawnFailed("the server worker's output ended".into()),
                 },
+                _ = tick.tick() => log.flush(&ctx.store).await,
                 _ = tokio::time::sleep_until(limit) => {
                     if canceled_at.is_some() {
-                        // No answer to the cancel: the caller stops the worker.
-                        self.stdin = None;
+                        // No end to the turn after the cancel: the caller stops the worker.
+                        self.rpc.close();
                         return Ending::Canceled;
                     }
                     return Ending::TimedOut;
                 }
                 _ = cancel.requested(), if canceled_at.is_none() => {
                     canceled_at = Some(Instant::now());
-                    if self.send(&Request::Cancel { id: &job.id }).await.is_err() {
-                        self.stdin = None;
+                    if self.rpc.notify("session/cancel", json!({"sessionId": turn.session})).await.is_err() {
                         return Ending::Canceled;
                     }
                 }
             }
         }
-    }
-
-    async fn send(&mut self, request: &Request<'_>) -> Result<()> {
-        let mut line = serde_json::to_vec(request)?;
-        line.push(b'\n');
-        let stdin = self.stdin.as_mut().ok_or_else(|| Error::Invalid("the worker's stdin is closed".into()))?;
-        stdin.write_all(&line).await.map_err(|e| Error::io("writing to the server worker", e))?;
-        stdin.flush().await.map_err(|e| Error::io("writing to the server worker", e))
     }
 
     /// Wait up to `limit` for the reader to see the process exit (other events are dropped).
@@ -662,6 +761,148 @@ impl Server {
     }
 }
 
+/// How often a running turn's events are written.
+const EVENT_FLUSH: Duration = Duration::from_millis(200);
+
+/// One prompt turn's state.
+struct Turn<'a> {
+    session: &'a str,
+    profile: &'a str,
+    policy: Policy,
+    tools: HashMap<String, acp::ToolCall>,
+    answer: String,
+}
+
+/// How baton answers one permission request.
+struct Decision {
+    /// The `outcome` object of the answer.
+    outcome: Value,
+    /// The permission event's text.
+    text: String,
+    /// The task fails with this (`permissions: "ask"`).
+    fail: Option<String>,
+}
+
+impl Turn<'_> {
+    /// A tool call that runs though the policy denies its kind and baton granted no permission
+    /// for it: why the task fails.
+    fn forbidden(&self, id: &str) -> Option<String> {
+        let call = self.tools.get(id)?;
+        let kind = call.kind.as_deref().unwrap_or("other");
+        (call.ran() && !self.policy.allows(kind) && call.permitted != Some(true)).then(|| {
+            format!(
+                "Forbidden tool call: the agent ran {} without a permission baton granted; profile \"{}\" does not allow {kind}",
+                call.describe(id),
+                self.profile
+            )
+        })
+    }
+
+    /// Answer a `session/request_permission` from the policy: the agent's allow option for an
+    /// allowed kind, its reject option for a denied one (a kind it does not name counts as
+    /// denied when the policy denies anything); `cancelled` after a cancel or without a fitting
+    /// option; under `permissions: "ask"`, `cancelled` and the task fails.
+    fn decide(&mut self, params: &Value, canceling: bool) -> Decision {
+        let req = params.get("toolCall").cloned().unwrap_or(Value::Null);
+        let id = req.get("toolCallId").and_then(Value::as_str).unwrap_or("").to_string();
+        let call = self.tools.entry(id.clone()).or_default();
+        if let Some(k) = req.get("kind").and_then(Value::as_str) {
+            call.kind = Some(k.to_string());
+        }
+        if let Some(t) = req.get("title").and_then(Value::as_str) {
+            call.title = Some(t.to_string());
+        }
+        let what = call.describe(&id);
+        let allowed = match call.kind.as_deref() {
+            Some(kind) => self.policy.allows(kind),
+            None => self.policy.deny.is_empty(),
+        };
+        let option = |kinds: &[&str]| -> Option<String> {
+            let options = params.get("options").and_then(Value::as_array)?;
+            kinds.iter().find_map(|want| {
+                options
+                    .iter()
+                    .find(|o| o.get("kind").and_then(Value::as_str) == Some(*want))
+                    .and_then(|o| o.get("optionId").and_then(Value::as_str))
+                    .map(str::to_string)
+            })
+        };
+        let cancelled = json!({"outcome": "cancelled"});
+        if canceling {
+            return Decision { outcome: cancelled, text: format!("canceled the request for {what}"), fail: None };
+        }
+        if self.policy.ask {
+            let why = format!(
+                "The agent asked permission for {what}, and profile \"{}\" answers no request itself (permissions: \"ask\")",
+                self.profile
+            );
+            return Decision { outcome: cancelled, text: format!("asked for {what}: not answered"), fail: Some(why) };
+        }
+        let (picked, verb) = if allowed {
+            (option(&["allow_once", "allow_always"]), "granted")
+        } else {
+            (option(&["reject_once", "reject_always"]), "rejected")
+        };
+        call.permitted = Some(allowed);
+        match picked {
+            Some(option_id) => Decision {
+                outcome: json!({"outcome": "selected", "optionId": option_id}),
+                text: if allowed {
+                    format!("{verb} {what}")
+                } else {
+                    format!("{verb} {what}: profile \"{}\" does not allow it", self.profile)
+                },
+                fail: None,
+            },
+            None => Decision { outcome: cancelled, text: format!("{verb} {what} (no fitting option: cancelled)"), fail: None },
+        }
+    }
+}
+
+/// A turn's events not yet written, and how to write them.
+struct EventLog<'a> {
+    writer: store::events::Writer<'a>,
+    caps: EventCaps,
+    pending: Vec<store::events::NewEvent>,
+}
+
+impl<'a> EventLog<'a> {
+    fn new(writer: store::events::Writer<'a>, caps: EventCaps) -> EventLog<'a> {
+        EventLog { writer, caps, pending: Vec::new() }
+    }
+
+    /// Queue an event; a message or thought chunk joins the one before it when that is of its
+    /// kind and not yet written.
+    fn push(&mut self, ev: store::events::NewEvent) {
+        if let Some(last) = self.pending.last_mut()
+            && last.kind == ev.kind
+            && matches!(ev.kind, EventKind::Message | EventKind::Thought)
+            && last.text.len() + ev.text.len() <= acp::MAX_EVENT_TEXT
+        {
+            last.text.push_str(&ev.text);
+            return;
+        }
+        self.pending.push(ev);
+    }
+
+    /// Write what is queued (kept for the next try when the write fails, up to a bound).
+    async fn flush(&mut self, store: &store::Store) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let res = async { store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await }.await;
+        match res {
+            Ok(_) => self.pending.clear(),
+            Err(e) => {
+                tracing::warn!(task_id = %self.writer.job_id, "could not write activity events: {e}");
+                if self.pending.len() > 10_000 {
+                    self.pending.clear();
+                }
+            }
+        }
+    }
+}
+
 /// Read protocol lines until EOF. After a violation, the rest of the output is drained unread
 /// (the worker is being replaced; it must not block on a full pipe meanwhile).
 async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
@@ -669,7 +910,7 @@ async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await {
+        match (&mut reader).take(acp::MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) => {
@@ -678,8 +919,8 @@ async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
             }
         }
         let complete = line.last() == Some(&b'\n');
-        if !complete && line.len() > MAX_LINE {
-            let _ = tx.send(Event::Violation(format!("a line over {} bytes", MAX_LINE)));
+        if !complete && line.len() > acp::MAX_LINE {
+            let _ = tx.send(Event::Violation(format!("a line over {} bytes", acp::MAX_LINE)));
             break;
         }
         let text = String::from_utf8_lossy(&line);
@@ -687,12 +928,12 @@ async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
         if text.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Message>(text) {
+        match Incoming::parse(text) {
             Ok(m) => {
                 let _ = tx.send(Event::Message(m));
             }
             Err(e) => {
-                let _ = tx.send(Event::Violation(format!("not a protocol message ({e}): {}", snippet(text))));
+                let _ = tx.send(Event::Violation(e));
                 break;
             }
         }
@@ -703,11 +944,6 @@ async fn read_events(stdout: ChildStdout, tx: &mpsc::UnboundedSender<Event>) {
 /// A server worker's log (its stderr): `<logs>/workers/<worker id>.log`.
 pub fn log_path(logs_dir: &std::path::Path, worker_id: &str) -> std::path::PathBuf {
     logs_dir.join("workers").join(format!("{worker_id}.log"))
-}
-
-fn snippet(text: &str) -> String {
-    let cut: String = text.chars().take(120).collect();
-    if cut.len() < text.len() { format!("{cut}...") } else { cut }
 }
 
 async fn store_busy(ctx: &PoolContext, worker: &str, job: &JobRow) -> Result<bool> {

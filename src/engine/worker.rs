@@ -205,7 +205,10 @@ pub enum Ending {
     /// A cancel was requested: the group was killed (or a server worker gave the job up).
     Canceled,
     /// A server worker answered the job.
-    Answered { response: String, tokens: Option<i64>, cost_usd: Option<f64> },
+    Answered { response: String, tokens: crate::agent::extract::Tokens, cost_usd: Option<f64> },
+    /// The agent did what its profile forbids (or asked what the profile answers never): the
+    /// task fails with this message and the worker is stopped.
+    Forbidden(String),
     /// A server worker reported that the job failed.
     Reported(String),
     /// A server worker broke the protocol (it is replaced).
@@ -247,6 +250,7 @@ pub async fn watch(
         | Ending::NotFound { .. }
         | Ending::Answered { .. }
         | Ending::Reported(_)
+        | Ending::Forbidden(_)
         | Ending::Violation(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;

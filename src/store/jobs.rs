@@ -46,6 +46,8 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         job.workflow_step,
         job.output,
         job.worker_kind,
+        job.system_prompt,
+        job.permissions,
     )
     .execute(&mut *conn)
     .await;
@@ -91,7 +93,8 @@ macro_rules! select_jobs {
                  run_after_ms, timeout_ms, profile_limit, created_ms, started_ms, finished_ms, response,
                  response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms,
                  cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output,
-                 worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens
+                 worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens,
+                 system_prompt, permissions
                  FROM jobs "# + $rest
             $(, $arg)*
         )

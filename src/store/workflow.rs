@@ -59,6 +59,8 @@ pub struct StepRow {
     /// JSON output spec of the step's runner.
     pub output: Option<String>,
     pub worker_kind: WorkerKind,
+    /// JSON tool policy of an agent worker's step.
+    pub permissions: Option<String>,
 }
 
 /// A run about to be inserted (state `running`).
@@ -119,14 +121,15 @@ pub struct NewStep<'a> {
     pub attachments: &'a str,
     pub output: Option<&'a str>,
     pub worker_kind: WorkerKind,
+    pub permissions: Option<&'a str>,
 }
 
 pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result<()> {
     sqlx::query!(
         "INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
                                      system_prompt, prompt_via, env, profile_limit, attachments, state, output,
-                                     worker_kind)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending', ?16, ?17)",
+                                     worker_kind, permissions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, 'pending', ?16, ?17, ?18)",
         s.run_id,
         s.idx,
         s.step_id,
@@ -143,7 +146,8 @@ pub async fn insert_step(conn: &mut SqliteConnection, s: &NewStep<'_>) -> Result
         s.profile_limit,
         s.attachments,
         s.output,
-        s.worker_kind
+        s.worker_kind,
+        s.permissions
     )
     .execute(conn)
     .await?;
@@ -174,7 +178,7 @@ macro_rules! select_steps {
             r#"SELECT run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model,
                       system_prompt, prompt_via, env, profile_limit, attachments, state AS "state: StepState",
                       job_id, carry_in, warning, error, started_ms, finished_ms, output, worker_kind AS
-                      "worker_kind: WorkerKind"
+                      "worker_kind: WorkerKind", permissions
                  FROM workflow_steps "# + $rest
             $(, $arg)*
         )

@@ -32,6 +32,7 @@ async fn enqueue_step(conn: &mut store::Tx, run: &RunRow, step: &StepRow, carry:
         output: step.output.clone(),
         timeout_ms: step.timeout_ms,
         profile_limit: step.profile_limit,
+        permissions: step.permissions.clone(),
     };
     let attachments: Vec<String> = serde_json::from_str(&step.attachments)?;
     let new = launch.job(launch::Job {
@@ -184,6 +185,7 @@ pub fn record(run: &RunRow, steps: &[StepRow], max_response_chars: Option<usize>
         last_activity_at: None,
         stalled: false,
         output_tail: None,
+        activity: None,
         cancel_requested: run.cancel_requested_ms.is_some() && !terminal,
         tokens: None,
         input_tokens: None,

@@ -1,0 +1,130 @@
+//! Statements on `job_events`: a running attempt's activity, appended in batches by its owner,
+//! trimmed to the job's cap, read back by peek and `task events`.
+
+use sqlx::SqliteConnection;
+
+use crate::error::Result;
+use crate::state::EventKind;
+
+/// An event about to be written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewEvent {
+    pub at_ms: i64,
+    pub kind: EventKind,
+    pub text: String,
+    /// JSON, already bounded by the caller.
+    pub payload: Option<String>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub seq: i64,
+    pub attempt: i64,
+    pub at_ms: i64,
+    pub kind: EventKind,
+    pub text: String,
+    pub payload: Option<String>,
+}
+
+/// How many events a job keeps: rows and bytes of text and payload (the newest stay).
+#[derive(Debug, Clone, Copy)]
+pub struct EventCaps {
+    pub max_events: i64,
+    pub max_bytes: i64,
+}
+
+/// Which attempt writes, fenced like every write of a running job.
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub job_id: &'a str,
+    pub attempt: i64,
+    pub owner: &'a str,
+    pub epoch: i64,
+}
+
+/// Append events to a running attempt and trim the job to its caps, in one transaction.
+/// Returns how many were written (none when the attempt no longer runs under this owner).
+pub async fn append(conn: &mut SqliteConnection, w: Writer<'_>, events: &[NewEvent], caps: EventCaps) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let batch = serde_json::to_string(events)?;
+    let r = sqlx::query!(
+        r#"INSERT INTO job_events (job_id, attempt, seq, at_ms, kind, text, payload)
+           SELECT ?1, ?2,
+                  (SELECT coalesce(max(seq), 0) FROM job_events WHERE job_id = ?1) + e.key + 1,
+                  e.value ->> '$.at_ms', e.value ->> '$.kind', e.value ->> '$.text', e.value ->> '$.payload'
+             FROM json_each(?5) AS e
+            WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1 AND state = 'running' AND attempt = ?2
+                                                 AND owner = ?3 AND epoch = ?4)"#,
+        w.job_id,
+        w.attempt,
+        w.owner,
+        w.epoch,
+        batch
+    )
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() > 0 {
+        trim(conn, w.job_id, caps).await?;
+    }
+    Ok(r.rows_affected())
+}
+
+/// Keep the newest `max_events` events of a job, and of those the newest that fit `max_bytes`.
+async fn trim(conn: &mut SqliteConnection, job_id: &str, caps: EventCaps) -> Result<()> {
+    sqlx::query!(
+        "DELETE FROM job_events
+          WHERE job_id = ?1
+            AND seq <= coalesce((SELECT seq FROM job_events WHERE job_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2), 0)",
+        job_id,
+        caps.max_events
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "DELETE FROM job_events
+          WHERE job_id = ?1
+            AND seq < (SELECT coalesce(min(seq), 0) FROM (
+                         SELECT seq, sum(length(CAST(text AS BLOB)) + coalesce(length(CAST(payload AS BLOB)), 0))
+                                     OVER (ORDER BY seq DESC ROWS UNBOUNDED PRECEDING) AS total
+                           FROM job_events WHERE job_id = ?1)
+                        WHERE total <= ?2)",
+        job_id,
+        caps.max_bytes
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A job's events after `after_seq`, oldest first, at most `limit`.
+pub async fn after(conn: &mut SqliteConnection, job_id: &str, after_seq: i64, limit: i64) -> Result<Vec<EventRow>> {
+    Ok(sqlx::query_as!(
+        EventRow,
+        r#"SELECT seq, attempt, at_ms, kind AS "kind: EventKind", text, payload
+             FROM job_events WHERE job_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"#,
+        job_id,
+        after_seq,
+        limit
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The newest event of each kind of an attempt (what peek summarises as its activity).
+pub async fn latest_by_kind(conn: &mut SqliteConnection, job_id: &str, attempt: i64) -> Result<Vec<EventRow>> {
+    Ok(sqlx::query_as!(
+        EventRow,
+        r#"SELECT seq, attempt, at_ms, kind AS "kind: EventKind", text, payload
+             FROM job_events
+            WHERE job_id = ?1
+              AND seq IN (SELECT max(seq) FROM job_events WHERE job_id = ?1 AND attempt = ?2 GROUP BY kind)
+            ORDER BY seq"#,
+        job_id,
+        attempt
+    )
+    .fetch_all(conn)
+    .await?)
+}
