@@ -8,10 +8,12 @@ macro_rules! state_words {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
-        #[serde(rename_all = "lowercase")]
-        #[sqlx(rename_all = "lowercase")]
         pub enum $name {
-            $($variant),+
+            $(
+                #[serde(rename = $word)]
+                #[sqlx(rename = $word)]
+                $variant
+            ),+
         }
 
         impl $name {
@@ -117,6 +119,11 @@ mod tests {
         for s in StepState::ALL {
             assert_eq!(StepState::parse(&s.to_string()), Some(*s));
         }
+        // Serde and the schema use the same words, multi-word ones included.
+        for s in EventKind::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+        }
+        assert_eq!(serde_json::to_value(EventKind::ToolUpdate).unwrap(), "tool_update");
         assert_eq!(JobState::parse("bogus"), None);
         assert!(JobState::Canceled.is_terminal() && !JobState::Queued.is_terminal());
         assert!(RunState::Failed.is_terminal() && !RunState::Running.is_terminal());

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod acp;
 mod agents;
 mod cli;
 mod durability;
