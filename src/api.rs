@@ -855,8 +855,7 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
     store::workers::request_stop(&mut conn, &servers, now).await?;
     let mut running = Vec::new();
     for job in targets.iter().filter_map(|w| w.job_id.as_deref()) {
-        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await? == Some(JobState::Running)
-        {
+        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await? == Some(JobState::Running) {
             running.push(job.to_string());
         }
     }
@@ -871,7 +870,15 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
             cancel_orphans(&mut conn, &running, grace).await?;
             for row in store::workers::servers(&mut conn, &servers).await? {
                 crate::engine::server::recover_row(&row, grace).await;
-                store::workers::end(&mut conn, &row.id, WorkerState::Stopped, None, Some("Stopped by request"), now_ms()).await?;
+                store::workers::end(
+                    &mut conn,
+                    &row.id,
+                    WorkerState::Stopped,
+                    None,
+                    Some("Stopped by request"),
+                    now_ms(),
+                )
+                .await?;
             }
             continue;
         }
@@ -996,7 +1003,9 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
             let state = match p.status.as_deref() {
                 None => None,
                 Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-                    Error::Invalid(format!("Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"))
+                    Error::Invalid(format!(
+                        "Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"
+                    ))
                 })?),
             };
             let scope = p.scope.as_deref().unwrap_or(default_scope);
@@ -1027,10 +1036,7 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
         }
         "profiles" => {
             let profiles = q.profiles.all();
-            Ok(Listing {
-                markdown: crate::api::format::profiles_table(profiles),
-                data: ListData::Profiles(profiles),
-            })
+            Ok(Listing { markdown: crate::api::format::profiles_table(profiles), data: ListData::Profiles(profiles) })
         }
         "workflows" => Ok(Listing {
             markdown: crate::api::format::workflows_table(&q.workflows),
@@ -1159,7 +1165,13 @@ pub struct EventShown {
 }
 
 /// A task's activity events after `after` (oldest first, at most `limit`), and its state now.
-pub async fn events(q: &Queue, caller: &Caller, id: &str, after: i64, limit: i64) -> Result<(Vec<EventShown>, JobState)> {
+pub async fn events(
+    q: &Queue,
+    caller: &Caller,
+    id: &str,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<EventShown>, JobState)> {
     let row = one_row(q, caller, id).await?;
     let mut conn = q.store.conn().await?;
     let rows = store::events::after(&mut conn, &row.id, after, limit.clamp(1, 10_000)).await?;

@@ -326,7 +326,6 @@ pub struct Missing {
     pub status: Absent,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,7 +59,9 @@ impl Policy {
     pub fn parse(json: Option<&str>) -> Policy {
         match json {
             None => Policy::default(),
-            Some(s) => serde_json::from_str(s).unwrap_or_else(|_| Policy::of_access(Access::READ_ONLY, Answering::Auto)),
+            Some(s) => {
+                serde_json::from_str(s).unwrap_or_else(|_| Policy::of_access(Access::READ_ONLY, Answering::Auto))
+            }
         }
     }
 

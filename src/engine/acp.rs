@@ -39,10 +39,20 @@ pub struct RpcError {
 #[derive(Debug)]
 pub enum Incoming {
     /// The answer to a request of baton's.
-    Response { id: i64, result: std::result::Result<Value, RpcError> },
+    Response {
+        id: i64,
+        result: std::result::Result<Value, RpcError>,
+    },
     /// A request of the agent's (a permission, a file or terminal method).
-    Request { id: Value, method: String, params: Value },
-    Notification { method: String, params: Value },
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
 }
 
 impl Incoming {
@@ -166,7 +176,8 @@ impl AgentInfo {
             ));
         }
         Ok(AgentInfo {
-            images: result.pointer("/agentCapabilities/promptCapabilities/image").and_then(Value::as_bool) == Some(true),
+            images: result.pointer("/agentCapabilities/promptCapabilities/image").and_then(Value::as_bool)
+                == Some(true),
             name: result.pointer("/agentInfo/name").and_then(Value::as_str).map(str::to_string),
         })
     }
@@ -235,7 +246,12 @@ impl Stop {
 /// Token counts of a prompt answer's `usage`, where the agent reports them.
 pub fn usage_of(result: &Value) -> Tokens {
     let n = |k: &str| result.pointer(&format!("/usage/{k}")).and_then(Value::as_i64);
-    Tokens { total: n("totalTokens"), input: n("inputTokens"), output: n("outputTokens"), cached: n("cachedReadTokens") }
+    Tokens {
+        total: n("totalTokens"),
+        input: n("inputTokens"),
+        output: n("outputTokens"),
+        cached: n("cachedReadTokens"),
+    }
 }
 
 /// A tool call as the updates so far describe it.
@@ -411,7 +427,11 @@ mod tests {
         );
         assert_eq!(r.event.kind, EventKind::Tool);
         assert_eq!(r.event.text, "edit \"Editing a.rs\" (pending)");
-        let r = read_update(&json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1", "status": "completed"}), &mut tools, 6);
+        let r = read_update(
+            &json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1", "status": "completed"}),
+            &mut tools,
+            6,
+        );
         assert_eq!(r.event.text, "edit \"Editing a.rs\" (completed)");
         assert!(tools["c1"].ran());
         let r = read_update(
@@ -421,7 +441,11 @@ mod tests {
             7,
         );
         assert_eq!(r.event.text, "plan 1/3 done: b");
-        let r = read_update(&json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}}), &mut tools, 8);
+        let r = read_update(
+            &json!({"sessionUpdate": "agent_message_chunk", "content": {"type": "text", "text": "hi"}}),
+            &mut tools,
+            8,
+        );
         assert_eq!((r.answer.as_deref(), r.event.payload), (Some("hi"), None));
         let big = json!({"sessionUpdate": "tool_call_update", "toolCallId": "c1", "content": "x".repeat(10_000)});
         let p: Value = serde_json::from_str(&bounded_payload(&big)).unwrap();
@@ -437,7 +461,10 @@ mod tests {
         let img = img.display().to_string();
         let b = prompt_blocks("do it", Some("be brief"), std::slice::from_ref(&img), true);
         assert_eq!(b.len(), 3);
-        assert_eq!((b[0]["text"].as_str(), b[1]["type"].as_str(), b[2]["text"].as_str()), (Some("be brief"), Some("image"), Some("do it")));
+        assert_eq!(
+            (b[0]["text"].as_str(), b[1]["type"].as_str(), b[2]["text"].as_str()),
+            (Some("be brief"), Some("image"), Some("do it"))
+        );
         let b = prompt_blocks("do it", None, &[img], false);
         assert_eq!(b[0]["type"], "resource_link");
     }

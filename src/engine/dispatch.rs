@@ -627,7 +627,8 @@ impl Dispatcher {
                 tracing::info!(worker = %row.id, pgid, "stopped the server worker of a lost dispatcher");
             }
             let why = "Worker lost: its dispatcher went away";
-            store::workers::end(&mut conn, &row.id, crate::state::WorkerState::Error, None, Some(why), now_ms()).await?;
+            store::workers::end(&mut conn, &row.id, crate::state::WorkerState::Error, None, Some(why), now_ms())
+                .await?;
         }
         let orphans = store::jobs::orphans(&mut conn, &self.owner, self.epoch).await?;
         drop(conn);

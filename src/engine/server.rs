@@ -394,7 +394,8 @@ impl Pool {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
-                let _ = end_row(&self.ctx, &id, WorkerState::Error, None, Some(&format!("Failed to start: {msg}"))).await;
+                let _ =
+                    end_row(&self.ctx, &id, WorkerState::Error, None, Some(&format!("Failed to start: {msg}"))).await;
                 return Err(failed(msg));
             }
         };
@@ -550,7 +551,9 @@ impl Server {
                     let _ = self.rpc.respond_error(&id, -32601, &format!("no task is running: {method}")).await;
                 }
                 Ok(Event::Message(Incoming::Response { id, .. })) if !self.rpc.sent(id) => {
-                    return Err(format!("Protocol violation while idle: a response to request {id}, which baton never sent"));
+                    return Err(format!(
+                        "Protocol violation while idle: a response to request {id}, which baton never sent"
+                    ));
                 }
                 Ok(Event::Message(_)) => {}
             }
@@ -558,7 +561,11 @@ impl Server {
     }
 
     /// `initialize`: the agent's answer makes it ready.
-    async fn initialize(&mut self, deadline: Instant, cancel: &mut Cancel) -> std::result::Result<acp::AgentInfo, Ending> {
+    async fn initialize(
+        &mut self,
+        deadline: Instant,
+        cancel: &mut Cancel,
+    ) -> std::result::Result<acp::AgentInfo, Ending> {
         let result = self.call("initialize", acp::initialize_params(), deadline, cancel).await?;
         acp::AgentInfo::of(&result).map_err(Ending::Violation)
     }
@@ -611,7 +618,14 @@ impl Server {
     /// Run one task attempt: a session of its own, one prompt turn; its activity is recorded as
     /// it arrives. Ends with the answer, the agent's failure, the worker's exit, a violation,
     /// the timeout or a cancel.
-    async fn serve(&mut self, ctx: &PoolContext, job: &JobRow, deadline: Instant, grace: Duration, cancel: &mut Cancel) -> Ending {
+    async fn serve(
+        &mut self,
+        ctx: &PoolContext,
+        job: &JobRow,
+        deadline: Instant,
+        grace: Duration,
+        cancel: &mut Cancel,
+    ) -> Ending {
         let params = json!({"cwd": job.project_dir, "mcpServers": []});
         let session = match self.call("session/new", params, deadline, cancel).await {
             Ok(r) => match r.get("sessionId").and_then(Value::as_str) {
@@ -623,11 +637,13 @@ impl Server {
         self.sessions.insert(session.clone());
         let attachments: Vec<String> = serde_json::from_str(&job.attachments).unwrap_or_default();
         let prompt = acp::prompt_blocks(&job.task, job.system_prompt.as_deref(), &attachments, self.agent.images);
-        let prompt_id = match self.rpc.request("session/prompt", json!({"sessionId": session, "prompt": prompt})).await {
+        let prompt_id = match self.rpc.request("session/prompt", json!({"sessionId": session, "prompt": prompt})).await
+        {
             Ok(id) => id,
             Err(_) => return self.broken_stdin().await,
         };
-        let writer = store::events::Writer { job_id: &job.id, attempt: job.attempt, owner: &ctx.owner, epoch: ctx.epoch };
+        let writer =
+            store::events::Writer { job_id: &job.id, attempt: job.attempt, owner: &ctx.owner, epoch: ctx.epoch };
         let mut log = EventLog::new(writer, ctx.event_caps);
         let mut turn = Turn {
             session: &session,
@@ -854,7 +870,11 @@ impl Turn<'_> {
                 },
                 fail: None,
             },
-            None => Decision { outcome: cancelled, text: format!("{verb} {what} (no fitting option: cancelled)"), fail: None },
+            None => Decision {
+                outcome: cancelled,
+                text: format!("{verb} {what} (no fitting option: cancelled)"),
+                fail: None,
+            },
         }
     }
 }
@@ -890,7 +910,9 @@ impl<'a> EventLog<'a> {
         if self.pending.is_empty() {
             return;
         }
-        let res = async { store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await }.await;
+        let res =
+            async { store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await }
+                .await;
         match res {
             Ok(_) => self.pending.clear(),
             Err(e) => {
@@ -950,7 +972,13 @@ async fn store_busy(ctx: &PoolContext, worker: &str, job: &JobRow) -> Result<boo
     store::workers::busy(&mut *ctx.conn().await?, worker, &job.id, job.attempt, &ctx.owner, ctx.epoch, now_ms()).await
 }
 
-async fn end_row(ctx: &PoolContext, id: &str, state: WorkerState, code: Option<i64>, why: Option<&str>) -> Result<bool> {
+async fn end_row(
+    ctx: &PoolContext,
+    id: &str,
+    state: WorkerState,
+    code: Option<i64>,
+    why: Option<&str>,
+) -> Result<bool> {
     store::workers::end(&mut *ctx.conn().await?, id, state, code, why, now_ms()).await
 }
 

@@ -109,9 +109,7 @@ pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<JobRow>
 /// Several jobs by exact id, in one statement (order not guaranteed).
 pub async fn get_many(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<JobRow>> {
     let ids = serde_json::to_string(ids)?;
-    Ok(select_jobs!("WHERE id IN (SELECT value FROM json_each(?1))", ids)
-        .fetch_all(conn)
-        .await?)
+    Ok(select_jobs!("WHERE id IN (SELECT value FROM json_each(?1))", ids).fetch_all(conn).await?)
 }
 
 /// The states of several jobs or workflow runs (the awaiter's cheap re-read, one statement). A
@@ -164,9 +162,11 @@ pub async fn list(conn: &mut SqliteConnection, f: &ListFilter) -> Result<Vec<Job
 
 /// Job counts by state.
 pub async fn counts(conn: &mut SqliteConnection) -> Result<Vec<(JobState, i64)>> {
-    let rows = sqlx::query!(r#"SELECT state AS "state: JobState", count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#)
-        .fetch_all(conn)
-        .await?;
+    let rows = sqlx::query!(
+        r#"SELECT state AS "state: JobState", count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#
+    )
+    .fetch_all(conn)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
 }
 
@@ -372,13 +372,9 @@ pub async fn requeue_lost(
 
 /// Running jobs not owned by (`owner`, `epoch`): orphans of an earlier leader.
 pub async fn orphans(conn: &mut SqliteConnection, owner: &str, epoch: i64) -> Result<Vec<JobRow>> {
-    Ok(select_jobs!(
-        "WHERE state = 'running' AND NOT (owner = ?1 AND epoch = ?2)",
-        owner,
-        epoch
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(select_jobs!("WHERE state = 'running' AND NOT (owner = ?1 AND epoch = ?2)", owner, epoch)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The live worker processes recorded for a job's attempt: (pid, start time).

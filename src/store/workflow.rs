@@ -192,26 +192,18 @@ pub async fn get_run(conn: &mut SqliteConnection, id: &str) -> Result<Option<Run
 /// Several runs by exact id.
 pub async fn get_runs(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<RunRow>> {
     let ids = serde_json::to_string(ids)?;
-    Ok(select_runs!("WHERE id IN (SELECT value FROM json_each(?1))", ids)
-        .fetch_all(conn)
-        .await?)
+    Ok(select_runs!("WHERE id IN (SELECT value FROM json_each(?1))", ids).fetch_all(conn).await?)
 }
 
 pub async fn steps(conn: &mut SqliteConnection, run_id: &str) -> Result<Vec<StepRow>> {
-    Ok(select_steps!("WHERE run_id = ?1 ORDER BY idx", run_id)
-        .fetch_all(conn)
-        .await?)
+    Ok(select_steps!("WHERE run_id = ?1 ORDER BY idx", run_id).fetch_all(conn).await?)
 }
 
 /// Runs, newest first.
 pub async fn list_runs(conn: &mut SqliteConnection, session: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
-    Ok(select_runs!(
-        "WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2",
-        session,
-        limit
-    )
-    .fetch_all(conn)
-    .await?)
+    Ok(select_runs!("WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2", session, limit)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// Run ids starting with `prefix` (at most two).

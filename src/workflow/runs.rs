@@ -86,7 +86,8 @@ pub async fn advance(conn: &mut store::Tx, job_id: &str, logs_dir: &Path, now: i
         store::workflow::end_step(conn, &run_id, idx, StepState::Failed, None, Some(&error), now).await?;
         store::workflow::skip_pending(conn, &run_id, now).await?;
         let run_error = format!("Step \"{}\" failed: {error}", step.title);
-        store::workflow::end_run(conn, &run_id, RunState::Failed, job.response.as_deref(), Some(&run_error), now).await?;
+        store::workflow::end_run(conn, &run_id, RunState::Failed, job.response.as_deref(), Some(&run_error), now)
+            .await?;
         return Ok(());
     }
     // The full response is in the log; the row holds at most 1 MiB of it.

@@ -109,9 +109,12 @@ fn permission_requests_are_answered_from_the_profiles_tools() {
     let q = queue(json!({"profiles": [server_profile("srv"), reader("ro")]}));
     q.dispatcher();
     // A read-only profile: edits and commands are rejected, reads granted.
-    for (task, answer) in
-        [("ASK edit ro.txt", "rejected"), ("ASK execute ls", "rejected"), ("ASK delete x", "rejected"), ("ASK read a", "allowed")]
-    {
+    for (task, answer) in [
+        ("ASK edit ro.txt", "rejected"),
+        ("ASK execute ls", "rejected"),
+        ("ASK delete x", "rejected"),
+        ("ASK read a", "allowed"),
+    ] {
         let id = q.start(&["--worker", "ro", task]);
         let v = await_one(&q, &id);
         assert_eq!(v["status"], "succeeded", "{task}: {v}");
@@ -290,4 +293,30 @@ fn events_are_capped_per_job_newest_kept() {
     assert!(all[0].0 > 1, "the oldest went: {all:?}");
     let newest: String = all.iter().map(|e| e.3.as_str()).collect();
     assert!(newest.contains("chunk 29 "), "{newest}");
+}
+
+#[test]
+fn the_readmes_minimal_agent_works_as_shown() {
+    let _g = common::heavy();
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let after = readme.split_once("A custom agent needs only this much of ACP").unwrap().1;
+    let code = after.split_once("```python\n").unwrap().1.split_once("```").unwrap().0;
+    let q = queue(json!({}));
+    let script = q.project.join("minimal-agent.py");
+    std::fs::write(&script, code).unwrap();
+    let mut p = server_profile("minimal");
+    p["command"] = json!(["python3", script.display().to_string()]);
+    let cfg_path = q.project.join(".baton/config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["profiles"] = json!([p]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    q.dispatcher();
+    for task in ["hello", "again"] {
+        let v = await_one(&q, &q.start(&["--worker", "minimal", task]));
+        assert_eq!(
+            (v["status"].as_str(), v["responseText"].as_str()),
+            (Some("succeeded"), Some(&*format!("done: {task}"))),
+            "{v}"
+        );
+    }
 }

@@ -246,7 +246,9 @@ fn unfinished_jobs_and_live_workers_are_not_deleted_or_relinked_and_recovery_sti
 #[test]
 fn a_server_worker_takes_and_gives_back_jobs_only_its_own_way() {
     let _g = common::heavy();
-    let q = TestQueue::with_overrides(json!({"profiles": [crate::servers::server_profile("srv")], "limits": {"spawnRateLimitMs": 50}}));
+    let q = TestQueue::with_overrides(
+        json!({"profiles": [crate::servers::server_profile("srv")], "limits": {"spawnRateLimitMs": 50}}),
+    );
     q.dispatcher();
     let first = q.start(&["--worker", "srv", "hello"]);
     assert_eq!(await_one(&q, &first)["status"], "succeeded");
