@@ -2,6 +2,7 @@
 //! server workers), `/proc` and process groups, waking on commits, and pruning.
 
 pub mod acp;
+pub mod activity;
 pub mod dispatch;
 pub mod proc;
 pub mod prune;

@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::process::ChildStdin;
 
 use crate::agent::extract::Tokens;
+use crate::engine::activity::{MAX_EVENT_TEXT, bounded_payload, cut};
 use crate::error::{Error, Result};
 use crate::state::EventKind;
 use crate::store::events::NewEvent;
@@ -22,11 +23,6 @@ pub const PROTOCOL_VERSION: i64 = 1;
 
 /// The longest message line, newline excluded.
 pub const MAX_LINE: usize = 1 << 20;
-
-/// Payloads longer than this keep only their identifying fields.
-const MAX_PAYLOAD: usize = 4096;
-/// Text of one event (a run of chunks is cut here; the answer itself is kept whole elsewhere).
-pub const MAX_EVENT_TEXT: usize = 2000;
 
 /// A JSON-RPC error object.
 #[derive(Debug, Clone)]
@@ -351,39 +347,6 @@ pub fn read_update(update: &Value, tools: &mut HashMap<String, ToolCall>, now: i
         _ => Some(bounded_payload(update)),
     };
     Reading { event: NewEvent { at_ms: now, kind, text: cut(&text, MAX_EVENT_TEXT), payload }, answer, tool }
-}
-
-/// The update as JSON, or for a long one its scalar fields (strings cut) and `"truncated": true`.
-pub fn bounded_payload(v: &Value) -> String {
-    let full = v.to_string();
-    if full.len() <= MAX_PAYLOAD {
-        return full;
-    }
-    let mut keep = Map::new();
-    if let Value::Object(m) = v {
-        for (k, val) in m {
-            match val {
-                Value::String(s) => {
-                    keep.insert(k.clone(), Value::String(cut(s, 200)));
-                }
-                Value::Number(_) | Value::Bool(_) => {
-                    keep.insert(k.clone(), val.clone());
-                }
-                _ => {}
-            }
-        }
-    }
-    keep.insert("truncated".into(), Value::Bool(true));
-    keep.insert("bytes".into(), json!(full.len()));
-    Value::Object(keep).to_string()
-}
-
-/// The first `max` chars of `s`, with an ellipsis when cut.
-pub fn cut(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((at, _)) => format!("{}...", &s[..at]),
-        None => s.to_string(),
-    }
 }
 
 pub fn snippet(text: &str) -> String {

@@ -47,6 +47,7 @@ use tokio::time::Instant;
 
 use crate::agent::permission::Policy;
 use crate::engine::acp::{self, Incoming};
+use crate::engine::activity::{self, EventLog};
 use crate::engine::proc;
 use crate::engine::worker::{self, Ending, SpawnEnv, describe_exit, exit_code};
 use crate::error::{Error, Result};
@@ -669,7 +670,7 @@ impl Server {
         cancel: &mut Cancel,
     ) -> Ending {
         let mut canceled_at: Option<Instant> = None;
-        let mut tick = tokio::time::interval(EVENT_FLUSH);
+        let mut tick = tokio::time::interval(activity::FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let limit = canceled_at.map_or(deadline, |t| t + grace);
@@ -728,7 +729,7 @@ impl Server {
                             at_ms: now_ms(),
                             kind: EventKind::Permission,
                             text: d.text.clone(),
-                            payload: Some(acp::bounded_payload(&params)),
+                            payload: Some(activity::bounded_payload(&params)),
                         });
                         if self.rpc.respond(&id, json!({"outcome": d.outcome})).await.is_err() {
                             return self.broken_stdin().await;
@@ -776,9 +777,6 @@ impl Server {
         .flatten()
     }
 }
-
-/// How often a running turn's events are written.
-const EVENT_FLUSH: Duration = Duration::from_millis(200);
 
 /// One prompt turn's state.
 struct Turn<'a> {
@@ -875,52 +873,6 @@ impl Turn<'_> {
                 text: format!("{verb} {what} (no fitting option: cancelled)"),
                 fail: None,
             },
-        }
-    }
-}
-
-/// A turn's events not yet written, and how to write them.
-struct EventLog<'a> {
-    writer: store::events::Writer<'a>,
-    caps: EventCaps,
-    pending: Vec<store::events::NewEvent>,
-}
-
-impl<'a> EventLog<'a> {
-    fn new(writer: store::events::Writer<'a>, caps: EventCaps) -> EventLog<'a> {
-        EventLog { writer, caps, pending: Vec::new() }
-    }
-
-    /// Queue an event; a message or thought chunk joins the one before it when that is of its
-    /// kind and not yet written.
-    fn push(&mut self, ev: store::events::NewEvent) {
-        if let Some(last) = self.pending.last_mut()
-            && last.kind == ev.kind
-            && matches!(ev.kind, EventKind::Message | EventKind::Thought)
-            && last.text.len() + ev.text.len() <= acp::MAX_EVENT_TEXT
-        {
-            last.text.push_str(&ev.text);
-            return;
-        }
-        self.pending.push(ev);
-    }
-
-    /// Write what is queued (kept for the next try when the write fails, up to a bound).
-    async fn flush(&mut self, store: &store::Store) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let res =
-            async { store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await }
-                .await;
-        match res {
-            Ok(_) => self.pending.clear(),
-            Err(e) => {
-                tracing::warn!(task_id = %self.writer.job_id, "could not write activity events: {e}");
-                if self.pending.len() > 10_000 {
-                    self.pending.clear();
-                }
-            }
         }
     }
 }
