@@ -12,7 +12,7 @@
 //! (f) dispatcher RSS and idle CPU
 //! (g) claim+finish throughput against growing backlogs
 //! (h) two-step workflow runs/s vs. spawning the same steps by hand
-//! (i) jobs/s through one long-lived server worker vs. oneshot spawns of the same program
+//! (i) jobs/s through one long-lived ACP server worker (no-op agent) vs. oneshot spawns of the same program
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -1165,17 +1165,25 @@ fn bench_backlog(rt: &Runtime) {
 // ---------------------------------------------------------------------------------------------
 // (i) one long-lived server worker vs. oneshot spawns of the same program.
 
-/// The (i) worker, one bash script for both kinds. With `--server` it speaks the protocol of
-/// src/server.rs: `ready`, then one `result` line per job line (the task id picked out with a
-/// bash regex, no other parsing); without it, it is a oneshot worker: prints a short response
-/// and exits. Both answer "ok".
+/// The (i) worker, one bash script for both kinds. With `--server` it is a no-op ACP agent:
+/// it answers `initialize`, `session/new` and `session/prompt` (one message chunk "ok", then
+/// `end_turn`), picking the request id and method out with bash patterns, no other parsing
+/// (baton writes `"id"` first); without it, it is a oneshot worker: prints "ok" and exits.
 const I_WORKER: &str = r#"#!/usr/bin/env bash
 if [ "${1:-}" = --server ]; then
-    echo '{"type":"ready"}'
+    n=0
     while IFS= read -r line; do
-        if [[ $line =~ \"id\":\"([^\"]+)\" ]]; then
-            printf '{"type":"result","id":"%s","response":"ok"}\n' "${BASH_REMATCH[1]}"
-        fi
+        [[ $line =~ \"id\":([0-9]+) ]] || continue
+        id=${BASH_REMATCH[1]}
+        case $line in
+            *'"method":"initialize"'*)
+                printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":1,"agentCapabilities":{}}}\n' "$id" ;;
+            *'"method":"session/new"'*)
+                n=$((n + 1))
+                printf '{"jsonrpc":"2.0","id":%s,"result":{"sessionId":"s%s"}}\n' "$id" "$n" ;;
+            *'"method":"session/prompt"'*)
+                printf '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s%s","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"ok"}}}}\n{"jsonrpc":"2.0","id":%s,"result":{"stopReason":"end_turn"}}\n' "$n" "$id" ;;
+        esac
     done
 else
     echo ok
@@ -1267,9 +1275,10 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
     ServerRun { submit_to_finish: span(created), claim_to_finish: span(started), enqueue, servers }
 }
 
-/// The (i) floors, without baton: the script as a server fed I_JOBS job lines in lock step
-/// (write a line, read the answer, as baton does), and the script spawned and waited for
-/// I_JOBS times, one at a time. Returns (server, oneshot) times.
+/// The (i) floors, without baton: the script as an ACP agent driven in lock step as baton
+/// drives it (`initialize` once; per job `session/new`, then `session/prompt` and its update
+/// and answer), and the script spawned and waited for I_JOBS times, one at a time. Returns
+/// (server, oneshot) times.
 fn server_floors(script: &Path) -> (Duration, Duration) {
     use std::io::{BufRead, BufReader, Write};
     let t = Instant::now();
@@ -1284,18 +1293,28 @@ fn server_floors(script: &Path) -> (Duration, Duration) {
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line.trim_end(), r#"{"type":"ready"}"#);
-    for i in 0..I_JOBS {
-        let id = uuid::Uuid::new_v4().to_string();
-        let job = serde_json::json!({"type": "job", "id": id, "attempt": 1, "prompt": format!("bench job {i}"),
-            "profile": "srv", "model": "bench", "cwd": "/tmp/baton-bench-project", "attachments": []});
-        writeln!(stdin, "{job}").unwrap();
+    let mut call = |id: i64, method: &str, params: serde_json::Value, lines: usize| -> serde_json::Value {
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        writeln!(stdin, "{msg}").unwrap();
         stdin.flush().unwrap();
-        line.clear();
-        stdout.read_line(&mut line).unwrap();
-        let answer: serde_json::Value = serde_json::from_str(&line).expect("a JSON answer");
-        assert_eq!((answer["id"].as_str(), answer["response"].as_str()), (Some(id.as_str()), Some("ok")));
+        let mut last = serde_json::Value::Null;
+        for _ in 0..lines {
+            line.clear();
+            stdout.read_line(&mut line).unwrap();
+            last = serde_json::from_str(&line).expect("a JSON-RPC line");
+        }
+        assert_eq!(last["id"], id, "{last}");
+        last
+    };
+    call(1, "initialize", serde_json::json!({"protocolVersion": 1}), 1);
+    for i in 0..I_JOBS {
+        let id = 2 + 2 * i as i64;
+        let new = call(id, "session/new", serde_json::json!({"cwd": "/tmp/baton-bench-project", "mcpServers": []}), 1);
+        let sid = new["result"]["sessionId"].clone();
+        let prompt =
+            serde_json::json!({"sessionId": sid, "prompt": [{"type": "text", "text": format!("bench job {i}")}]});
+        let answer = call(id + 1, "session/prompt", prompt, 2);
+        assert_eq!(answer["result"]["stopReason"], "end_turn");
     }
     drop(stdin);
     assert!(child.wait().unwrap().success());
@@ -1314,7 +1333,8 @@ fn server_floors(script: &Path) -> (Duration, Duration) {
     (server, t.elapsed())
 }
 
-/// (i) jobs/s through one long-lived server worker vs. oneshot spawns of the same script. A
+/// (i) jobs/s through one long-lived ACP worker (a no-op agent) vs. oneshot spawns of the same
+/// script. A
 /// server profile's jobs run one at a time on its one process (they are claimed with a profile
 /// limit of 1, whatever `maxConcurrency`; the default 4 here), so the fair baseline is oneshot at
 /// `maxConcurrency` 1; oneshot at C_CONCURRENCY (the default 4) is printed too. The figures are
@@ -1332,7 +1352,7 @@ fn bench_server(rt: &Runtime, bin: &Path) {
     let r = |run: &ServerRun| rate(I_JOBS, run.submit_to_finish);
     let (s, o1, o4) = (r(&server), r(&one), r(&four));
     println!(
-        "(i) one server worker vs. oneshot spawns of the same bash script, {I_JOBS} jobs each, first submit -> last finish:  server {} jobs/s | oneshot at concurrency 1 {} jobs/s | ratio {:.2}x;  oneshot at concurrency {C_CONCURRENCY} {} jobs/s | ratio {:.2}x",
+        "(i) one ACP server worker (no-op agent) vs. oneshot spawns of the same bash script, {I_JOBS} jobs each, first submit -> last finish:  server {} jobs/s | oneshot at concurrency 1 {} jobs/s | ratio {:.2}x;  oneshot at concurrency {C_CONCURRENCY} {} jobs/s | ratio {:.2}x",
         group(s),
         group(o1),
         s / o1,
@@ -1352,7 +1372,7 @@ fn bench_server(rt: &Runtime, bin: &Path) {
     );
     let (fs, fo) = server_floors(&script);
     println!(
-        "    the script alone, no baton: as a server fed job lines in lock step {} jobs/s | spawned and waited for one at a time {} jobs/s | ratio {:.2}x",
+        "    the script alone, no baton: as an ACP agent driven in lock step (session/new + prompt per job) {} jobs/s | spawned and waited for one at a time {} jobs/s | ratio {:.2}x",
         group(rate(I_JOBS, fs)),
         group(rate(I_JOBS, fo)),
         fo.as_secs_f64() / fs.as_secs_f64()
