@@ -270,9 +270,10 @@ impl ToolCall {
         }
     }
 
-    /// Has it started (or finished), not only been proposed?
+    /// Did it run? Only a completed call proves it: agents report a call `in_progress` while
+    /// they still wait for its permission (opencode does).
     pub fn ran(&self) -> bool {
-        matches!(self.status.as_deref(), Some("in_progress" | "completed"))
+        self.status.as_deref() == Some("completed")
     }
 }
 

@@ -649,6 +649,7 @@ impl Server {
         let mut turn = Turn {
             session: &session,
             profile: &job.profile,
+            project: std::path::Path::new(&job.project_dir),
             policy: Policy::parse(job.permissions.as_deref()),
             tools: HashMap::new(),
             answer: String::new(),
@@ -782,6 +783,8 @@ impl Server {
 struct Turn<'a> {
     session: &'a str,
     profile: &'a str,
+    /// The task's project: no file outside it is granted to an editing call.
+    project: &'a std::path::Path,
     policy: Policy,
     tools: HashMap<String, acp::ToolCall>,
     answer: String,
@@ -827,8 +830,10 @@ impl Turn<'_> {
             call.title = Some(t.to_string());
         }
         let what = call.describe(&id);
+        let editing = matches!(call.kind.as_deref(), Some("edit" | "delete" | "move"));
+        let outside = if editing { paths_of(&req).into_iter().find(|p| !inside(self.project, p)) } else { None };
         let allowed = match call.kind.as_deref() {
-            Some(kind) => self.policy.allows(kind),
+            Some(kind) => self.policy.allows(kind) && outside.is_none(),
             None => self.policy.deny.is_empty(),
         };
         let option = |kinds: &[&str]| -> Option<String> {
@@ -861,10 +866,10 @@ impl Turn<'_> {
         match picked {
             Some(option_id) => Decision {
                 outcome: json!({"outcome": "selected", "optionId": option_id}),
-                text: if allowed {
-                    format!("{verb} {what}")
-                } else {
-                    format!("{verb} {what}: profile \"{}\" does not allow it", self.profile)
+                text: match (&outside, allowed) {
+                    (_, true) => format!("{verb} {what}"),
+                    (Some(path), false) => format!("{verb} {what}: {} is outside the project", path.display()),
+                    (None, false) => format!("{verb} {what}: profile \"{}\" does not allow it", self.profile),
                 },
                 fail: None,
             },
@@ -875,6 +880,36 @@ impl Turn<'_> {
             },
         }
     }
+}
+
+/// The files a tool call names: its `locations` and the paths of its diffs.
+fn paths_of(call: &Value) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for list in ["locations", "content"] {
+        for item in call.get(list).and_then(Value::as_array).into_iter().flatten() {
+            if let Some(p) = item.get("path").and_then(Value::as_str) {
+                out.push(std::path::PathBuf::from(p));
+            }
+        }
+    }
+    out
+}
+
+/// Is `path` (relative ones are taken from `project`) inside `project`, `..` resolved
+/// lexically?
+fn inside(project: &std::path::Path, path: &std::path::Path) -> bool {
+    use std::path::Component;
+    let mut norm = std::path::PathBuf::new();
+    for c in project.join(path).components() {
+        match c {
+            Component::ParentDir => {
+                norm.pop();
+            }
+            Component::CurDir => {}
+            other => norm.push(other),
+        }
+    }
+    norm.starts_with(project)
 }
 
 /// Read protocol lines until EOF. After a violation, the rest of the output is drained unread

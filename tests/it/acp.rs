@@ -132,6 +132,12 @@ fn permission_requests_are_answered_from_the_profiles_tools() {
     let v = await_one(&q, &q.start(&["--worker", "srv", "ASK edit rw.txt"]));
     assert_eq!(v["responseText"], "allowed", "{v}");
     assert!(q.project.join("rw.txt").exists());
+    // But not outside its project.
+    let id = q.start(&["--worker", "srv", "ASK edit ../outside.txt"]);
+    assert_eq!(await_one(&q, &id)["responseText"], "rejected");
+    let p = texts(&q, &id, "permission");
+    assert!(p[0].starts_with("rejected edit") && p[0].ends_with("outside.txt is outside the project"), "{p:?}");
+    assert!(!q.project.parent().unwrap().join("outside.txt").exists());
 }
 
 #[test]
