@@ -215,7 +215,8 @@ impl Record {
             }
             (r, _) => (r.clone(), false),
         };
-        let log = (row.attempt > 0).then(|| log_file(logs_dir, &row.id, row.attempt, "out"));
+        // A server worker's output is its protocol, in the worker's log: no log of the task's own.
+        let log = (row.attempt > 0 && !row.is_server()).then(|| log_file(logs_dir, &row.id, row.attempt, "out"));
         let running = row.state == JobState::Running;
         let mut rec = Record {
             id: row.id.clone(),

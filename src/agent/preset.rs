@@ -101,6 +101,30 @@ fn group(list: &[&str]) -> RunnerItem {
     RunnerItem::Group(list.iter().map(|s| (*s).to_string()).collect())
 }
 
+/// The agent presets of server profiles: the agents' ACP servers (`"command": "opencode-acp"`).
+pub const ACP_NAMES: [&str; 4] = ["opencode-acp", "claude-acp", "codex-acp", "gemini-acp"];
+
+/// An ACP agent's argv and environment for a server profile, by preset name. The same for
+/// every access: baton answers the agent's permission requests from the profile's tools (see
+/// `agent::permission`), so each agent is set to ask rather than to decide alone.
+pub fn acp(name: &str) -> Option<(Runner, BTreeMap<String, String>)> {
+    let (argv, env) = match name {
+        // opencode's own default lets every edit and command run unasked.
+        "opencode-acp" => {
+            (args(&["opencode", "acp"]), env(&[("OPENCODE_PERMISSION", r#"{"edit":"ask","bash":"ask"}"#)]))
+        }
+        "claude-acp" => (args(&["claude-code-acp"]), env(&[("CLAUDE_CODE_MAX_RETRIES", "2")])),
+        "codex-acp" => (args(&["codex-acp"]), BTreeMap::new()),
+        "gemini-acp" => {
+            let mut a = args(&["gemini", "--experimental-acp"]);
+            a.push(group(&["--model", "{model}"]));
+            (a, BTreeMap::new())
+        }
+        _ => return None,
+    };
+    Some((Runner::from_items(argv), env))
+}
+
 /// A preset for a profile with this access.
 pub fn get(name: Name, access: Access) -> Preset {
     match name {

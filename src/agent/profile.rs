@@ -541,9 +541,13 @@ impl Fields<'_> {
         let field = "command";
         match self.get(field) {
             None => Err(self.invalid(field, "is required for a server profile: the argv of the long-lived process")),
+            Some(Value::String(name)) if crate::agent::preset::ACP_NAMES.contains(&name.as_str()) => Ok(()),
             Some(Value::String(name)) => Err(self.invalid(
                 field,
-                format!("of a server profile must be an argv array, not \"{name}\" (presets run one process per task)"),
+                format!(
+                    "of a server profile must be an argv array or an agent preset ({}), not \"{name}\"",
+                    crate::agent::preset::ACP_NAMES.join(", ")
+                ),
             )),
             Some(_) => match self.command()? {
                 Some(RunnerSpec::Argv(runner)) => match runner.job_placeholder_outside_groups() {
@@ -710,6 +714,17 @@ fn parse_custom(
     }
     let tools = f.tools()?;
     let access = crate::agent::preset::Access::of(&tools);
+    let (command, env) = match (kind, f.get("command")) {
+        // An agent preset of a server profile is its argv and environment (the profile's own
+        // env over the preset's).
+        (ProfileKind::Server, Some(Value::String(name))) => {
+            let (runner, mut env) = crate::agent::preset::acp(name)
+                .ok_or_else(|| f.invalid("command", format!("names no agent preset \"{name}\"")))?;
+            env.extend(f.env()?);
+            (Some(RunnerSpec::Argv(runner)), env)
+        }
+        _ => (f.command()?, f.env()?),
+    };
     Ok(Profile {
         id: id.clone(),
         name: f.required_str("name")?,
@@ -723,10 +738,10 @@ fn parse_custom(
         temperature: f.temperature()?,
         tags: f.tags()?,
         kind,
-        command: f.command()?,
+        command,
         output: f.output(access)?,
         prompt_via: f.prompt_via()?,
-        env: f.env()?,
+        env,
         timeout_ms: f.timeout_ms()?,
         max_concurrency: f.max_concurrency()?,
         permissions: f.permissions()?.unwrap_or_default(),

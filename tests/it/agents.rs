@@ -11,7 +11,7 @@ use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
 
 /// The directory holding the CLIs' executables, when `name` is installed there.
-fn cli_dir(name: &str) -> Option<PathBuf> {
+pub fn cli_dir(name: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("BATON_AGENT_CLIS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/agent-clis/node_modules/.bin"));
@@ -32,7 +32,7 @@ fn queue(runner: &str) -> TestQueue {
     queue_with(json!(runner))
 }
 
-fn queue_with(runner: Value) -> TestQueue {
+pub fn queue_with(runner: Value) -> TestQueue {
     let q = TestQueue::with_overrides(json!({"runner": runner, "jobs": {"maxAttempts": 1, "timeoutMs": 120000}}));
     std::fs::remove_dir_all(q.project.join(".git")).unwrap();
     let git = |args: &[&str]| {
@@ -45,7 +45,7 @@ fn queue_with(runner: Value) -> TestQueue {
 }
 
 /// Start a dispatcher whose workers find the CLIs on PATH and the fake server in `env`.
-fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> common::Kill {
+pub fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> common::Kill {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut c = q.cmd();
     c.arg("run").env("PATH", path).stderr(std::process::Stdio::null());
@@ -246,7 +246,7 @@ fn gemini_writes_with_auto_edit_not_in_plan_mode_and_reads_its_errors_from_stder
     assert!(!target.exists(), "plan mode wrote a file: {v}");
 }
 
-fn opencode_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+pub fn opencode_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
     let dir = q.home.join(".config/opencode");
     std::fs::create_dir_all(&dir).unwrap();
     let config = json!({

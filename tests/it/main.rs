@@ -5,6 +5,7 @@
 mod common;
 
 mod acp;
+mod acp_agents;
 mod agents;
 mod cli;
 mod durability;
