@@ -31,6 +31,10 @@ pub struct Policy {
     /// `permissions: "ask"`.
     #[serde(default)]
     pub ask: bool,
+    /// The ACP session mode set on each session (`sessionMode`, e.g. codex's `auto`, whose
+    /// default mode is read-only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 impl Policy {
@@ -45,13 +49,16 @@ impl Policy {
         if !access.edit || !access.bash {
             deny.push("execute".into());
         }
-        Policy { deny, ask: answering == Answering::Ask }
+        Policy { deny, ask: answering == Answering::Ask, mode: None }
     }
 
     /// The JSON a job row keeps: only agent workers (server profiles) are asked.
     pub fn json_for(pr: &Profile) -> Option<String> {
         (pr.kind == ProfileKind::Server)
-            .then(|| serde_json::to_string(&Policy::of_access(pr.access(), pr.permissions)).ok())
+            .then(|| {
+                let policy = Policy { mode: pr.session_mode.clone(), ..Policy::of_access(pr.access(), pr.permissions) };
+                serde_json::to_string(&policy).ok()
+            })
             .flatten()
     }
 
@@ -90,5 +97,15 @@ mod tests {
         assert_eq!(no_shell.deny, ["execute"]);
         assert!(no_shell.ask);
         assert_eq!(Policy::parse(Some("garbage")).deny.len(), 4);
+    }
+
+    #[test]
+    fn agent_presets_ask_and_codex_gets_a_writing_mode() {
+        use crate::agent::preset::acp;
+        let oc = acp("opencode-acp", Access::FULL).unwrap();
+        assert!(oc.env["OPENCODE_PERMISSION"].contains("\"edit\":\"ask\""));
+        assert_eq!(acp("codex-acp", Access::FULL).unwrap().session_mode.as_deref(), Some("auto"));
+        assert_eq!(acp("codex-acp", Access::READ_ONLY).unwrap().session_mode, None);
+        assert!(acp("opencode", Access::FULL).is_none());
     }
 }

@@ -104,25 +104,41 @@ fn group(list: &[&str]) -> RunnerItem {
 /// The agent presets of server profiles: the agents' ACP servers (`"command": "opencode-acp"`).
 pub const ACP_NAMES: [&str; 4] = ["opencode-acp", "claude-acp", "codex-acp", "gemini-acp"];
 
-/// An ACP agent's argv and environment for a server profile, by preset name. The same for
-/// every access: baton answers the agent's permission requests from the profile's tools (see
-/// `agent::permission`), so each agent is set to ask rather than to decide alone.
-pub fn acp(name: &str) -> Option<(Runner, BTreeMap<String, String>)> {
+/// An agent preset of a server profile, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acp {
+    pub runner: Runner,
+    pub env: BTreeMap<String, String>,
+    /// The session mode a profile with this access needs (codex starts read-only).
+    pub session_mode: Option<String>,
+}
+
+/// An ACP agent's argv and environment for a server profile, by preset name. baton answers the
+/// agent's permission requests from the profile's tools (see `agent::permission`), so each agent
+/// is set to ask rather than to decide alone; codex, which starts every session read-only, gets
+/// its `auto` mode for a profile that may edit.
+pub fn acp(name: &str, access: Access) -> Option<Acp> {
+    let mut session_mode = None;
     let (argv, env) = match name {
         // opencode's own default lets every edit and command run unasked.
         "opencode-acp" => {
             (args(&["opencode", "acp"]), env(&[("OPENCODE_PERMISSION", r#"{"edit":"ask","bash":"ask"}"#)]))
         }
         "claude-acp" => (args(&["claude-code-acp"]), env(&[("CLAUDE_CODE_MAX_RETRIES", "2")])),
-        "codex-acp" => (args(&["codex-acp"]), BTreeMap::new()),
+        "codex-acp" => {
+            if access.edit {
+                session_mode = Some("auto".to_string());
+            }
+            (args(&["codex-acp"]), BTreeMap::new())
+        }
         "gemini-acp" => {
-            let mut a = args(&["gemini", "--experimental-acp"]);
+            let mut a = args(&["gemini", "--acp"]);
             a.push(group(&["--model", "{model}"]));
             (a, BTreeMap::new())
         }
         _ => return None,
     };
-    Some((Runner::from_items(argv), env))
+    Some(Acp { runner: Runner::from_items(argv), env, session_mode })
 }
 
 /// A preset for a profile with this access.

@@ -63,6 +63,8 @@ pub struct Profile {
     pub max_concurrency: Option<u32>,
     /// How an agent worker's permission requests are answered (`permissions`).
     pub permissions: crate::agent::permission::Answering,
+    /// The ACP session mode an agent worker's sessions are set to (`sessionMode`).
+    pub session_mode: Option<String>,
     /// Where it came from: `"built-in"`, or the config layer name (`"global"`, `"project"`).
     pub origin: String,
     /// Built-ins are protected: config cannot override them.
@@ -225,6 +227,7 @@ fn builtin(id: &str, name: &str, model: &str, purpose: &str, when_to_use: &str, 
         timeout_ms: None,
         max_concurrency: None,
         permissions: Default::default(),
+        session_mode: None,
         origin: "built-in".to_string(),
         protected: true,
     }
@@ -384,7 +387,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const KNOWN_FIELDS: [&str; 19] = [
+const KNOWN_FIELDS: [&str; 20] = [
     "id",
     "name",
     "model",
@@ -404,6 +407,7 @@ const KNOWN_FIELDS: [&str; 19] = [
     "maxConcurrency",
     "output",
     "permissions",
+    "sessionMode",
 ];
 
 /// Typed access to one profile entry's fields, with errors naming the profile and field.
@@ -714,14 +718,17 @@ fn parse_custom(
     }
     let tools = f.tools()?;
     let access = crate::agent::preset::Access::of(&tools);
+    let mut session_mode = f.opt_str("sessionMode")?;
     let (command, env) = match (kind, f.get("command")) {
-        // An agent preset of a server profile is its argv and environment (the profile's own
-        // env over the preset's).
+        // An agent preset of a server profile is its argv, environment (the profile's own env
+        // over the preset's) and, for an agent whose default mode cannot write, a session mode.
         (ProfileKind::Server, Some(Value::String(name))) => {
-            let (runner, mut env) = crate::agent::preset::acp(name)
+            let acp = crate::agent::preset::acp(name, access)
                 .ok_or_else(|| f.invalid("command", format!("names no agent preset \"{name}\"")))?;
+            let mut env = acp.env;
             env.extend(f.env()?);
-            (Some(RunnerSpec::Argv(runner)), env)
+            session_mode = session_mode.or(acp.session_mode);
+            (Some(RunnerSpec::Argv(acp.runner)), env)
         }
         _ => (f.command()?, f.env()?),
     };
@@ -745,6 +752,7 @@ fn parse_custom(
         timeout_ms: f.timeout_ms()?,
         max_concurrency: f.max_concurrency()?,
         permissions: f.permissions()?.unwrap_or_default(),
+        session_mode,
         origin,
         protected: false,
     })

@@ -239,15 +239,21 @@ impl Stop {
     }
 }
 
-/// Token counts of a prompt answer's `usage`, where the agent reports them.
+/// Token counts of a prompt answer, where the agent reports them: ACP's `usage`, or gemini's
+/// `_meta.quota.token_count` (input and output only).
 pub fn usage_of(result: &Value) -> Tokens {
-    let n = |k: &str| result.pointer(&format!("/usage/{k}")).and_then(Value::as_i64);
-    Tokens {
-        total: n("totalTokens"),
-        input: n("inputTokens"),
-        output: n("outputTokens"),
-        cached: n("cachedReadTokens"),
+    let n = |p: &str| result.pointer(p).and_then(Value::as_i64);
+    if result.get("usage").is_some() {
+        return Tokens {
+            total: n("/usage/totalTokens"),
+            input: n("/usage/inputTokens"),
+            output: n("/usage/outputTokens"),
+            cached: n("/usage/cachedReadTokens"),
+        };
     }
+    let (input, output) = (n("/_meta/quota/token_count/input_tokens"), n("/_meta/quota/token_count/output_tokens"));
+    let total = input.zip(output).map(|(i, o)| i + o);
+    Tokens { total, input, output, cached: None }
 }
 
 /// A tool call as the updates so far describe it.
@@ -415,6 +421,17 @@ mod tests {
         let p: Value = serde_json::from_str(&bounded_payload(&big)).unwrap();
         assert_eq!(p["truncated"], true);
         assert_eq!(p["toolCallId"], "c1");
+    }
+
+    #[test]
+    fn usage_is_read_from_acp_or_gemini_meta() {
+        let t = usage_of(
+            &json!({"usage": {"inputTokens": 30, "outputTokens": 5, "totalTokens": 335, "cachedReadTokens": 300}}),
+        );
+        assert_eq!((t.total, t.input, t.output, t.cached), (Some(335), Some(30), Some(5), Some(300)));
+        let t = usage_of(&json!({"_meta": {"quota": {"token_count": {"input_tokens": 990, "output_tokens": 15}}}}));
+        assert_eq!((t.total, t.input, t.output, t.cached), (Some(1005), Some(990), Some(15), None));
+        assert_eq!(usage_of(&json!({"stopReason": "end_turn"})).total, None);
     }
 
     #[test]

@@ -636,6 +636,16 @@ impl Server {
             Err(ending) => return ending,
         };
         self.sessions.insert(session.clone());
+        let policy = Policy::parse(job.permissions.as_deref());
+        if let Some(mode) = &policy.mode {
+            let params = json!({"sessionId": session, "modeId": mode});
+            if let Err(ending) = self.call("session/set_mode", params, deadline, cancel).await {
+                return match ending {
+                    Ending::Reported(why) => Ending::Reported(format!("could not set session mode \"{mode}\": {why}")),
+                    other => other,
+                };
+            }
+        }
         let attachments: Vec<String> = serde_json::from_str(&job.attachments).unwrap_or_default();
         let prompt = acp::prompt_blocks(&job.task, job.system_prompt.as_deref(), &attachments, self.agent.images);
         let prompt_id = match self.rpc.request("session/prompt", json!({"sessionId": session, "prompt": prompt})).await
@@ -650,7 +660,7 @@ impl Server {
             session: &session,
             profile: &job.profile,
             project: std::path::Path::new(&job.project_dir),
-            policy: Policy::parse(job.permissions.as_deref()),
+            policy,
             tools: HashMap::new(),
             answer: String::new(),
         };

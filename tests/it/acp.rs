@@ -326,3 +326,20 @@ fn the_readmes_minimal_agent_works_as_shown() {
         );
     }
 }
+
+#[test]
+fn a_session_mode_the_agent_refuses_fails_the_task_with_its_answer() {
+    let _g = common::heavy();
+    let mut moded = server_profile("moded");
+    moded["sessionMode"] = json!("auto");
+    let q = queue(json!({"profiles": [moded]}));
+    q.dispatcher();
+    let v = await_one(&q, &q.start(&["--worker", "moded", "hello"]));
+    assert_eq!(v["status"], "failed", "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.starts_with("Agent reported an error: could not set session mode \"auto\": session/set_mode failed: "),
+        "{e}"
+    );
+    assert!(e.ends_with("(code -32601)"), "{e}");
+}

@@ -111,3 +111,80 @@ fn opencode_acp_serves_tasks_on_one_warm_process_with_baton_answering_its_permis
         .unwrap();
     assert_eq!(state, "ready");
 }
+
+/// A writing and a read-only profile of an agent preset: the writing one's file is written
+/// (baton grants the request), the read-only one's is not (baton rejects it), both recorded.
+fn write_granted_and_refused(
+    preset: &str,
+    bin: &std::path::Path,
+    env: impl FnOnce(&TestQueue, &FakeModel) -> Vec<(&'static str, String)>,
+    write: impl Fn(&std::path::Path) -> Reply,
+    model: &str,
+) {
+    let _g = common::heavy();
+    let q = queue_with(json!("opencode"));
+    let mut rw = agent_profile("rw", preset, json!({}));
+    let mut ro = agent_profile("ro", preset, json!({"write": false, "edit": false, "bash": false}));
+    rw["model"] = json!(model);
+    ro["model"] = json!(model);
+    set_profiles(&q, json!([rw, ro]));
+    let (hello, refused) = (q.project.join("hello.txt"), q.project.join("ro.txt"));
+    let m = FakeModel::start(vec![
+        write(&hello),
+        Reply::text("wrote it"),
+        write(&refused),
+        // An agent that goes on after a rejection answers; one that stops does not ask.
+        Reply::text("could not write"),
+        Reply::text("here again"),
+        Reply::text("here again"),
+    ]);
+    let env = env(&q, &m);
+    let _d = dispatcher(&q, bin, &env);
+    let id = q.start(&["--worker", "rw", "--", "write \"hi\" into hello.txt"]);
+    let v = await_id(&q, &id);
+    assert_eq!(v["status"], "succeeded", "{preset}: {v}");
+    assert_eq!(std::fs::read_to_string(&hello).unwrap_or_default(), "hi\n", "{preset}: {v}");
+    let ev = events(&q, &id);
+    assert!(ev.iter().any(|(k, t)| k == "permission" && t.starts_with("granted")), "{preset}: {ev:?}");
+    let id = q.start(&["--worker", "ro", "--", "write \"hi\" into ro.txt"]);
+    let v = await_id(&q, &id);
+    assert!(!refused.exists(), "{preset}: the read-only profile's write happened: {v}");
+    let ev = events(&q, &id);
+    assert!(ev.iter().any(|(k, t)| k == "permission" && t.starts_with("rejected")), "{preset}: {ev:?}");
+    assert_eq!(server_pids(&q, "rw").len(), 1, "{preset}");
+    // Another task on the same warm worker.
+    assert_eq!(await_id(&q, &q.start(&["--worker", "rw", "--", "again"]))["status"], "succeeded", "{preset}");
+    assert_eq!(server_pids(&q, "rw").len(), 1, "{preset}: one warm worker");
+}
+
+#[test]
+fn gemini_acp_writes_as_a_writing_profile_only() {
+    let Some(bin) = cli_dir("gemini") else { return };
+    let write = |p: &std::path::Path| {
+        Reply::tool("write_file", json!({"file_path": p.display().to_string(), "content": "hi\n"}))
+    };
+    write_granted_and_refused("gemini-acp", &bin, crate::agents::gemini_env, write, "fake-model");
+}
+
+#[test]
+fn claude_acp_writes_as_a_writing_profile_only() {
+    let Some(bin) = cli_dir("claude-code-acp") else { return };
+    let write =
+        |p: &std::path::Path| Reply::tool("Write", json!({"file_path": p.display().to_string(), "content": "hi\n"}));
+    write_granted_and_refused("claude-acp", &bin, |_, m| crate::agents::claude_env(m), write, "node");
+}
+
+#[test]
+fn codex_acp_answers_in_its_writing_mode() {
+    let Some(bin) = cli_dir("codex-acp") else { return };
+    let _g = common::heavy();
+    let q = queue_with(json!("opencode"));
+    set_profiles(&q, json!([agent_profile("cx", "codex-acp", json!({}))]));
+    let m = FakeModel::start(vec![Reply::text("hello from codex"), Reply::text("again")]);
+    let _d = dispatcher(&q, &bin, &crate::agents::codex_home(&q, &m));
+    for answer in ["hello from codex", "again"] {
+        let v = await_id(&q, &q.start(&["--worker", "cx", "--", "say hello"]));
+        assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some(answer)), "{v}");
+    }
+    assert_eq!(server_pids(&q, "cx").len(), 1);
+}

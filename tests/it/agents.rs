@@ -60,7 +60,7 @@ fn run(q: &TestQueue, worker: &str, task: &str) -> Value {
     q.json(&["task", "await", &id, "--timeout", "150000"]).0
 }
 
-fn claude_env(m: &FakeModel) -> Vec<(&'static str, String)> {
+pub fn claude_env(m: &FakeModel) -> Vec<(&'static str, String)> {
     vec![
         ("ANTHROPIC_BASE_URL", m.url()),
         ("ANTHROPIC_API_KEY", "sk-ant-test".into()),
@@ -136,7 +136,7 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     assert_eq!(m.main_requests().len() - before, 3, "one request and two retries");
 }
 
-fn codex_home(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+pub fn codex_home(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
     let dir = q.home.join(".codex");
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
@@ -198,7 +198,7 @@ fn codex_outside_git_says_why_it_failed() {
     assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("never asked")), "{v}");
 }
 
-fn gemini_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
+pub fn gemini_env(q: &TestQueue, m: &FakeModel) -> Vec<(&'static str, String)> {
     let dir = q.home.join(".gemini");
     std::fs::create_dir_all(&dir).unwrap();
     let settings = json!({
