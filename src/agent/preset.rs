@@ -124,7 +124,10 @@ pub fn acp(name: &str, access: Access) -> Option<Acp> {
         "opencode-acp" => {
             (args(&["opencode", "acp"]), env(&[("OPENCODE_PERMISSION", r#"{"edit":"ask","bash":"ask"}"#)]))
         }
-        "claude-acp" => (args(&["claude-code-acp"]), env(&[("CLAUDE_CODE_MAX_RETRIES", "2")])),
+        // With IS_SANDBOX set the adapter starts Claude Code with --dangerously-skip-permissions,
+        // which Claude Code refuses as root: every session/new then fails. Empty, it is unset
+        // for both.
+        "claude-acp" => (args(&["claude-code-acp"]), env(&[("CLAUDE_CODE_MAX_RETRIES", "2"), ("IS_SANDBOX", "")])),
         "codex-acp" => {
             if access.edit {
                 session_mode = Some("auto".to_string());

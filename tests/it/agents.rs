@@ -45,14 +45,14 @@ pub fn queue_with(runner: Value) -> TestQueue {
 }
 
 /// Start a dispatcher whose workers find the CLIs on PATH and the fake server in `env`.
-pub fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> common::Kill {
+pub fn dispatcher(q: &TestQueue, bin: &std::path::Path, env: &[(&str, String)]) -> common::Term {
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut c = q.cmd();
     c.arg("run").env("PATH", path).stderr(std::process::Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
-    common::Kill(c.spawn().unwrap())
+    common::Term(c.spawn().unwrap())
 }
 
 fn run(q: &TestQueue, worker: &str, task: &str) -> Value {

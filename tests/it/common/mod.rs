@@ -314,6 +314,27 @@ impl Drop for Kill {
     }
 }
 
+/// A child stopped with SIGTERM when dropped (SIGKILL after 10 s): a dispatcher stops its
+/// server workers, which agents that ignore their stdin closing need (they would outlive a
+/// SIGKILLed dispatcher until the next one's recovery).
+pub struct Term(pub std::process::Child);
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Dead means gone or a zombie.
 pub fn is_dead(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
