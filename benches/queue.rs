@@ -13,6 +13,8 @@
 //! (g) claim+finish throughput against growing backlogs
 //! (h) two-step workflow runs/s vs. spawning the same steps by hand
 //! (i) jobs/s through one long-lived ACP server worker (no-op agent) vs. oneshot spawns of the same program
+//! (j) a real agent (opencode) against a local fake model: a warm ACP worker vs. a cold
+//!     `opencode run` per task, task start -> first activity event and -> answer
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -1380,6 +1382,127 @@ fn bench_server(rt: &Runtime, bin: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (j) a real agent, warm over ACP vs. cold per task.
+
+#[path = "../tests/it/common/fake_model.rs"]
+#[allow(dead_code)]
+mod fake_model;
+
+/// (j) tasks per kind (after one warm-up task each).
+const J_TASKS: usize = 5;
+
+/// Run J_TASKS tasks of `profile` one after another through a dispatcher whose PATH has the
+/// agent CLIs; return, per task, (start -> first event, start -> finish) in ms from the rows
+/// (`created_ms`, the first `job_events.at_ms`, `finished_ms`).
+fn agent_runs(rt: &Runtime, p: &Project, q: &Queue, profile: &str) -> Vec<(Option<f64>, f64)> {
+    let raw = p.raw();
+    let mut out = Vec::new();
+    for i in 0..=J_TASKS {
+        let id = rt.block_on(async {
+            let params = StartParams {
+                task: format!("say ok {i}"),
+                kind: Some("worker".into()),
+                worker_id: Some(profile.into()),
+                ..Default::default()
+            };
+            api::start(q, &caller(), params).await.expect("api::start").task_id
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let state: String = raw.query_row("SELECT state FROM jobs WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+            if state == "succeeded" {
+                break;
+            }
+            assert!(
+                state == "queued" || state == "running",
+                "(j) {profile}: task {id} ended {state} (see {})",
+                p.dir.path().display()
+            );
+            assert!(Instant::now() < deadline, "(j) {profile}: task {id} unfinished after 120 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let (created, first, finished): (i64, Option<i64>, i64) = raw
+            .query_row(
+                "SELECT created_ms, (SELECT min(at_ms) FROM job_events WHERE job_id = jobs.id), finished_ms
+                   FROM jobs WHERE id = ?1",
+                [&id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        // The first task of each kind warms up (the ACP worker's spawn and initialize).
+        if i > 0 {
+            out.push((first.map(|f| (f - created) as f64), (finished - created) as f64));
+        }
+    }
+    out
+}
+
+/// (j) opencode against the fake model (loopback, a one-line answer): task start -> first
+/// activity event and -> answer, through a warm `opencode acp` worker (spawned and initialized
+/// by a warm-up task) vs. `opencode run` started per task. Skipped, saying so, without the CLI.
+fn bench_real_agent(rt: &Runtime, bin: &Path) {
+    let clis = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/agent-clis/node_modules/.bin");
+    if !clis.join("opencode").exists() {
+        println!("(j) SKIPPED: opencode is not installed in {} (bash .ci/agent-clis)", clis.display());
+        return;
+    }
+    let model = fake_model::FakeModel::start(vec![fake_model::Reply::text("ok")]);
+    let prof =
+        |id: &str| serde_json::json!({"id": id, "name": id, "model": "node", "purpose": "bench", "whenToUse": "bench"});
+    let mut warm = prof("warm");
+    warm["kind"] = "server".into();
+    warm["command"] = "opencode-acp".into();
+    let mut cold = prof("cold");
+    cold["command"] = "opencode".into();
+    let p = Project::new(serde_json::json!({"autoSpawn": false, "profiles": [warm, cold], "jobs": {"maxAttempts": 1}}));
+    let home = p.dir.path().join("home");
+    std::fs::create_dir_all(home.join(".config/opencode")).unwrap();
+    let config = serde_json::json!({
+        "$schema": "https://opencode.ai/config.json", "autoupdate": false, "share": "disabled",
+        "provider": {"fake": {"npm": "@ai-sdk/openai-compatible", "name": "Fake",
+            "options": {"baseURL": format!("{}/v1", model.url()), "apiKey": "sk-test"},
+            "models": {"fake-model": {"name": "Fake model"}}}},
+        "model": "fake/fake-model", "small_model": "fake/fake-model"
+    });
+    std::fs::write(home.join(".config/opencode/opencode.json"), config.to_string()).unwrap();
+    let q = rt.block_on(p.queue());
+    let log = std::fs::File::create(p.dir.path().join("dispatcher.log")).unwrap();
+    let path = format!("{}:{}", clis.display(), std::env::var("PATH").unwrap_or_default());
+    let child = p
+        .cmd(bin)
+        .arg("run")
+        .env("PATH", path)
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dispatcher");
+    let d = Dispatcher { child };
+    let warm = agent_runs(rt, &p, &q, "warm");
+    let cold = agent_runs(rt, &p, &q, "cold");
+    d.stop();
+    rt.block_on(q.store.close());
+    let med = |v: Vec<f64>| if v.is_empty() { "n/a".to_string() } else { format!("{:.0} ms", median(v)) };
+    let firsts = |runs: &[(Option<f64>, f64)]| runs.iter().filter_map(|r| r.0).collect::<Vec<_>>();
+    let answers = |runs: &[(Option<f64>, f64)]| runs.iter().map(|r| r.1).collect::<Vec<_>>();
+    let (wa, ca) = (median(answers(&warm)), median(answers(&cold)));
+    println!(
+        "(j) opencode vs. a local fake model, {J_TASKS} tasks each after a warm-up, median:  warm ACP worker: first event {} | answer {:.0} ms;  cold `opencode run` per task: first event {} | answer {:.0} ms;  cold/warm answer {:.2}x",
+        med(firsts(&warm)),
+        wa,
+        med(firsts(&cold)),
+        ca,
+        ca / wa
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn header(rt: &Runtime, bin: &Path) {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -1480,6 +1603,9 @@ fn main() {
     }
     if want("i") {
         bench_server(&rt, &bin);
+    }
+    if want("j") {
+        bench_real_agent(&rt, &bin);
     }
 
     println!("total bench run: {:.1} s", started.elapsed().as_secs_f64());
