@@ -1385,7 +1385,6 @@ fn bench_server(rt: &Runtime, bin: &Path) {
 // (j) a real agent, warm over ACP vs. cold per task.
 
 #[path = "../tests/it/common/fake_model.rs"]
-#[allow(dead_code)]
 mod fake_model;
 
 /// (j) tasks per kind (after one warm-up task each).
