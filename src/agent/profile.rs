@@ -1477,7 +1477,17 @@ mod tests {
             ProfileSet::load(&custom(&[(e, "project")])).map(|_| ()).map_err(|e| e.to_string())
         };
         assert!(server(json!({})).unwrap_err().contains("is required for a server profile"));
-        assert!(server(json!({"command": "claude"})).unwrap_err().contains("must be an argv array, not \"claude\""));
+        let e = server(json!({"command": "claude"})).unwrap_err();
+        assert!(e.contains("must be an argv array or an agent preset (opencode-acp, ") && e.contains("not \"claude\""), "{e}");
+        // An agent preset is its argv.
+        let mut e = minimal("srv");
+        e["kind"] = json!("server");
+        e["command"] = json!("opencode-acp");
+        let set = ProfileSet::load(&custom(&[(e, "project")])).unwrap();
+        let p = set.all().iter().find(|p| p.id == "srv").unwrap();
+        let Some(RunnerSpec::Argv(r)) = &p.command else { panic!("{:?}", p.command) };
+        assert_eq!(r.to_json(), json!(["opencode", "acp"]));
+        assert!(p.env.contains_key("OPENCODE_PERMISSION"));
         for ph in ["prompt", "taskId", "attachments"] {
             let e = server(json!({"command": ["srv", format!("--x={{{ph}}}")]})).unwrap_err();
             assert!(e.contains(&format!("cannot use {{{ph}}} outside an optional group")), "{e}");
