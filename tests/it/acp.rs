@@ -312,10 +312,7 @@ fn the_readmes_minimal_agent_works_as_shown() {
     std::fs::write(&script, code).unwrap();
     let mut p = server_profile("minimal");
     p["command"] = json!(["python3", script.display().to_string()]);
-    let cfg_path = q.project.join(".baton/config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    cfg["profiles"] = json!([p]);
-    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    crate::acp_agents::set_profiles(&q, json!([p]));
     q.dispatcher();
     for task in ["hello", "again"] {
         let v = await_one(&q, &q.start(&["--worker", "minimal", task]));

@@ -16,7 +16,7 @@ fn agent_profile(id: &str, preset: &str, tools: Value) -> Value {
 }
 
 /// Replace the project config's profiles.
-fn set_profiles(q: &TestQueue, profiles: Value) {
+pub fn set_profiles(q: &TestQueue, profiles: Value) {
     let path = q.project.join(".baton/config.json");
     let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg["profiles"] = profiles;
