@@ -1478,7 +1478,10 @@ mod tests {
         };
         assert!(server(json!({})).unwrap_err().contains("is required for a server profile"));
         let e = server(json!({"command": "claude"})).unwrap_err();
-        assert!(e.contains("must be an argv array or an agent preset (opencode-acp, ") && e.contains("not \"claude\""), "{e}");
+        assert!(
+            e.contains("must be an argv array or an agent preset (opencode-acp, ") && e.contains("not \"claude\""),
+            "{e}"
+        );
         // An agent preset is its argv.
         let mut e = minimal("srv");
         e["kind"] = json!("server");
