@@ -150,10 +150,11 @@ struct JobContext {
     spawn_limits: SpawnLimits,
 }
 
-/// A worker's end, as the watcher task reports it.
+/// A worker's end, as the watcher task reports it (with what a oneshot worker's logs say).
 struct Finished {
     job: JobRow,
     ending: Ending,
+    read: Option<LogReading>,
 }
 
 /// Run the dispatcher until drained (signal), idle (auto mode), or superseded.
@@ -573,7 +574,7 @@ impl Dispatcher {
         let outcomes: Vec<Outcome> = batch
             .iter()
             .map(|f| {
-                let mut o = outcome(&f.job, &f.ending, &logs);
+                let mut o = outcome(&f.job, &f.ending, f.read.as_ref());
                 if let (Ending::NotFound { program, .. }, Some(e)) = (&f.ending, o.error.as_mut()) {
                     e.push_str(&self.runner_hint(&f.job, program));
                 }
@@ -713,7 +714,7 @@ impl Dispatcher {
 async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
     if job.is_server() {
         let ending = ctx.servers.run_job(&job, ctx.spawn_limits, ctx.grace, server::Cancel::new(cancel)).await;
-        let _ = ctx.done.send(Finished { job, ending });
+        let _ = ctx.done.send(Finished { job, ending, read: None });
         return;
     }
     let ending = match start_worker(&ctx, &job).await {
@@ -730,7 +731,10 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
         }
         Err(e) => Ending::SpawnFailed(e.to_string()),
     };
-    let _ = ctx.done.send(Finished { job, ending });
+    let failed_exit = matches!(ending, Ending::Exited(st) if !st.success());
+    let (j, logs) = (job.clone(), ctx.spawn_env.logs_dir.clone());
+    let read = tokio::task::spawn_blocking(move || read_logs(&j, failed_exit, &logs)).await.ok();
+    let _ = ctx.done.send(Finished { job, ending, read });
 }
 
 async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned> {
@@ -779,39 +783,57 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
     (base.saturating_mul(1u64 << shift)).min(3_600_000) as i64
 }
 
-/// Turn a worker's end into the job's outcome.
-fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
-    use crate::agent::extract::{Extracted, OutputSpec};
+/// What a oneshot worker's logs say about its end: the response, what its output spec finds,
+/// the output tail and, after a failing exit, the last word on stderr. Blocking reads (a
+/// streaming CLI's log is read whole), done in the job's own task.
+struct LogReading {
+    response: String,
+    found: crate::agent::extract::Extracted,
+    tail: Option<String>,
+    reason: Option<String>,
+}
+
+fn read_logs(job: &JobRow, failed_exit: bool, logs: &std::path::Path) -> LogReading {
+    use crate::agent::extract::{Format, OutputSpec};
+    let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
+    let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
+    let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
+    let (stdout, _) = output::read_response(&out);
+    // A runner with an output spec (a preset, or the profile's `output`) says where the
+    // response, a failure, tokens and cost are. Output of that shape without an answer (a
+    // failure's event stream) is no response; output of another shape stays the response.
+    let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
+    let mut found = spec.as_ref().map(|s| output::extract_log(s, &out)).unwrap_or_default();
+    let response = match found.text.take() {
+        Some(text) => text,
+        None if found.shaped => String::new(),
+        None => stdout,
+    };
     let mut reason = None;
-    let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
-        let found = Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Extracted::default() };
-        (response.clone(), found, None)
-    } else if job.is_server() {
-        // A server worker's output is its protocol and its own log, not the job's.
-        (String::new(), Extracted::default(), None)
-    } else {
-        let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
-        let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
-        let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
-        let (stdout, _) = output::read_response(&out);
-        // A runner with an output spec (a preset, or the profile's `output`) says where the
-        // response, a failure, tokens and cost are. Output of that shape without an answer (a
-        // failure's event stream) is no response; output of another shape stays the response.
-        let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
-        let mut found = spec.as_ref().map(|s| crate::agent::extract::extract(s, &stdout)).unwrap_or_default();
-        let response = match found.text.take() {
-            Some(text) => text,
-            None if found.shaped => String::new(),
-            None => stdout,
-        };
-        if matches!(ending, Ending::Exited(st) if !st.success()) && found.failure.is_none() {
-            // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
-            // "Not inside a trusted directory").
-            let stderr = output::read_tail(&err, output::TAIL_BYTES);
-            found.failure = spec.as_ref().and_then(|s| crate::agent::extract::extract(s, &stderr).failure);
-            reason = output::last_line(&stderr);
+    if failed_exit && found.failure.is_none() {
+        // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
+        // "Not inside a trusted directory").
+        let stderr = output::read_tail(&err, output::TAIL_BYTES);
+        let failure = |s: &OutputSpec| crate::agent::extract::extract(s, &stderr).failure;
+        // A CLI that streams JSON Lines may print its error as one pretty-printed document.
+        let as_document = |s: &OutputSpec| OutputSpec { format: Format::Json, ..s.clone() };
+        found.failure = spec.as_ref().and_then(|s| failure(s).or_else(|| failure(&as_document(s))));
+        reason = output::last_line(&stderr);
+    }
+    LogReading { response, found, tail, reason }
+}
+
+/// Turn a worker's end into the job's outcome.
+fn outcome(job: &JobRow, ending: &Ending, read: Option<&LogReading>) -> Outcome {
+    use crate::agent::extract::Extracted;
+    let (response, found, tail, reason) = match (ending, read) {
+        (Ending::Answered { response, tokens, cost_usd }, _) => {
+            let found = Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Extracted::default() };
+            (response.clone(), found, None, None)
         }
-        (response, found, tail)
+        (_, Some(r)) => (r.response.clone(), r.found.clone(), r.tail.clone(), r.reason.clone()),
+        // A server worker's output is its protocol and its own log, not the job's.
+        (_, None) => (String::new(), Extracted::default(), None, None),
     };
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {
