@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::output;
+use crate::agent::{output, stream};
+use crate::engine::activity::{self, EventLog, Follow};
 use crate::engine::worker::{self, Ending, Leaders, SpawnEnv};
 use crate::engine::{proc, server};
 use crate::error::{Error, Result};
@@ -148,6 +149,7 @@ struct JobContext {
     done: mpsc::UnboundedSender<Finished>,
     servers: Arc<server::Pool>,
     spawn_limits: SpawnLimits,
+    event_caps: store::events::EventCaps,
 }
 
 /// A worker's end, as the watcher task reports it (with what a oneshot worker's logs say).
@@ -238,10 +240,7 @@ impl Dispatcher {
             epoch,
             spawn_env: spawn_env.clone(),
             leaders: leaders.clone(),
-            event_caps: store::events::EventCaps {
-                max_events: i64::from(queue.config.config.jobs.max_events),
-                max_bytes: queue.config.config.jobs.max_event_bytes as i64,
-            },
+            event_caps: event_caps(&queue.config.config.jobs),
         }));
         Ok(Dispatcher {
             queue,
@@ -492,6 +491,7 @@ impl Dispatcher {
             done: self.tx.clone(),
             servers: self.servers.clone(),
             spawn_limits: spawn_limits(lim),
+            event_caps: event_caps(jobs_cfg),
         };
         // Each job spawns, records and watches its worker in a task of its own, so a batch
         // starts together rather than one log directory and one insert after another.
@@ -721,7 +721,11 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
         Ok(spawned) => {
             let pid = spawned.pid;
             let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
-            let ending = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel).await;
+            let watching = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel);
+            let ending = match stream_dialect(&job) {
+                Some(dialect) => watch_following(&ctx, &job, dialect, watching).await,
+                None => watching.await,
+            };
             ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
             ending
         }
@@ -735,6 +739,65 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
     let (j, logs) = (job.clone(), ctx.spawn_env.logs_dir.clone());
     let read = tokio::task::spawn_blocking(move || read_logs(&j, failed_exit, &logs)).await.ok();
     let _ = ctx.done.send(Finished { job, ending, read });
+}
+
+/// The stream dialect of a oneshot job's stdout, when its output spec names one.
+fn stream_dialect(job: &JobRow) -> Option<stream::Dialect> {
+    let spec = job.output.as_deref()?;
+    serde_json::from_str::<crate::agent::extract::OutputSpec>(spec).ok()?.events
+}
+
+/// Watch a oneshot worker while following its stdout log: every `activity::FLUSH_EVERY` the
+/// lines it completed become events, written in one batch; after its end, the rest, written
+/// before the job's result (while the attempt still runs, as events must be).
+async fn watch_following(
+    ctx: &JobContext,
+    job: &JobRow,
+    dialect: stream::Dialect,
+    watching: impl std::future::Future<Output = Ending>,
+) -> Ending {
+    let writer = store::events::Writer { job_id: &job.id, attempt: job.attempt, owner: &ctx.owner, epoch: ctx.epoch };
+    let mut log = EventLog::new(writer, ctx.event_caps);
+    let out = crate::job::log_file(&ctx.spawn_env.logs_dir, &job.id, job.attempt, "out");
+    let mut follow = Some(Follow::new(out, stream::Reader::new(dialect, Some(&job.project_dir))));
+    let mut tick = tokio::time::interval(activity::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(watching);
+    let ending = loop {
+        tokio::select! {
+            ending = &mut watching => break ending,
+            _ = tick.tick() => {
+                follow = read_followed(follow, false, &mut log).await;
+                log.flush(&ctx.store).await;
+            }
+        }
+    };
+    read_followed(follow, true, &mut log).await;
+    log.flush(&ctx.store).await;
+    ending
+}
+
+/// Read a followed log on a blocking thread and queue its events (`last`: everything left).
+/// A follow whose read went wrong is dropped: the job runs on without activity.
+async fn read_followed(follow: Option<Follow>, last: bool, log: &mut EventLog<'_>) -> Option<Follow> {
+    let mut follow = follow?;
+    let read = tokio::task::spawn_blocking(move || {
+        let events = if last { follow.finish(now_ms()) } else { follow.read(now_ms()) };
+        (follow, events)
+    })
+    .await;
+    match read {
+        Ok((follow, events)) => {
+            for e in events {
+                log.push(e);
+            }
+            Some(follow)
+        }
+        Err(e) => {
+            tracing::warn!("could not follow a worker's output: {e}");
+            None
+        }
+    }
 }
 
 async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned> {
@@ -767,6 +830,10 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
         tracing::warn!(task_id = %job.id, "could not record the worker row: {e}");
     }
     Ok(spawned)
+}
+
+fn event_caps(jobs: &crate::config::JobsConfig) -> store::events::EventCaps {
+    store::events::EventCaps { max_events: i64::from(jobs.max_events), max_bytes: jobs.max_event_bytes as i64 }
 }
 
 fn spawn_limits(lim: &crate::config::Limits) -> SpawnLimits {

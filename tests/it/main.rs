@@ -17,4 +17,5 @@ mod presets;
 mod reaping;
 mod schema;
 mod servers;
+mod streaming;
 mod workflow;
