@@ -1,6 +1,7 @@
 //! Turning an agent CLI's stdout into a job's result: plain text, a value taken from one JSON
-//! document, or from the last matching line of JSON Lines; with failure, token and cost fields.
-//! Pure: the dispatcher feeds it the worker's `.out` log. Ready specs for the agent CLIs live in
+//! document, or from the last matching line of JSON Lines (or their join); with failure, token
+//! and cost fields, and the stream dialect its lines are read in while it runs. Pure: the
+//! dispatcher feeds it the worker's `.out` log. Ready specs for the agent CLIs live in
 //! [`crate::agent::preset`].
 
 use serde::{Deserialize, Serialize};
@@ -19,9 +20,16 @@ pub struct OutputSpec {
     pub where_: Vec<(String, Value)>,
     /// JSON pointer of the response text in the (last) selected document.
     pub text: Option<String>,
-    /// `jsonl`: join the text of every selected line (with `\n`) instead of taking the last.
+    /// `jsonl`: join the text of every selected line instead of taking the last.
     #[serde(default)]
     pub join: bool,
+    /// What `join` puts between the texts (default `\n`; `""` for streamed deltas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_with: Option<String>,
+    /// `jsonl`: only selected lines after the last line matching all of these pairs count
+    /// (gemini's answer is its text after its last tool call).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after_where: Vec<(String, Value)>,
     /// JSON pointer of a flag that, when true, makes the job fail (e.g. claude's `/is_error`).
     pub failed: Option<String>,
     /// `jsonl`: a line matching all of these pointer/value pairs makes the job fail.
@@ -51,6 +59,10 @@ pub struct OutputSpec {
     pub denied_where: Vec<(String, Value)>,
     /// JSON pointer of the cost in USD, summed over every document.
     pub cost: Option<String>,
+    /// `jsonl`: the stream dialect of the lines (`claude`, `codex`, `opencode`, `gemini`): the
+    /// dispatcher reads them as they arrive and records the activity they show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<crate::agent::stream::Dialect>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,79 +167,138 @@ fn truthy(v: Option<&Value>) -> bool {
 /// Apply a spec to a worker's stdout. Output that does not have the promised shape (no JSON,
 /// no matching line) gives `text: None`: the caller falls back to the raw stdout and says so.
 pub fn extract(spec: &OutputSpec, stdout: &str) -> Extracted {
-    let docs: Vec<Value> = match spec.format {
+    let mut reading = Extraction::new(spec);
+    match spec.format {
         Format::Text => {
             return Extracted { text: Some(stdout.trim().to_string()), shaped: true, ..Default::default() };
         }
-        // The whole output, else its last line that parses, else a pretty-printed document
-        // after other output (from the last line that opens with `{`).
-        Format::Json => serde_json::from_str::<Value>(stdout.trim())
-            .ok()
-            .or_else(|| stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()))
+        Format::Json => {
+            if let Some(doc) = json_document(stdout) {
+                reading.push(&doc);
+            }
+        }
+        Format::Jsonl => {
+            for doc in stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok()) {
+                reading.push(&doc);
+            }
+        }
+    }
+    reading.finish()
+}
+
+/// The whole output as one JSON document, else its last line that parses, else a
+/// pretty-printed document after other output (from the last line that opens with `{`).
+fn json_document(stdout: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(stdout.trim())
+        .ok()
+        .or_else(|| stdout.lines().rev().find_map(|l| serde_json::from_str(l.trim()).ok()))
+        .or_else(|| stdout.rmatch_indices("\n{").find_map(|(i, _)| serde_json::from_str(stdout[i + 1..].trim()).ok()))
+}
+
+/// An output's documents read one at a time, keeping only what the spec asks for: JSON Lines
+/// of any length are read in one pass without holding them (`finish` says what was found).
+pub struct Extraction<'a> {
+    spec: &'a OutputSpec,
+    docs: usize,
+    /// The last selected text (or, with `join`, every one).
+    text: Option<String>,
+    parts: Vec<String>,
+    /// The newest failing document's error text (`Some(None)`: it names none).
+    failing: Option<Option<String>>,
+    listed: Vec<String>,
+    denied: Vec<String>,
+    /// Sums of `tokens`, `input_tokens`, `output_tokens`, `cached_tokens`.
+    sums: [Option<i64>; 4],
+    cost: Option<f64>,
+}
+
+impl<'a> Extraction<'a> {
+    pub fn new(spec: &'a OutputSpec) -> Extraction<'a> {
+        Extraction {
+            spec,
+            docs: 0,
+            text: None,
+            parts: Vec::new(),
+            failing: None,
+            listed: Vec::new(),
+            denied: Vec::new(),
+            sums: [None; 4],
+            cost: None,
+        }
+    }
+
+    /// Read the next document.
+    pub fn push(&mut self, d: &Value) {
+        let spec = self.spec;
+        self.docs += 1;
+        let lines = spec.format == Format::Jsonl;
+        if lines && matches(d, &spec.after_where) {
+            // The text so far does not count.
+            self.text = None;
+            self.parts.clear();
+        } else if !lines || spec.where_.is_empty() || matches(d, &spec.where_) {
+            let text = spec.text.as_deref().map_or_else(|| as_text(d), |p| d.pointer(p).and_then(as_text));
+            if let Some(t) = text {
+                if spec.join {
+                    self.parts.push(t);
+                } else {
+                    self.text = Some(t);
+                }
+            }
+        }
+        if spec.failed.as_deref().is_some_and(|p| truthy(d.pointer(p))) || matches(d, &spec.failed_where) {
+            self.failing = Some(spec.error.as_deref().and_then(|p| d.pointer(p)).and_then(as_text));
+        }
+        if let Some(p) = spec.denials.as_deref() {
+            let listed = pointer_all(d, p).into_iter().flat_map(|v| v.as_array().into_iter().flatten());
+            self.listed.extend(listed.map(denial_text));
+        }
+        if matches(d, &spec.denied_where) {
+            self.denied.push(denial_text(d));
+        }
+        let lists = [&spec.tokens, &spec.input_tokens, &spec.output_tokens, &spec.cached_tokens];
+        for (sum, ptrs) in self.sums.iter_mut().zip(lists) {
+            for n in ptrs.iter().flat_map(|p| pointer_all(d, p)).filter_map(Value::as_i64) {
+                *sum = Some(sum.unwrap_or(0) + n);
+            }
+        }
+        for c in spec.cost.as_deref().into_iter().flat_map(|p| pointer_all(d, p)).filter_map(Value::as_f64) {
+            self.cost = Some(self.cost.unwrap_or(0.0) + c);
+        }
+    }
+
+    /// What the documents read say.
+    pub fn finish(self) -> Extracted {
+        let text = if self.spec.join {
+            (!self.parts.is_empty()).then(|| self.parts.join(self.spec.join_with.as_deref().unwrap_or("\n")))
+        } else {
+            self.text
+        };
+        let denied: Vec<String> = self.listed.into_iter().chain(self.denied).collect();
+        let failure = self
+            .failing
+            .map(|error| error.or_else(|| text.clone()).unwrap_or_else(|| "the agent reported an error".into()))
             .or_else(|| {
-                stdout.rmatch_indices("\n{").find_map(|(i, _)| serde_json::from_str(stdout[i + 1..].trim()).ok())
-            })
-            .into_iter()
-            .collect(),
-        Format::Jsonl => stdout.lines().filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok()).collect(),
-    };
-    let selected: Vec<&Value> = if spec.format == Format::Jsonl && !spec.where_.is_empty() {
-        docs.iter().filter(|d| matches(d, &spec.where_)).collect()
-    } else {
-        docs.iter().collect()
-    };
-    let text_of = |d: &Value| spec.text.as_deref().map_or_else(|| as_text(d), |p| d.pointer(p).and_then(as_text));
-    let text = if spec.join {
-        let parts: Vec<String> = selected.iter().filter_map(|d| text_of(d)).collect();
-        (!parts.is_empty()).then(|| parts.join("\n"))
-    } else {
-        selected.iter().rev().find_map(|d| text_of(d))
-    };
-    let failing = docs
-        .iter()
-        .rev()
-        .find(|d| spec.failed.as_deref().is_some_and(|p| truthy(d.pointer(p))) || matches(d, &spec.failed_where));
-    let listed = spec
-        .denials
-        .as_deref()
-        .map(|p| docs.iter().flat_map(|d| pointer_all(d, p)).flat_map(|v| v.as_array().into_iter().flatten()))
-        .into_iter()
-        .flatten();
-    let lines = docs.iter().filter(|d| matches(d, &spec.denied_where));
-    let denied: Vec<String> = listed.chain(lines).map(denial_text).collect();
-    let failure = failing
-        .map(|d| {
-            spec.error
-                .as_deref()
-                .and_then(|p| d.pointer(p))
-                .and_then(as_text)
-                .or_else(|| text.clone())
-                .unwrap_or_else(|| "the agent reported an error".into())
-        })
-        .or_else(|| {
-            (!denied.is_empty()).then(|| {
-                format!(
-                    "the agent was refused permission for {}: the profile's runner does not grant it",
-                    denied.join(", ")
-                )
-            })
+                (!denied.is_empty()).then(|| {
+                    format!(
+                        "the agent was refused permission for {}: the profile's runner does not grant it",
+                        denied.join(", ")
+                    )
+                })
+            });
+        let [total, input, output, cached] = self.sums;
+        let total = total.or(match (input, output) {
+            (None, None) => None,
+            (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
         });
-    let sum_i = |ptrs: &[String]| -> Option<i64> {
-        let vals: Vec<i64> =
-            docs.iter().flat_map(|d| ptrs.iter().flat_map(|p| pointer_all(d, p)).filter_map(Value::as_i64)).collect();
-        (!vals.is_empty()).then(|| vals.iter().sum())
-    };
-    let (input, output) = (sum_i(&spec.input_tokens), sum_i(&spec.output_tokens));
-    let total = sum_i(&spec.tokens).or(match (input, output) {
-        (None, None) => None,
-        (i, o) => Some(i.unwrap_or(0) + o.unwrap_or(0)),
-    });
-    let tokens = Tokens { total, input, output, cached: sum_i(&spec.cached_tokens) };
-    let cost = spec.cost.as_deref().and_then(|p| {
-        let vals: Vec<f64> = docs.iter().flat_map(|d| pointer_all(d, p)).filter_map(Value::as_f64).collect();
-        (!vals.is_empty()).then(|| vals.iter().sum())
-    });
-    Extracted { text: text.map(|t| t.trim().to_string()), shaped: !docs.is_empty(), failure, tokens, cost_usd: cost }
+        Extracted {
+            text: text.map(|t| t.trim().to_string()),
+            shaped: self.docs > 0,
+            failure,
+            tokens: Tokens { total, input, output, cached },
+            cost_usd: self.cost,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,13 +376,62 @@ mod tests {
     }
 
     #[test]
-    fn gemini_response_and_error() {
-        let ok = r###"{"response":"## Summary\nok","stats":{"models":{}}}"###;
-        assert_eq!(extract(&spec("gemini"), ok).text.as_deref(), Some("## Summary\nok"));
-        let bad = r###"{"error":{"type":"ApiError","message":"quota exceeded","code":429}}"###;
+    fn claude_stream_counts_the_result_line_only() {
+        // An assistant line's usage sits under /message: it is not counted again.
+        let out = concat!(
+            r###"{"type":"system","subtype":"init","session_id":"s"}"###,
+            "\n",
+            r###"{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"looking"}],"usage":{"input_tokens":10,"cache_read_input_tokens":300,"output_tokens":5}}}"###,
+            "\n",
+            r###"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"t","content":"x","is_error":true}]}}"###,
+            "\n",
+            r###"{"type":"result","subtype":"success","is_error":false,"result":"## Summary\nDone.","total_cost_usd":0.01,"usage":{"input_tokens":20,"cache_read_input_tokens":600,"output_tokens":10},"permission_denials":[]}"###,
+            "\n"
+        );
+        let e = extract(&spec("claude"), out);
+        assert_eq!(e.text.as_deref(), Some("## Summary\nDone."));
+        assert_eq!((e.failure, e.cost_usd), (None, Some(0.01)));
+        assert_eq!(e.tokens, Tokens { total: Some(630), input: Some(620), output: Some(10), cached: Some(600) });
+        // Killed before its result line: no answer, but the shape was right.
+        let cut = out.lines().take(3).collect::<Vec<_>>().join("\n");
+        let e = extract(&spec("claude"), &cut);
+        assert_eq!((e.text, e.shaped, e.tokens.total), (None, true, None));
+    }
+
+    #[test]
+    fn gemini_stream_answer_failure_and_tokens() {
+        let out = concat!(
+            r###"{"type":"init","session_id":"s","model":"m"}"###,
+            "\n",
+            r###"{"type":"message","role":"user","content":"do it"}"###,
+            "\n",
+            r###"{"type":"message","role":"assistant","content":"I will write ","delta":true}"###,
+            "\n",
+            r###"{"type":"message","role":"assistant","content":"the file.","delta":true}"###,
+            "\n",
+            r###"{"type":"tool_use","tool_name":"write_file","tool_id":"w1","parameters":{"file_path":"a"}}"###,
+            "\n",
+            r###"{"type":"tool_result","tool_id":"w1","status":"success"}"###,
+            "\n",
+            r###"{"type":"message","role":"assistant","content":"## Summary\n","delta":true}"###,
+            "\n",
+            r###"{"type":"message","role":"assistant","content":"ok","delta":true}"###,
+            "\n",
+            r###"{"type":"result","status":"success","stats":{"total_tokens":1005,"input_tokens":990,"output_tokens":15,"cached":900,"input":90,"models":{"m":{"total_tokens":1005,"input_tokens":990}}}}"###,
+            "\n"
+        );
+        let e = extract(&spec("gemini"), out);
+        assert_eq!(e.text.as_deref(), Some("## Summary\nok"), "the text after the last tool call, deltas joined");
+        assert_eq!(e.failure, None);
+        assert_eq!(e.tokens, Tokens { total: Some(1005), input: Some(990), output: Some(15), cached: Some(900) });
+        let bad = r###"{"type":"result","status":"error","error":{"type":"unknown","message":"[API Error: quota exceeded]"},"stats":{"total_tokens":0}}"###;
         let e = extract(&spec("gemini"), bad);
-        assert_eq!(e.failure.as_deref(), Some("quota exceeded"));
+        assert_eq!(e.failure.as_deref(), Some("[API Error: quota exceeded]"));
         assert_eq!(e.text, None);
+        // What it prints on stderr when it cannot start, read as one document.
+        let stderr = "Error: boom\n{\n  \"session_id\": \"s\",\n  \"error\": {\"type\": \"Error\", \"message\": \"Invalid auth method selected.\", \"code\": 41}\n}\n";
+        let doc = OutputSpec { format: Format::Json, ..spec("gemini") };
+        assert_eq!(extract(&doc, stderr).failure.as_deref(), Some("Invalid auth method selected."));
     }
 
     #[test]
@@ -330,6 +450,16 @@ mod tests {
         };
         let e = extract(&joined, "{\"k\":\"t\",\"v\":\"a\"}\n{\"k\":\"x\",\"v\":\"b\"}\n{\"k\":\"t\",\"v\":\"c\"}\n");
         assert_eq!(e.text.as_deref(), Some("a\nc"));
+        let after = OutputSpec {
+            join_with: Some(" + ".into()),
+            after_where: vec![("/k".into(), serde_json::json!("x"))],
+            ..joined.clone()
+        };
+        let e = extract(
+            &after,
+            "{\"k\":\"t\",\"v\":\"a\"}\n{\"k\":\"x\",\"v\":\"b\"}\n{\"k\":\"t\",\"v\":\"c\"}\n{\"k\":\"t\",\"v\":\"d\"}\n",
+        );
+        assert_eq!(e.text.as_deref(), Some("c + d"));
     }
 
     #[test]
@@ -342,5 +472,16 @@ mod tests {
         assert_eq!(extract(&s, "{\"type\":\"done\",\"msg\":\"hi\",\"n\":3}").text.as_deref(), Some("hi"));
         let bad = serde_json::from_value::<OutputSpec>(serde_json::json!({"format": "xml"}));
         assert!(bad.unwrap_err().to_string().contains("xml"));
+        let s: OutputSpec = serde_json::from_value(serde_json::json!({
+            "format": "jsonl", "events": "claude", "where": [["/type", "result"]], "text": "/result",
+            "join": true, "joinWith": "", "afterWhere": [["/type", "tool_use"]]
+        }))
+        .unwrap();
+        assert_eq!((s.events, s.join_with.as_deref()), (Some(crate::agent::stream::Dialect::Claude), Some("")));
+        let bad = serde_json::from_value::<OutputSpec>(serde_json::json!({"events": "cursor"}));
+        assert!(bad.unwrap_err().to_string().contains("cursor"));
+        // Stored specs without the newer keys still read, and a spec without them writes none.
+        let plain = serde_json::to_value(OutputSpec::default()).unwrap();
+        assert!(plain.get("events").is_none() && plain.get("joinWith").is_none() && plain.get("afterWhere").is_none());
     }
 }

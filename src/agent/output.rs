@@ -1,8 +1,12 @@
-//! What a worker printed: the response text, the output tail, the handoff report.
+//! What a worker printed: the response text, what its output spec finds in its log, the output
+//! tail, the handoff report.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
+
+use crate::agent::extract::{self, Extracted, Format, OutputSpec};
+use crate::agent::stream;
 
 /// The response text kept in the row is capped at 1 MiB; the log keeps everything.
 pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
@@ -87,6 +91,34 @@ pub fn read_response(out: &Path) -> (String, i64) {
     (text, chars)
 }
 
+/// Apply an output spec to a worker's stdout log. JSON Lines are read whole, line by line
+/// (each line bounded by [`stream::MAX_LINE`]): a streaming CLI's answer comes last, after
+/// output that may be far longer than the response cap. Other formats read the capped text.
+pub fn extract_log(spec: &OutputSpec, out: &Path) -> Extracted {
+    if spec.format != Format::Jsonl {
+        return extract::extract(spec, &read_response(out).0);
+    }
+    let mut reading = extract::Extraction::new(spec);
+    let Ok(mut f) = File::open(out) else { return reading.finish() };
+    let mut lines = stream::Lines::default();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut each = |line: &[u8]| {
+        if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(line.trim_ascii()) {
+            reading.push(&doc);
+        }
+    };
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&buf[..n], &mut each),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    lines.finish(&mut each);
+    reading.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +152,28 @@ mod tests {
         std::fs::write(&o, "  héllo \n").unwrap();
         assert_eq!(read_response(&o), ("héllo".to_string(), 5));
         assert_eq!(read_response(&d.path().join("missing")), (String::new(), 0));
+    }
+
+    #[test]
+    fn json_lines_are_read_past_the_response_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let o = d.path().join("1.out");
+        let spec =
+            crate::agent::preset::get(crate::agent::preset::Name::Claude, crate::agent::preset::Access::FULL).output;
+        // Three MiB of tool output, one line over the line bound, then the result line.
+        let noise = format!("{{\"type\":\"user\",\"content\":\"{}\"}}\n", "x".repeat(1000));
+        let mut text = noise.repeat(3 << 10);
+        text.push_str(&format!("{{\"type\":\"user\",\"content\":\"{}\"}}\n", "y".repeat(stream::MAX_LINE)));
+        text.push_str(
+            r#"{"type":"result","is_error":false,"result":"the end","usage":{"input_tokens":3,"output_tokens":1}}"#,
+        );
+        std::fs::write(&o, &text).unwrap();
+        let e = extract_log(&spec, &o);
+        assert_eq!(
+            (e.text.as_deref(), e.tokens.total),
+            (Some("the end"), Some(4)),
+            "the last line, without its newline"
+        );
+        assert!(!extract_log(&spec, &d.path().join("missing")).shaped);
     }
 }

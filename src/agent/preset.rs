@@ -5,8 +5,9 @@
 //!
 //! Each preset follows what the real CLI does headless (checked against the CLIs themselves):
 //! claude answers an unapproved edit with a permission denial, codex sandboxes read-only and
-//! refuses to run outside git, gemini refuses an untrusted folder and prints its errors on
-//! stderr, opencode rewrites a message given as an argument.
+//! refuses to run outside git, gemini refuses an untrusted folder and prints its start-up
+//! errors on stderr, opencode rewrites a message given as an argument. Every preset has its CLI
+//! stream JSON Lines and names their dialect (`events`), so a running task shows its activity.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::agent::extract::{Format, OutputSpec};
 use crate::agent::profile::{PromptVia, Runner, RunnerItem};
+use crate::agent::stream::Dialect;
 
 /// The names of the presets.
 pub const NAMES: [&str; 4] = ["opencode", "claude", "codex", "gemini"];
@@ -154,8 +156,8 @@ pub fn get(name: Name, access: Access) -> Preset {
     }
 }
 
-/// `opencode run --format json`: JSON Lines events; the answer is the last `text` event's part
-/// text, an `error` event fails the job, tokens and cost come from `step_finish` parts. A
+/// `opencode run --format json`: JSON Lines events (read as activity while it runs); the
+/// answer is the last `text` event's part text, an `error` event fails the job, tokens and cost come from `step_finish` parts. A
 /// read-only profile runs opencode's own read-only `plan` agent.
 fn opencode(access: Access) -> Preset {
     let mut argv = args(&["opencode", "run", "--format", "json"]);
@@ -185,16 +187,20 @@ fn opencode(access: Access) -> Preset {
             output_tokens: ptrs(&["/part/tokens/output", "/part/tokens/reasoning"]),
             cached_tokens: ptrs(&["/part/tokens/cache/read"]),
             cost: Some("/part/cost".into()),
+            events: Some(Dialect::Opencode),
             ..Default::default()
         },
     }
 }
 
-/// `claude -p --output-format json`: one JSON document; `result` is the answer, `is_error`
-/// fails the job, and so does a permission denial. A writing profile accepts edits (and runs
-/// commands when it may); a read-only one does not see the editing tools or the shell at all.
+/// `claude -p --output-format stream-json --verbose`: JSON Lines as it works (its messages,
+/// tool calls and results, read as activity), ending with a `result` line, the same document
+/// `--output-format json` prints: `result` is the answer, `is_error` fails the job, and so does
+/// a permission denial. Tokens and cost come from that line alone (an assistant line's usage
+/// sits under `/message`). A writing profile accepts edits (and runs commands when it may); a
+/// read-only one does not see the editing tools or the shell at all.
 fn claude(access: Access) -> Preset {
-    let mut argv = args(&["claude", "-p", "--output-format", "json"]);
+    let mut argv = args(&["claude", "-p", "--output-format", "stream-json", "--verbose"]);
     if access.edit {
         argv.extend(args(&["--permission-mode", "acceptEdits"]));
         if access.bash {
@@ -210,7 +216,8 @@ fn claude(access: Access) -> Preset {
         prompt_via: PromptVia::Stdin,
         env: env(&[("CLAUDE_CODE_MAX_RETRIES", "2")]),
         output: OutputSpec {
-            format: Format::Json,
+            format: Format::Jsonl,
+            where_: vec![cond("/type", json!("result"))],
             text: Some("/result".into()),
             failed: Some("/is_error".into()),
             error: Some("/result".into()),
@@ -223,12 +230,14 @@ fn claude(access: Access) -> Preset {
             output_tokens: ptrs(&["/usage/output_tokens"]),
             cached_tokens: ptrs(&["/usage/cache_read_input_tokens"]),
             cost: Some("/total_cost_usd".into()),
+            events: Some(Dialect::Claude),
             ..Default::default()
         },
     }
 }
 
-/// `codex exec --json`: JSON Lines events; the answer is the last completed agent message,
+/// `codex exec --json`: JSON Lines events (read as activity while it runs); the answer is the
+/// last completed agent message,
 /// `turn.failed` fails the job. A writing profile gets the workspace-write sandbox, a read-only
 /// one the read-only sandbox (where running outside git risks nothing).
 fn codex(access: Access) -> Preset {
@@ -253,21 +262,26 @@ fn codex(access: Access) -> Preset {
             input_tokens: ptrs(&["/usage/input_tokens"]),
             output_tokens: ptrs(&["/usage/output_tokens"]),
             cached_tokens: ptrs(&["/usage/cached_input_tokens"]),
+            events: Some(Dialect::Codex),
             ..Default::default()
         },
     }
 }
 
-/// `gemini --output-format json`: one JSON document; `response` is the answer, an `error`
-/// object fails the job (on stderr when it fails). Tokens are reported per model. A writing
-/// profile auto-approves edits, a read-only one runs gemini's read-only `plan` mode.
+/// `gemini --output-format stream-json`: JSON Lines as it works (init, messages, tool_use and
+/// tool_result, read as activity), ending with a `result` line. The answer is the assistant's
+/// message deltas after its last tool call (what `--output-format json` calls `response`); a
+/// `result` with status `error` fails the job, and so does an `error` document on stderr (what
+/// it prints when it cannot start). Tokens come from the result's stats, summed over models
+/// (its `output_tokens` leave thoughts out, its total counts them). A writing profile
+/// auto-approves edits, a read-only one runs gemini's read-only `plan` mode.
 fn gemini(access: Access) -> Preset {
     let mode = if access.edit { "auto_edit" } else { "plan" };
     Preset {
         runner: Runner::from_items(vec![
             arg("gemini"),
             arg("--output-format"),
-            arg("json"),
+            arg("stream-json"),
             arg("--skip-trust"),
             arg("--approval-mode"),
             arg(mode),
@@ -276,14 +290,20 @@ fn gemini(access: Access) -> Preset {
         prompt_via: PromptVia::Stdin,
         env: BTreeMap::new(),
         output: OutputSpec {
-            format: Format::Json,
-            text: Some("/response".into()),
+            format: Format::Jsonl,
+            where_: vec![cond("/type", json!("message")), cond("/role", json!("assistant"))],
+            text: Some("/content".into()),
+            join: true,
+            join_with: Some(String::new()),
+            after_where: vec![cond("/type", json!("tool_use"))],
             failed: Some("/error".into()),
+            failed_where: vec![cond("/type", json!("result")), cond("/status", json!("error"))],
             error: Some("/error/message".into()),
-            tokens: ptrs(&["/stats/models/*/tokens/total"]),
-            input_tokens: ptrs(&["/stats/models/*/tokens/prompt"]),
-            output_tokens: ptrs(&["/stats/models/*/tokens/candidates", "/stats/models/*/tokens/thoughts"]),
-            cached_tokens: ptrs(&["/stats/models/*/tokens/cached"]),
+            tokens: ptrs(&["/stats/total_tokens"]),
+            input_tokens: ptrs(&["/stats/input_tokens"]),
+            output_tokens: ptrs(&["/stats/output_tokens"]),
+            cached_tokens: ptrs(&["/stats/cached"]),
+            events: Some(Dialect::Gemini),
             ..Default::default()
         },
     }

@@ -1,13 +1,16 @@
 //! A running attempt's activity on its way to `job_events`: queued as it arrives (an ACP turn's
 //! updates, a oneshot CLI's streamed JSON lines), written in batches by the attempt's owner.
 
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::agent::stream;
 use crate::state::EventKind;
 use crate::store;
-use crate::store::events::EventCaps;
+use crate::store::events::{EventCaps, NewEvent};
 
 /// How often a running attempt's queued events are written.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
@@ -93,5 +96,90 @@ impl<'a> EventLog<'a> {
                 }
             }
         }
+    }
+}
+
+/// At most this much of a growing log is read at a time (the rest waits for the next read).
+const READ_BUDGET: u64 = 8 << 20;
+
+/// A oneshot worker's stdout log, followed as it grows: the bytes appended since the last read,
+/// cut into lines, each JSON line read in the runner's stream dialect (other lines skipped).
+/// Blocking file reads: call it off the runtime's threads.
+#[derive(Debug)]
+pub struct Follow {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    offset: u64,
+    lines: stream::Lines,
+    reader: stream::Reader,
+}
+
+impl Follow {
+    pub fn new(path: PathBuf, reader: stream::Reader) -> Follow {
+        Follow { path, file: None, offset: 0, lines: stream::Lines::default(), reader }
+    }
+
+    /// The events of the lines completed since the last read (at most a budget of bytes).
+    pub fn read(&mut self, now: i64) -> Vec<NewEvent> {
+        let mut events = Vec::new();
+        self.read_some(now, &mut events);
+        events
+    }
+
+    /// After the worker's end: the events of everything left, its last line included.
+    pub fn finish(&mut self, now: i64) -> Vec<NewEvent> {
+        let mut events = Vec::new();
+        while self.read_some(now, &mut events) {}
+        let Follow { lines, reader, .. } = self;
+        lines.finish(|line| events.extend(read_line(reader, line, now)));
+        events
+    }
+
+    /// Read up to the budget; true when it was full (more may be there).
+    fn read_some(&mut self, now: i64, events: &mut Vec<NewEvent>) -> bool {
+        if self.file.is_none() {
+            self.file = std::fs::File::open(&self.path).ok();
+        }
+        let Some(file) = self.file.as_mut() else { return false };
+        let mut buf = Vec::new();
+        let read = file.seek(SeekFrom::Start(self.offset)).and_then(|_| file.take(READ_BUDGET).read_to_end(&mut buf));
+        if let Err(e) = read {
+            tracing::debug!(path = %self.path.display(), "could not read the worker's output: {e}");
+            return false;
+        }
+        self.offset += buf.len() as u64;
+        let Follow { lines, reader, .. } = self;
+        lines.feed(&buf, |line| events.extend(read_line(reader, line, now)));
+        buf.len() as u64 == READ_BUDGET
+    }
+}
+
+fn read_line(reader: &mut stream::Reader, line: &[u8], now: i64) -> Vec<NewEvent> {
+    match serde_json::from_slice::<Value>(line.trim_ascii()) {
+        Ok(v) => reader.read(&v, now),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_follow_reads_what_was_appended_and_the_last_line_at_the_end() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.out");
+        let mut f = Follow::new(path.clone(), stream::Reader::new(stream::Dialect::Codex, None));
+        assert!(f.read(0).is_empty(), "no file yet");
+        let mut out = std::fs::File::create(&path).unwrap();
+        out.write_all(b"not json\n{\"type\":\"item.completed\",\"item\":{\"id\":\"a\",\"type\":\"agent_message\",\"text\":\"hi\"}}\n{\"type\":").unwrap();
+        let got = f.read(5);
+        assert_eq!((got.len(), got[0].text.as_str(), got[0].at_ms), (1, "hi", 5));
+        assert!(f.read(6).is_empty(), "the partial line waits");
+        out.write_all(b"\"turn.completed\",\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}").unwrap();
+        assert!(f.read(7).is_empty(), "still no newline");
+        let got = f.finish(8);
+        assert_eq!(got.iter().map(|e| e.text.as_str()).collect::<Vec<_>>(), ["tokens: 3 in, 1 out"]);
     }
 }

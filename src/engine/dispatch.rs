@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::output;
+use crate::agent::{output, stream};
+use crate::engine::activity::{self, EventLog, Follow};
 use crate::engine::worker::{self, Ending, Leaders, SpawnEnv};
 use crate::engine::{proc, server};
 use crate::error::{Error, Result};
@@ -148,12 +149,14 @@ struct JobContext {
     done: mpsc::UnboundedSender<Finished>,
     servers: Arc<server::Pool>,
     spawn_limits: SpawnLimits,
+    event_caps: store::events::EventCaps,
 }
 
-/// A worker's end, as the watcher task reports it.
+/// A worker's end, as the watcher task reports it (with what a oneshot worker's logs say).
 struct Finished {
     job: JobRow,
     ending: Ending,
+    read: Option<LogReading>,
 }
 
 /// Run the dispatcher until drained (signal), idle (auto mode), or superseded.
@@ -237,10 +240,7 @@ impl Dispatcher {
             epoch,
             spawn_env: spawn_env.clone(),
             leaders: leaders.clone(),
-            event_caps: store::events::EventCaps {
-                max_events: i64::from(queue.config.config.jobs.max_events),
-                max_bytes: queue.config.config.jobs.max_event_bytes as i64,
-            },
+            event_caps: event_caps(&queue.config.config.jobs),
         }));
         Ok(Dispatcher {
             queue,
@@ -491,6 +491,7 @@ impl Dispatcher {
             done: self.tx.clone(),
             servers: self.servers.clone(),
             spawn_limits: spawn_limits(lim),
+            event_caps: event_caps(jobs_cfg),
         };
         // Each job spawns, records and watches its worker in a task of its own, so a batch
         // starts together rather than one log directory and one insert after another.
@@ -573,7 +574,7 @@ impl Dispatcher {
         let outcomes: Vec<Outcome> = batch
             .iter()
             .map(|f| {
-                let mut o = outcome(&f.job, &f.ending, &logs);
+                let mut o = outcome(&f.job, &f.ending, f.read.as_ref());
                 if let (Ending::NotFound { program, .. }, Some(e)) = (&f.ending, o.error.as_mut()) {
                     e.push_str(&self.runner_hint(&f.job, program));
                 }
@@ -713,14 +714,18 @@ impl Dispatcher {
 async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
     if job.is_server() {
         let ending = ctx.servers.run_job(&job, ctx.spawn_limits, ctx.grace, server::Cancel::new(cancel)).await;
-        let _ = ctx.done.send(Finished { job, ending });
+        let _ = ctx.done.send(Finished { job, ending, read: None });
         return;
     }
     let ending = match start_worker(&ctx, &job).await {
         Ok(spawned) => {
             let pid = spawned.pid;
             let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
-            let ending = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel).await;
+            let watching = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel);
+            let ending = match stream_dialect(&job) {
+                Some(dialect) => watch_following(&ctx, &job, dialect, watching).await,
+                None => watching.await,
+            };
             ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
             ending
         }
@@ -730,7 +735,69 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
         }
         Err(e) => Ending::SpawnFailed(e.to_string()),
     };
-    let _ = ctx.done.send(Finished { job, ending });
+    let failed_exit = matches!(ending, Ending::Exited(st) if !st.success());
+    let (j, logs) = (job.clone(), ctx.spawn_env.logs_dir.clone());
+    let read = tokio::task::spawn_blocking(move || read_logs(&j, failed_exit, &logs)).await.ok();
+    let _ = ctx.done.send(Finished { job, ending, read });
+}
+
+/// The stream dialect of a oneshot job's stdout, when its output spec names one.
+fn stream_dialect(job: &JobRow) -> Option<stream::Dialect> {
+    let spec = job.output.as_deref()?;
+    serde_json::from_str::<crate::agent::extract::OutputSpec>(spec).ok()?.events
+}
+
+/// Watch a oneshot worker while following its stdout log: every `activity::FLUSH_EVERY` the
+/// lines it completed become events, written in one batch; after its end, the rest, written
+/// before the job's result (while the attempt still runs, as events must be).
+async fn watch_following(
+    ctx: &JobContext,
+    job: &JobRow,
+    dialect: stream::Dialect,
+    watching: impl std::future::Future<Output = Ending>,
+) -> Ending {
+    let writer = store::events::Writer { job_id: &job.id, attempt: job.attempt, owner: &ctx.owner, epoch: ctx.epoch };
+    let mut log = EventLog::new(writer, ctx.event_caps);
+    let out = crate::job::log_file(&ctx.spawn_env.logs_dir, &job.id, job.attempt, "out");
+    let mut follow = Some(Follow::new(out, stream::Reader::new(dialect, Some(&job.project_dir))));
+    let mut tick = tokio::time::interval(activity::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(watching);
+    let ending = loop {
+        tokio::select! {
+            ending = &mut watching => break ending,
+            _ = tick.tick() => {
+                follow = read_followed(follow, false, &mut log).await;
+                log.flush(&ctx.store).await;
+            }
+        }
+    };
+    read_followed(follow, true, &mut log).await;
+    log.flush(&ctx.store).await;
+    ending
+}
+
+/// Read a followed log on a blocking thread and queue its events (`last`: everything left).
+/// A follow whose read went wrong is dropped: the job runs on without activity.
+async fn read_followed(follow: Option<Follow>, last: bool, log: &mut EventLog<'_>) -> Option<Follow> {
+    let mut follow = follow?;
+    let read = tokio::task::spawn_blocking(move || {
+        let events = if last { follow.finish(now_ms()) } else { follow.read(now_ms()) };
+        (follow, events)
+    })
+    .await;
+    match read {
+        Ok((follow, events)) => {
+            for e in events {
+                log.push(e);
+            }
+            Some(follow)
+        }
+        Err(e) => {
+            tracing::warn!("could not follow a worker's output: {e}");
+            None
+        }
+    }
 }
 
 async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned> {
@@ -765,6 +832,10 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
     Ok(spawned)
 }
 
+fn event_caps(jobs: &crate::config::JobsConfig) -> store::events::EventCaps {
+    store::events::EventCaps { max_events: i64::from(jobs.max_events), max_bytes: jobs.max_event_bytes as i64 }
+}
+
 fn spawn_limits(lim: &crate::config::Limits) -> SpawnLimits {
     SpawnLimits {
         max_workers: i64::from(lim.max_workers),
@@ -779,39 +850,57 @@ pub fn backoff_ms(base: u64, attempt: i64) -> i64 {
     (base.saturating_mul(1u64 << shift)).min(3_600_000) as i64
 }
 
-/// Turn a worker's end into the job's outcome.
-fn outcome(job: &JobRow, ending: &Ending, logs: &std::path::Path) -> Outcome {
-    use crate::agent::extract::{Extracted, OutputSpec};
+/// What a oneshot worker's logs say about its end: the response, what its output spec finds,
+/// the output tail and, after a failing exit, the last word on stderr. Blocking reads (a
+/// streaming CLI's log is read whole), done in the job's own task.
+struct LogReading {
+    response: String,
+    found: crate::agent::extract::Extracted,
+    tail: Option<String>,
+    reason: Option<String>,
+}
+
+fn read_logs(job: &JobRow, failed_exit: bool, logs: &std::path::Path) -> LogReading {
+    use crate::agent::extract::{Format, OutputSpec};
+    let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
+    let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
+    let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
+    let (stdout, _) = output::read_response(&out);
+    // A runner with an output spec (a preset, or the profile's `output`) says where the
+    // response, a failure, tokens and cost are. Output of that shape without an answer (a
+    // failure's event stream) is no response; output of another shape stays the response.
+    let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
+    let mut found = spec.as_ref().map(|s| output::extract_log(s, &out)).unwrap_or_default();
+    let response = match found.text.take() {
+        Some(text) => text,
+        None if found.shaped => String::new(),
+        None => stdout,
+    };
     let mut reason = None;
-    let (response, found, tail) = if let Ending::Answered { response, tokens, cost_usd } = ending {
-        let found = Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Extracted::default() };
-        (response.clone(), found, None)
-    } else if job.is_server() {
-        // A server worker's output is its protocol and its own log, not the job's.
-        (String::new(), Extracted::default(), None)
-    } else {
-        let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
-        let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
-        let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
-        let (stdout, _) = output::read_response(&out);
-        // A runner with an output spec (a preset, or the profile's `output`) says where the
-        // response, a failure, tokens and cost are. Output of that shape without an answer (a
-        // failure's event stream) is no response; output of another shape stays the response.
-        let spec = job.output.as_deref().and_then(|s| serde_json::from_str::<OutputSpec>(s).ok());
-        let mut found = spec.as_ref().map(|s| crate::agent::extract::extract(s, &stdout)).unwrap_or_default();
-        let response = match found.text.take() {
-            Some(text) => text,
-            None if found.shaped => String::new(),
-            None => stdout,
-        };
-        if matches!(ending, Ending::Exited(st) if !st.success()) && found.failure.is_none() {
-            // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
-            // "Not inside a trusted directory").
-            let stderr = output::read_tail(&err, output::TAIL_BYTES);
-            found.failure = spec.as_ref().and_then(|s| crate::agent::extract::extract(s, &stderr).failure);
-            reason = output::last_line(&stderr);
+    if failed_exit && found.failure.is_none() {
+        // A CLI that fails often says why on stderr only (gemini's error JSON, codex's
+        // "Not inside a trusted directory").
+        let stderr = output::read_tail(&err, output::TAIL_BYTES);
+        let failure = |s: &OutputSpec| crate::agent::extract::extract(s, &stderr).failure;
+        // A CLI that streams JSON Lines may print its error as one pretty-printed document.
+        let as_document = |s: &OutputSpec| OutputSpec { format: Format::Json, ..s.clone() };
+        found.failure = spec.as_ref().and_then(|s| failure(s).or_else(|| failure(&as_document(s))));
+        reason = output::last_line(&stderr);
+    }
+    LogReading { response, found, tail, reason }
+}
+
+/// Turn a worker's end into the job's outcome.
+fn outcome(job: &JobRow, ending: &Ending, read: Option<&LogReading>) -> Outcome {
+    use crate::agent::extract::Extracted;
+    let (response, found, tail, reason) = match (ending, read) {
+        (Ending::Answered { response, tokens, cost_usd }, _) => {
+            let found = Extracted { tokens: *tokens, cost_usd: *cost_usd, ..Extracted::default() };
+            (response.clone(), found, None, None)
         }
-        (response, found, tail)
+        (_, Some(r)) => (r.response.clone(), r.found.clone(), r.tail.clone(), r.reason.clone()),
+        // A server worker's output is its protocol and its own log, not the job's.
+        (_, None) => (String::new(), Extracted::default(), None, None),
     };
     let report = handoff::report(&response).map(|r| r.to_string());
     let mut o = Outcome {

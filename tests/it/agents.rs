@@ -2,7 +2,8 @@
 //! `target/agent-clis`, or found in `$BATON_AGENT_CLIS`), run offline by a real dispatcher
 //! against a fake model server on 127.0.0.1: a writing profile's file exists, a read-only
 //! profile's does not, an HTTP 400 fails the task with the server's message, tokens count the
-//! cached ones. A test whose CLI is absent says so and passes without running.
+//! cached ones, and the CLI's streamed JSON Lines became the task's activity events as it ran.
+//! A test whose CLI is absent says so and passes without running.
 
 use std::path::PathBuf;
 
@@ -60,6 +61,46 @@ fn run(q: &TestQueue, worker: &str, task: &str) -> Value {
     q.json(&["task", "await", &id, "--timeout", "150000"]).0
 }
 
+/// "kind: text" of the events a finished task recorded while its CLI ran, oldest first.
+fn events(q: &TestQueue, task: &Value) -> Vec<String> {
+    let c = q.raw();
+    let mut st = c.prepare("SELECT kind, text FROM job_events WHERE job_id = ?1 ORDER BY seq").unwrap();
+    let rows = st.query_map([task["id"].as_str().unwrap()], |r| {
+        Ok(format!("{}: {}", r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    });
+    rows.unwrap().map(Result::unwrap).collect()
+}
+
+/// Start a task whose CLI spends seconds in a tool call, and see its activity while it runs:
+/// `doing` (the tool call's event text) is in `job_events` and in peek before the task ends.
+fn live(q: &TestQueue, worker: &str, task: &str, doing: &str) -> Value {
+    let id = q.start(&["--worker", worker, "--", task]);
+    let seen = |kind: &str| {
+        q.raw()
+            .query_row(
+                "SELECT count(*) FROM job_events WHERE job_id = ?1 AND kind = ?2 AND text = ?3",
+                [&id, kind, doing],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+            > 0
+    };
+    common::wait_for(90, &format!("the event {doing:?}"), || seen("tool") || q.state(&id) != "running");
+    let (peek, _) = q.json(&["task", "peek", &id]);
+    assert_eq!((peek["status"].as_str(), peek["activity"]["doing"].as_str()), (Some("running"), Some(doing)), "{peek}");
+    q.json(&["task", "await", &id, "--timeout", "150000"]).0
+}
+
+/// The task recorded these events (each "kind: text", in this order, others between them).
+#[track_caller]
+fn assert_events(q: &TestQueue, task: &Value, expected: &[&str]) {
+    let all = events(q, task);
+    let mut rest = all.iter();
+    for want in expected {
+        assert!(rest.any(|e| e == want), "no {want:?} in order among the events: {all:#?}");
+    }
+}
+
 pub fn claude_env(m: &FakeModel) -> Vec<(&'static str, String)> {
     vec![
         ("ANTHROPIC_BASE_URL", m.url()),
@@ -77,7 +118,7 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     let q = queue("claude");
     // A profile that runs plain `claude -p` (no permission mode) but reads its output like the preset.
     let plain = json!({"id": "plain", "name": "p", "model": "node", "purpose": "p", "whenToUse": "w",
-        "command": ["claude", "-p", "--output-format", "json"], "promptVia": "stdin", "output": "claude"});
+        "command": ["claude", "-p", "--output-format", "stream-json", "--verbose"], "promptVia": "stdin", "output": "claude"});
     std::fs::write(
         q.project.join(".baton/config.json"),
         serde_json::to_string(&json!({"autoSpawn": false, "runner": "claude", "profiles": [plain],
@@ -93,6 +134,8 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
         Reply::error(400, "bad request: no such model"),
         write.clone(),
         Reply::text("could not"),
+        Reply::tool("Bash", json!({"command": "sleep 3", "description": "wait"})),
+        Reply::text("## Summary\nslept"),
         // Not offered to a read-only profile: the fake answers with a text saying so.
         Reply::tool("Bash", json!({"command": format!("echo hi > {}", target.display())})),
         Reply::error(500, "the server is down"),
@@ -103,6 +146,17 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "hi\n");
     assert_eq!(v["responseText"], "## Summary\nwrote it");
+    // Its stream-json while it ran: the tool call, its result, the answer, the usage.
+    assert_events(
+        &q,
+        &v,
+        &[
+            "tool: edit \"Write hello.txt\" (pending)",
+            "tool_update: edit \"Write hello.txt\" (completed)",
+            "message: ## Summary\nwrote it",
+            "usage: tokens: 660 in (600 cached), 10 out, $0.0009",
+        ],
+    );
     let cached = fake_model::ANTHROPIC_CACHE_READ_TOKENS as i64;
     assert!(v["cachedTokens"].as_i64().is_some_and(|c| c >= cached), "cached tokens counted: {v}");
     assert!(v["inputTokens"].as_i64() >= v["cachedTokens"].as_i64(), "{v}");
@@ -112,6 +166,11 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     let v = run(&q, "coder", "now fail");
     assert_eq!(v["status"], "failed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
+    assert!(
+        events(&q, &v).iter().any(|e| e.starts_with("other: error: ") && e.contains("no such model")),
+        "{:#?}",
+        events(&q, &v)
+    );
 
     // Without a permission mode claude refuses the write and says so in its JSON: that fails.
     std::fs::remove_file(&target).unwrap();
@@ -119,6 +178,20 @@ fn claude_writes_as_coder_not_as_architect_and_fails_on_a_400() {
     assert_eq!(v["status"], "failed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("refused permission for Write"), "{v}");
     assert!(!target.exists());
+    assert_events(
+        &q,
+        &v,
+        &["tool_update: edit \"Write hello.txt\" (failed)", "permission: refused edit \"Write hello.txt\""],
+    );
+
+    // stream-json reaches the log as claude works: the command shows while it runs.
+    let v = live(&q, "coder", "wait a little", "execute \"Bash sleep 3\" (pending)");
+    assert_eq!(
+        (v["status"].as_str(), v["responseText"].as_str()),
+        (Some("succeeded"), Some("## Summary\nslept")),
+        "{v}"
+    );
+    assert_events(&q, &v, &["tool_update: execute \"Bash sleep 3\" (completed)"]);
 
     // A read-only profile is not offered the editing tools or the shell at all.
     let v = run(&q, "architect", "write hello.txt");
@@ -161,6 +234,8 @@ fn codex_writes_in_the_workspace_sandbox_and_reads_only_when_read_only() {
         Reply::error(400, "bad request: no such model"),
         Reply::tool("exec_command", json!({"cmd": "printf 'hi\\n' > hello.txt"})),
         Reply::text("tried"),
+        Reply::tool("exec_command", json!({"cmd": "sleep 3"})),
+        Reply::text("## Summary\nslept"),
     ]);
     let _d = dispatcher(&q, &bin, &codex_home(&q, &m));
     let v = run(&q, "coder", "write \"hi\" into hello.txt");
@@ -168,11 +243,26 @@ fn codex_writes_in_the_workspace_sandbox_and_reads_only_when_read_only() {
     assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
     assert_eq!(v["responseText"], "## Summary\nwrote it");
     assert_eq!(v["cachedTokens"].as_i64(), Some(2 * fake_model::CACHED_TOKENS as i64), "{v}");
+    assert_events(
+        &q,
+        &v,
+        &[
+            "tool: execute \"printf 'hi\\n' > hello.txt\" (in_progress)",
+            "tool_update: execute \"printf 'hi\\n' > hello.txt\" (completed)",
+            "message: ## Summary\nwrote it",
+            "usage: tokens: 660 in (600 cached), 10 out",
+        ],
+    );
 
     let v = run(&q, "coder", "now fail");
     assert_eq!(v["status"], "failed", "{v}");
     assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
     assert!(!v["responseText"].as_str().unwrap_or_default().contains("thread.started"), "no raw JSON Lines: {v}");
+    assert!(
+        events(&q, &v).iter().any(|e| e.starts_with("other: turn failed: ") && e.contains("no such model")),
+        "{:#?}",
+        events(&q, &v)
+    );
 
     // The read-only sandbox keeps the same command from writing.
     std::fs::remove_file(&target).unwrap();
@@ -180,6 +270,15 @@ fn codex_writes_in_the_workspace_sandbox_and_reads_only_when_read_only() {
     assert_eq!(v["status"], "succeeded", "{v}");
     assert!(!target.exists(), "a read-only profile wrote a file: {v}");
     assert_eq!(m.consumed(), 5);
+
+    // The JSON Lines reach the log as codex works: the command shows while it runs.
+    let v = live(&q, "coder", "wait a little", "execute \"sleep 3\" (in_progress)");
+    assert_eq!(
+        (v["status"].as_str(), v["responseText"].as_str()),
+        (Some("succeeded"), Some("## Summary\nslept")),
+        "{v}"
+    );
+    assert_events(&q, &v, &["tool_update: execute \"sleep 3\" (completed)"]);
 }
 
 #[test]
@@ -236,10 +335,28 @@ fn gemini_writes_with_auto_edit_not_in_plan_mode_and_reads_its_errors_from_stder
     assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "hi\n", "{v}");
     assert_eq!(v["responseText"], "## Summary\nwrote it");
     assert!(v["cachedTokens"].as_i64().is_some_and(|c| c >= fake_model::CACHED_TOKENS as i64), "{v}");
+    assert_events(
+        &q,
+        &v,
+        &[
+            "tool: edit \"write_file hello.txt\" (pending)",
+            "tool_update: edit \"write_file hello.txt\" (completed)",
+            "message: ## Summary\nwrote it",
+        ],
+    );
+    // Its result's stats, as the record counts them (gemini makes more requests than the script has).
+    let usage =
+        format!("usage: tokens: {} in ({} cached), {} out", v["inputTokens"], v["cachedTokens"], v["outputTokens"]);
+    assert_eq!(events(&q, &v).last(), Some(&usage), "{v}");
 
     let v = run(&q, "coder", "now fail");
     assert_eq!((v["status"].as_str(), v["exitCode"].as_i64()), (Some("failed"), Some(144)), "{v}");
     assert!(v["error"].as_str().unwrap().contains("bad request: no such model"), "{v}");
+    assert!(
+        events(&q, &v).iter().any(|e| e.starts_with("other: error: ") && e.contains("no such model")),
+        "{:#?}",
+        events(&q, &v)
+    );
 
     std::fs::remove_file(&target).unwrap();
     let v = run(&q, "architect", "write \"hi\" into hello.txt");
@@ -299,6 +416,16 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     let first = m.main_requests().into_iter().next().unwrap();
     let sent = serde_json::to_string(prompt).unwrap();
     assert!(first.body_text().contains(sent.trim_matches('"')), "the prompt verbatim: {}", first.body_text());
+    assert_events(
+        &q,
+        &v,
+        &[
+            "tool: edit \"write hello.txt\" (completed)",
+            "usage: tokens: 330 in (300 cached), 5 out",
+            "message: ## Summary\nwrote it",
+            "usage: tokens: 660 in (600 cached), 10 out",
+        ],
+    );
 
     // A write outside the project asks for a permission that `opencode run` auto-rejects: the
     // task fails instead of succeeding with the work undone.
@@ -307,6 +434,8 @@ fn opencode_gets_the_prompt_verbatim_and_writes_only_as_a_writing_profile() {
     assert_eq!(v["status"], "failed", "{v}");
     let error = v["error"].as_str().unwrap();
     assert!(error.contains(&format!("refused permission for write ({})", outside.display())), "{v}");
+    let refused = format!("edit \"write {}\"", outside.display());
+    assert_events(&q, &v, &[&format!("tool: {refused} (failed)"), &format!("permission: refused {refused}")]);
 
     // A read-only profile runs opencode's plan agent, with edits and the shell denied: neither
     // tool is offered.

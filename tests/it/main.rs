@@ -18,4 +18,5 @@ mod presets;
 mod reaping;
 mod schema;
 mod servers;
+mod streaming;
 mod workflow;

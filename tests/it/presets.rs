@@ -1,6 +1,6 @@
 //! Runner presets end to end: fake agent CLIs (scripts named like the real ones, printing their
 //! recorded output formats) run through a real dispatcher; the response text, failures, tokens
-//! and cost come out of their JSON.
+//! and cost come out of their JSON (Lines).
 
 use crate::common::{self, TestQueue};
 use serde_json::{Value, json};
@@ -19,7 +19,9 @@ case "$p" in
   *FAIL*) echo '{"type":"result","subtype":"error_during_execution","is_error":true,"result":"Credit balance is too low"}' ;;
   *EXIT3*) echo '{"type":"result","is_error":false,"result":"partial"}'; exit 3 ;;
   *DENY*) echo '{"type":"result","subtype":"success","is_error":false,"result":"I could not write it","permission_denials":[{"tool_name":"Write","tool_use_id":"t1","tool_input":{"file_path":"/w/hello.txt","content":"hi"}}]}' ;;
-  *) printf '{"type":"result","subtype":"success","is_error":false,"result":"## Summary\\nclaude did: %s","total_cost_usd":0.25,"usage":{"input_tokens":100,"cache_creation_input_tokens":20,"cache_read_input_tokens":300,"output_tokens":20}}\n' "$p" ;;
+  *) echo '{"type":"system","subtype":"init","session_id":"s"}'
+     echo '{"type":"assistant","message":{"id":"m1","content":[{"type":"text","text":"working"}],"usage":{"input_tokens":100,"cache_read_input_tokens":300,"output_tokens":20}}}'
+     printf '{"type":"result","subtype":"success","is_error":false,"result":"## Summary\\nclaude did: %s","total_cost_usd":0.25,"usage":{"input_tokens":100,"cache_creation_input_tokens":20,"cache_read_input_tokens":300,"output_tokens":20}}\n' "$p" ;;
 esac"###,
         ),
         (
@@ -41,7 +43,13 @@ esac"###,
             r###"p=$(cat)
 case "$p" in
   *FAIL*) printf '{\n  "error": {\n    "type": "ApiError",\n    "message": "quota exceeded",\n    "code": 429\n  }\n}\n' >&2; exit 173 ;;
-  *) echo '{"response":"gemini answer","stats":{"models":{"a":{"tokens":{"prompt":10,"candidates":2,"total":12,"cached":4,"thoughts":0}},"b":{"tokens":{"prompt":100,"candidates":5,"total":107,"cached":50,"thoughts":2}}}}}' ;;
+  *QUOTA*) echo '{"type":"init","session_id":"s","model":"m"}'
+     echo '{"type":"result","status":"error","error":{"type":"unknown","message":"[API Error: quota exceeded]"},"stats":{"total_tokens":0}}'; exit 1 ;;
+  *) echo '{"type":"init","session_id":"s","model":"m"}'
+     echo '{"type":"message","role":"user","content":"go"}'
+     echo '{"type":"message","role":"assistant","content":"gemini ","delta":true}'
+     echo '{"type":"message","role":"assistant","content":"answer","delta":true}'
+     echo '{"type":"result","status":"success","stats":{"total_tokens":119,"input_tokens":110,"output_tokens":7,"cached":54,"input":56,"models":{"a":{"total_tokens":12},"b":{"total_tokens":107}}}}' ;;
 esac"###,
         ),
         (
@@ -88,7 +96,8 @@ fn presets_read_each_clis_output_format() {
     assert_eq!(kinds, (Some(420), Some(20), Some(300)), "cached tokens count: {v}");
     let argv: String =
         q.raw().query_row("SELECT argv FROM jobs WHERE id = ?1", [v["id"].as_str().unwrap()], |r| r.get(0)).unwrap();
-    assert_eq!(serde_json::from_str::<Vec<String>>(&argv).unwrap()[..4], ["claude", "-p", "--output-format", "json"]);
+    let argv = serde_json::from_str::<Vec<String>>(&argv).unwrap();
+    assert_eq!(argv[..5], ["claude", "-p", "--output-format", "stream-json", "--verbose"]);
 
     let (v, code) = run(&["--worker", "coder", "please FAIL"]);
     assert_eq!((v["status"].as_str(), code), (Some("failed"), 1), "is_error with exit 0 fails: {v}");
@@ -119,11 +128,13 @@ fn presets_read_each_clis_output_format() {
 
     let (v, _) = run(&["--worker", "gm", "go"]);
     assert_eq!((v["status"].as_str(), v["responseText"].as_str()), (Some("succeeded"), Some("gemini answer")));
-    assert_eq!((v["tokens"].as_i64(), v["inputTokens"].as_i64()), (Some(119), Some(110)), "summed over models: {v}");
-    assert_eq!((v["outputTokens"].as_i64(), v["cachedTokens"].as_i64()), (Some(9), Some(54)));
+    assert_eq!((v["tokens"].as_i64(), v["inputTokens"].as_i64()), (Some(119), Some(110)), "the result's stats: {v}");
+    assert_eq!((v["outputTokens"].as_i64(), v["cachedTokens"].as_i64()), (Some(7), Some(54)));
     let (v, _) = run(&["--worker", "gm", "FAIL"]);
     assert_eq!(v["error"], "Agent reported an error: quota exceeded", "read from stderr: {v}");
     assert_eq!(v["exitCode"], 173);
+    let (v, _) = run(&["--worker", "gm", "QUOTA"]);
+    assert_eq!(v["error"], "Agent reported an error: [API Error: quota exceeded]", "the result line: {v}");
 
     let (v, _) = run(&["--worker", "oc", "go"]);
     assert_eq!((v["responseText"].as_str(), v["tokens"].as_i64()), (Some("opencode answer"), Some(11)), "{v}");
