@@ -85,3 +85,5 @@ WHEN OLD.state IN ('succeeded', 'failed', 'canceled', 'skipped') AND NEW.state I
 BEGIN
     SELECT RAISE(ABORT, 'baton: a finished workflow step never changes (pruning deletes its run whole)');
 END;
+
+PRAGMA user_version = 7;
