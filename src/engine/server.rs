@@ -206,8 +206,14 @@ impl Pool {
             };
             match store_busy(&self.ctx, &server.id, job).await {
                 Ok(true) => return self.serve(&mut held, job, deadline, grace, &mut cancel).await,
+                // Its row ended: it exited (its reader ended the row), or a stop took it.
                 Ok(false) => {
-                    if let Some(s) = held.take() {
+                    if let Some(mut s) = held.take() {
+                        if let Some(status) = s.wait_exit(EXIT_DRAIN).await {
+                            let why = format!("the server worker {}", describe_exit(&status));
+                            self.retire(s, WorkerState::Error, &why, grace).await;
+                            return Ending::SpawnFailed(why);
+                        }
                         self.retire(s, WorkerState::Stopped, "Stopped by request", grace).await;
                     }
                 }

@@ -485,7 +485,8 @@ fn a_failed_spawn_ends_its_row_and_the_next_task_tries_again() {
     let v = await_one(&q, &q.start(&["--worker", "quitter", "hello"]));
     assert_eq!(v["error"], "Failed to start worker: the server worker exited with code 4", "{v}");
     // Ready, then gone at once: the task fails with its exit, not with its initialize answer
-    // (seen while it starts, or once it was recorded ready and its session was asked for).
+    // (seen while it starts, when it is to take the task, or once it was asked for a session),
+    // and no second worker is started for it.
     let v = await_one(&q, &q.start(&["--worker", "blinker", "hello"]));
     let e = v["error"].as_str().unwrap();
     assert!(
