@@ -503,40 +503,31 @@ impl Fields<'_> {
             .collect()
     }
 
-    fn kind(&self) -> Result<ProfileKind, ProfileError> {
-        let field = "kind";
-        match self.get(field) {
-            None => Ok(ProfileKind::Oneshot),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("oneshot") => Ok(ProfileKind::Oneshot),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("server") => Ok(ProfileKind::Server),
-            Some(Value::String(s)) => {
-                Err(self.invalid(field, format!("must be \"oneshot\" or \"server\", found \"{s}\"")))
-            }
-            Some(other) => Err(self.expected(field, "\"oneshot\" or \"server\"", other)),
+    /// A field that is one of a few words (case-insensitive); `None` when absent.
+    fn word<T: Copy>(&self, field: &'static str, words: &[(&str, T)]) -> Result<Option<T>, ProfileError> {
+        let Some(v) = self.get(field) else { return Ok(None) };
+        let choices = || words.iter().map(|(w, _)| format!("\"{w}\"")).collect::<Vec<_>>().join(" or ");
+        match v {
+            Value::String(s) => match words.iter().find(|(w, _)| s.eq_ignore_ascii_case(w)) {
+                Some((_, t)) => Ok(Some(*t)),
+                None => Err(self.invalid(field, format!("must be {}, found \"{s}\"", choices()))),
+            },
+            other => Err(self.expected(field, &choices(), other)),
         }
+    }
+
+    fn kind(&self) -> Result<ProfileKind, ProfileError> {
+        let kind = self.word("kind", &[("oneshot", ProfileKind::Oneshot), ("server", ProfileKind::Server)])?;
+        Ok(kind.unwrap_or(ProfileKind::Oneshot))
     }
 
     fn permissions(&self) -> Result<Option<crate::agent::permission::Answering>, ProfileError> {
         use crate::agent::permission::Answering;
-        let field = "permissions";
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("auto") => Ok(Some(Answering::Auto)),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("ask") => Ok(Some(Answering::Ask)),
-            Some(Value::String(s)) => Err(self.invalid(field, format!("must be \"auto\" or \"ask\", found \"{s}\""))),
-            Some(other) => Err(self.expected(field, "\"auto\" or \"ask\"", other)),
-        }
+        self.word("permissions", &[("auto", Answering::Auto), ("ask", Answering::Ask)])
     }
 
     fn prompt_via(&self) -> Result<Option<PromptVia>, ProfileError> {
-        let field = "promptVia";
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("arg") => Ok(Some(PromptVia::Arg)),
-            Some(Value::String(s)) if s.eq_ignore_ascii_case("stdin") => Ok(Some(PromptVia::Stdin)),
-            Some(Value::String(s)) => Err(self.invalid(field, format!("must be \"arg\" or \"stdin\", found \"{s}\""))),
-            Some(other) => Err(self.expected(field, "\"arg\" or \"stdin\"", other)),
-        }
+        self.word("promptVia", &[("arg", PromptVia::Arg), ("stdin", PromptVia::Stdin)])
     }
 
     /// A server profile runs its own `command` (the server's argv) and takes its jobs over the
