@@ -865,7 +865,6 @@ fn read_logs(job: &JobRow, failed_exit: bool, logs: &std::path::Path) -> LogRead
     let out = crate::job::log_file(logs, &job.id, job.attempt, "out");
     let err = crate::job::log_file(logs, &job.id, job.attempt, "err");
     let tail = Some(output::tail_of_files(&out, &err)).filter(|t| !t.is_empty());
-    let (stdout, _) = output::read_response(&out);
     // A runner with an output spec (a preset, or the profile's `output`) says where the
     // response, a failure, tokens and cost are. Output of that shape without an answer (a
     // failure's event stream) is no response; output of another shape stays the response.
@@ -874,7 +873,8 @@ fn read_logs(job: &JobRow, failed_exit: bool, logs: &std::path::Path) -> LogRead
     let response = match found.text.take() {
         Some(text) => text,
         None if found.shaped => String::new(),
-        None => stdout,
+        // No spec, or output of another shape: stdout is the response (read only then).
+        None => output::read_response(&out).0,
     };
     let mut reason = None;
     if failed_exit && found.failure.is_none() {
