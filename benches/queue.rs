@@ -12,7 +12,8 @@
 //! (f) dispatcher RSS and idle CPU
 //! (g) claim+finish throughput against growing backlogs
 //! (h) two-step workflow runs/s vs. spawning the same steps by hand
-//! (i) jobs/s through one long-lived ACP server worker (no-op agent) vs. oneshot spawns of the same program
+//! (i) jobs/s through one long-lived ACP server worker (no-op agent) vs. oneshot spawns of the same program,
+//!     and one worker serving one session at a time vs. four at once (`maxConcurrency` 4)
 //! (j) a real agent (opencode) against a local fake model: a warm ACP worker vs. a cold
 //!     `opencode run` per task, task start -> first activity event and -> answer
 
@@ -54,6 +55,9 @@ const ROUNDS: usize = 5;
 const H_RUNS: usize = 100;
 /// (i) jobs per run (a server run, then oneshot runs at concurrency 1 and C_CONCURRENCY).
 const I_JOBS: usize = 300;
+/// (i) jobs per run of the sessions comparison with a turn that takes I_TURN.
+const I_SLOW_JOBS: usize = 100;
+const I_TURN: &str = "0.05";
 
 const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
@@ -1167,12 +1171,14 @@ fn bench_backlog(rt: &Runtime) {
 // ---------------------------------------------------------------------------------------------
 // (i) one long-lived server worker vs. oneshot spawns of the same program.
 
-/// The (i) worker, one bash script for both kinds. With `--server` it is a no-op ACP agent:
-/// it answers `initialize`, `session/new` and `session/prompt` (one message chunk "ok", then
-/// `end_turn`), picking the request id and method out with bash patterns, no other parsing
-/// (baton writes `"id"` first); without it, it is a oneshot worker: prints "ok" and exits.
+/// The (i) worker, one bash script for both kinds. With `--server [DELAY]` it is a no-op ACP
+/// agent: it answers `initialize`, `session/new` and `session/prompt` (one message chunk "ok",
+/// then `end_turn`; after DELAY seconds from a subshell of its own when DELAY is given), picking
+/// the request id, method and session out with bash patterns, no other parsing (baton writes
+/// `"id"` first); without it, it is a oneshot worker: prints "ok" and exits.
 const I_WORKER: &str = r#"#!/usr/bin/env bash
 if [ "${1:-}" = --server ]; then
+    delay=${2:-0}
     n=0
     while IFS= read -r line; do
         [[ $line =~ \"id\":([0-9]+) ]] || continue
@@ -1184,9 +1190,17 @@ if [ "${1:-}" = --server ]; then
                 n=$((n + 1))
                 printf '{"jsonrpc":"2.0","id":%s,"result":{"sessionId":"s%s"}}\n' "$id" "$n" ;;
             *'"method":"session/prompt"'*)
-                printf '{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s%s","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"ok"}}}}\n{"jsonrpc":"2.0","id":%s,"result":{"stopReason":"end_turn"}}\n' "$n" "$id" ;;
+                [[ $line =~ \"sessionId\":\"(s[0-9]+)\" ]] && sid=${BASH_REMATCH[1]}
+                answer='{"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"%s","update":{"sessionUpdate":"agent_message_chunk","content":{"type":"text","text":"ok"}}}}\n{"jsonrpc":"2.0","id":%s,"result":{"stopReason":"end_turn"}}\n'
+                if [ "$delay" = 0 ]; then
+                    printf "$answer" "$sid" "$id"
+                else
+                    # A turn that takes a while, answered from a subshell so turns overlap.
+                    ( sleep "$delay"; printf "$answer" "$sid" "$id" ) &
+                fi ;;
         esac
     done
+    wait
 else
     echo ok
 fi
@@ -1209,18 +1223,22 @@ struct ServerRun {
 /// The dispatcher is started and holds the lease first; then I_JOBS jobs of `profile` are
 /// submitted through `api::start` and awaited. Asserts that every job succeeded with the
 /// script's answer and ran as the profile's kind.
-fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrency: usize) -> ServerRun {
+fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrency: usize, jobs: usize) -> ServerRun {
     let script = script.to_str().expect("utf-8 script path");
     let prof = |id: &str| serde_json::json!({"id": id, "name": id, "model": "bench", "purpose": "bench", "whenToUse": "bench"});
-    let mut srv = prof("srv");
-    srv["kind"] = "server".into();
-    srv["command"] = serde_json::json!(["bash", script, "--server"]);
+    let server = |id: &str, delay: &str, sessions: usize| {
+        let mut p = prof(id);
+        p["kind"] = "server".into();
+        p["command"] = serde_json::json!(["bash", script, "--server", delay]);
+        p["maxConcurrency"] = sessions.into();
+        p
+    };
     let mut one = prof("one");
     one["command"] = serde_json::json!(["bash", script, "{prompt}"]);
     let p = Project::new(serde_json::json!({
         "autoSpawn": false,
         "limits": {"maxConcurrency": concurrency, "spawnRateLimitMs": 0},
-        "profiles": [srv, one],
+        "profiles": [server("srv", "0", 1), server("srv4", "0", 4), server("slow", I_TURN, 1), server("slow4", I_TURN, 4), one],
     }));
     // Create the queue (migrated) before the dispatcher opens it.
     let q = rt.block_on(p.queue());
@@ -1233,7 +1251,7 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
     }
     let enqueue = rt.block_on(async {
         let t = Instant::now();
-        for i in 0..I_JOBS {
+        for i in 0..jobs {
             let params = StartParams {
                 task: format!("bench job {i}"),
                 kind: Some("worker".into()),
@@ -1256,7 +1274,7 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
     }
     d.stop();
     rt.block_on(q.store.close());
-    let kind = if profile == "srv" { "server" } else { "oneshot" };
+    let kind = if profile == "one" { "oneshot" } else { "server" };
     let (ok, created, started, finished): (i64, i64, i64, i64) = raw
         .query_row(
             "SELECT count(*) FILTER (WHERE state = 'succeeded' AND trim(response) = 'ok' AND worker_kind = ?1),
@@ -1268,7 +1286,7 @@ fn server_run(rt: &Runtime, bin: &Path, script: &Path, profile: &str, concurrenc
         .unwrap();
     assert_eq!(
         ok as usize,
-        I_JOBS,
+        jobs,
         "(i) {profile}: not every job succeeded with \"ok\" as a {kind} job (see {})",
         p.dir.path().display()
     );
@@ -1336,20 +1354,20 @@ fn server_floors(script: &Path) -> (Duration, Duration) {
 }
 
 /// (i) jobs/s through one long-lived ACP worker (a no-op agent) vs. oneshot spawns of the same
-/// script. A
-/// server profile's jobs run one at a time on its one process (they are claimed with a profile
-/// limit of 1, whatever `maxConcurrency`; the default 4 here), so the fair baseline is oneshot at
-/// `maxConcurrency` 1; oneshot at C_CONCURRENCY (the default 4) is printed too. The figures are
+/// script. A server profile's jobs run one at a time on its one process unless its
+/// `maxConcurrency` says more (`srv` does not), so the fair baseline is oneshot at
+/// `maxConcurrency` 1; oneshot at C_CONCURRENCY (the default 4) is printed too. Then one worker
+/// with one session at a time vs. four at once. The figures are
 /// first submit -> last finish, with the dispatcher already up (the server's spawn included).
 /// The floors without baton (`server_floors`) show how much of each figure is the script.
 fn bench_server(rt: &Runtime, bin: &Path) {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("worker.sh");
     std::fs::write(&script, I_WORKER).unwrap();
-    let server = server_run(rt, bin, &script, "srv", C_CONCURRENCY);
+    let server = server_run(rt, bin, &script, "srv", C_CONCURRENCY, I_JOBS);
     assert_eq!(server.servers, 1, "(i): one server worker serves every job");
-    let one = server_run(rt, bin, &script, "one", 1);
-    let four = server_run(rt, bin, &script, "one", C_CONCURRENCY);
+    let one = server_run(rt, bin, &script, "one", 1, I_JOBS);
+    let four = server_run(rt, bin, &script, "one", C_CONCURRENCY, I_JOBS);
     assert_eq!(one.servers + four.servers, 0, "(i): oneshot runs start no server worker");
     let r = |run: &ServerRun| rate(I_JOBS, run.submit_to_finish);
     let (s, o1, o4) = (r(&server), r(&one), r(&four));
@@ -1378,6 +1396,27 @@ fn bench_server(rt: &Runtime, bin: &Path) {
         group(rate(I_JOBS, fs)),
         group(rate(I_JOBS, fo)),
         fo.as_secs_f64() / fs.as_secs_f64()
+    );
+    // One worker, one session at a time vs. four at once: with the no-op turn (baton's own
+    // per-task work overlaps) and with a turn that takes I_TURN s (the agent's time overlaps).
+    let runs: Vec<(&str, usize)> =
+        vec![("srv", I_JOBS), ("srv4", I_JOBS), ("slow", I_SLOW_JOBS), ("slow4", I_SLOW_JOBS)];
+    let rates: Vec<f64> = runs
+        .iter()
+        .map(|&(profile, jobs)| {
+            let run = server_run(rt, bin, &script, profile, C_CONCURRENCY, jobs);
+            assert_eq!(run.servers, 1, "(i) {profile}: one server worker serves every job");
+            rate(jobs, run.submit_to_finish)
+        })
+        .collect();
+    println!(
+        "    sessions per worker (maxConcurrency), first submit -> last finish:  no-op turn, {I_JOBS} jobs: 1 session {} | 4 sessions {} jobs/s | ratio {:.2}x;  {I_TURN} s turn, {I_SLOW_JOBS} jobs: 1 session {} | 4 sessions {} jobs/s | ratio {:.2}x (ideal 4x)",
+        group(rates[0]),
+        group(rates[1]),
+        rates[1] / rates[0],
+        group(rates[2]),
+        group(rates[3]),
+        rates[3] / rates[2]
     );
 }
 

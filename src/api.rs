@@ -854,9 +854,9 @@ pub async fn stop_workers(q: &Queue, ids: &[String], all: bool) -> Result<Vec<St
     let servers: Vec<String> = targets.iter().filter(|w| w.kind == WorkerKind::Server).map(|w| w.id.clone()).collect();
     store::workers::request_stop(&mut conn, &servers, now).await?;
     let mut running = Vec::new();
-    for job in targets.iter().filter_map(|w| w.job_id.as_deref()) {
-        if store::jobs::request_cancel(&mut conn, job, Some("Worker stopped"), now).await? == Some(JobState::Running) {
-            running.push(job.to_string());
+    for job in targets.iter().flat_map(|w| w.jobs()) {
+        if store::jobs::request_cancel(&mut conn, &job, Some("Worker stopped"), now).await? == Some(JobState::Running) {
+            running.push(job);
         }
     }
     let grace = Duration::from_millis(q.config.config.jobs.kill_grace_ms);
@@ -964,7 +964,10 @@ pub enum ListData<'q> {
 pub struct WorkerShown {
     pub id: String,
     pub job_id: Option<String>,
+    /// Every task it serves now (a server worker serves up to `maxSessions` at once).
+    pub job_ids: Vec<String>,
     pub kind: WorkerKind,
+    pub max_sessions: i64,
     pub last_activity_at: String,
     pub model: Option<String>,
     pub pid: Option<i64>,
@@ -979,7 +982,9 @@ impl WorkerShown {
         WorkerShown {
             id: w.id.clone(),
             job_id: w.job_id.clone(),
+            job_ids: w.jobs(),
             kind: w.kind,
+            max_sessions: w.max_sessions,
             last_activity_at: job::iso(w.last_activity_ms),
             model: w.model.clone(),
             pid: w.pid,

@@ -45,6 +45,7 @@ pub fn server_spec(cfg: &Config, project_dir: &Path, pr: &Profile) -> Result<Ser
         model: r.model,
         cwd,
         session: None,
+        sessions: pr.job_limit().unwrap_or(1),
     })
 }
 

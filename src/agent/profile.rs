@@ -801,11 +801,12 @@ impl Placeholders {
 }
 
 impl Profile {
-    /// How many of its jobs may run at once: one on a server profile's one worker, else its
-    /// `maxConcurrency` (`None`: no limit of its own).
+    /// How many of its jobs may run at once: its `maxConcurrency` (`None`: no limit of its
+    /// own); on a server profile, how many its one worker serves at once, each in a session of
+    /// its own (one unless set).
     pub fn job_limit(&self) -> Option<i64> {
         match self.kind {
-            ProfileKind::Server => Some(1),
+            ProfileKind::Server => Some(self.max_concurrency.map_or(1, i64::from)),
             ProfileKind::Oneshot => self.max_concurrency.map(i64::from),
         }
     }

@@ -68,7 +68,11 @@ pub fn workers_table(workers: &[WorkerRow]) -> String {
                 w.state.to_string(),
                 w.model.clone().unwrap_or_default(),
                 w.pid.map(|p| p.to_string()).unwrap_or_default(),
-                w.job_id.clone().unwrap_or_default(),
+                match w.jobs().as_slice() {
+                    [] => String::new(),
+                    [one] => one.clone(),
+                    [first, rest @ ..] => format!("{first} (+{} more)", rest.len()),
+                },
                 iso(w.started_ms),
                 iso(w.last_activity_ms),
             ]

@@ -84,20 +84,15 @@ impl Incoming {
     }
 }
 
-/// The writing half of a connection: baton's requests, notifications and answers.
+/// The writing half of a connection: baton's requests (numbered by the caller), notifications
+/// and answers.
 pub struct Rpc {
     stdin: Option<ChildStdin>,
-    next_id: i64,
 }
 
 impl Rpc {
     pub fn new(stdin: ChildStdin) -> Rpc {
-        Rpc { stdin: Some(stdin), next_id: 1 }
-    }
-
-    /// Is the agent's stdin still open?
-    pub fn is_open(&self) -> bool {
-        self.stdin.is_some()
+        Rpc { stdin: Some(stdin) }
     }
 
     /// Close the agent's stdin (an ACP agent exits when it closes).
@@ -105,16 +100,8 @@ impl Rpc {
         self.stdin = None;
     }
 
-    /// Was `id` one of baton's requests?
-    pub fn sent(&self, id: i64) -> bool {
-        (1..self.next_id).contains(&id)
-    }
-
-    pub async fn request(&mut self, method: &str, params: Value) -> Result<i64> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await?;
-        Ok(id)
+    pub async fn request(&mut self, id: i64, method: &str, params: &Value) -> Result<()> {
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})).await
     }
 
     pub async fn notify(&mut self, method: &str, params: Value) -> Result<()> {

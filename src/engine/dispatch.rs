@@ -943,6 +943,7 @@ fn outcome(job: &JobRow, ending: &Ending, read: Option<&LogReading>) -> Outcome 
         Ending::Reported(e) => o.error = Some(format!("Agent reported an error: {e}")),
         Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),
         Ending::Forbidden(why) => o.error = Some(why.clone()),
+        Ending::Stopped(why) => o.error = Some(format!("Its server worker was stopped: {why}")),
     }
     o
 }

@@ -213,6 +213,9 @@ pub enum Ending {
     Reported(String),
     /// A server worker broke the protocol (it is replaced).
     Violation(String),
+    /// The server worker serving it was stopped for another reason (another task's forbidden
+    /// tool call or unanswered cancel, a stop request): why.
+    Stopped(String),
 }
 
 /// Watch a worker until it ends: its own exit, its timeout, or a cancel. On timeout or cancel
@@ -251,6 +254,7 @@ pub async fn watch(
         | Ending::Answered { .. }
         | Ending::Reported(_)
         | Ending::Forbidden(_)
+        | Ending::Stopped(_)
         | Ending::Violation(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;

@@ -16,6 +16,8 @@ pub struct NewServer<'a> {
     /// The session of the job that asked for it (`None`: started with the dispatcher).
     pub session: Option<&'a str>,
     pub model: Option<&'a str>,
+    /// How many tasks it serves at once (its profile's `maxConcurrency`).
+    pub max_sessions: i64,
     pub now: i64,
 }
 
@@ -54,8 +56,9 @@ pub enum Registered {
 #[tracing::instrument(skip_all, fields(profile = %w.profile), err)]
 pub async fn register(conn: &mut SqliteConnection, w: &NewServer<'_>, lim: SpawnLimits) -> Result<Registered> {
     let inserted = sqlx::query!(
-        "INSERT INTO workers (id, profile, kind, state, owner, epoch, session, model, started_ms, last_activity_ms)
-         SELECT ?1, ?2, 'server', 'starting', ?3, ?4, ?5, ?6, ?7, ?7
+        "INSERT INTO workers (id, profile, kind, state, owner, epoch, session, model, started_ms, last_activity_ms,
+                              max_sessions)
+         SELECT ?1, ?2, 'server', 'starting', ?3, ?4, ?5, ?6, ?7, ?7, ?11
           WHERE EXISTS (SELECT 1 FROM dispatcher_lease WHERE owner = ?3 AND epoch = ?4)
             AND (SELECT count(*) FROM workers WHERE state IN ('starting', 'ready', 'busy')) < ?8
             AND (?5 IS NULL OR (SELECT count(*) FROM workers
@@ -70,7 +73,8 @@ pub async fn register(conn: &mut SqliteConnection, w: &NewServer<'_>, lim: Spawn
         w.now,
         lim.max_workers,
         lim.max_per_session,
-        lim.rate_ms
+        lim.rate_ms,
+        w.max_sessions
     )
     .execute(&mut *conn)
     .await;
@@ -143,23 +147,30 @@ pub async fn ready(conn: &mut SqliteConnection, id: &str, owner: &str, epoch: i6
     Ok(r.rows_affected() == 1)
 }
 
-/// `ready -> busy` with a job. (`busy -> ready` happens with the job's end, by the trigger
-/// `jobs_release_server_worker`.)
-pub async fn busy(
+/// A server worker takes a job's running attempt in the agent's session `acp_session` (a row
+/// of `worker_sessions`; the trigger `worker_sessions_take` makes it busy, and the job's end
+/// gives the session back). False: the worker is no longer live and ours, or asked to stop.
+#[allow(clippy::too_many_arguments)]
+pub async fn take_session(
     conn: &mut SqliteConnection,
     id: &str,
     job_id: &str,
     attempt: i64,
+    acp_session: &str,
     owner: &str,
     epoch: i64,
     now: i64,
 ) -> Result<bool> {
     let r = sqlx::query!(
-        "UPDATE workers SET state = 'busy', job_id = ?2, attempt = ?3, last_activity_ms = ?6
-          WHERE id = ?1 AND state = 'ready' AND stop_requested_ms IS NULL AND owner = ?4 AND epoch = ?5",
+        "INSERT INTO worker_sessions (job_id, attempt, worker_id, acp_session, started_ms)
+         SELECT ?2, ?3, ?1, ?4, ?7
+          WHERE EXISTS (SELECT 1 FROM workers
+                         WHERE id = ?1 AND state IN ('ready', 'busy') AND stop_requested_ms IS NULL
+                           AND owner = ?5 AND epoch = ?6)",
         id,
         job_id,
         attempt,
+        acp_session,
         owner,
         epoch,
         now
@@ -201,7 +212,11 @@ pub struct WorkerRow {
     pub kind: WorkerKind,
     pub state: WorkerState,
     pub pid: Option<i64>,
+    /// Its current job: a oneshot worker's one, a server worker's oldest session's.
     pub job_id: Option<String>,
+    /// JSON array: every current job (a server worker serves up to `max_sessions` at once).
+    pub job_ids: String,
+    pub max_sessions: i64,
     pub model: Option<String>,
     pub session: Option<String>,
     pub started_ms: i64,
@@ -214,12 +229,25 @@ macro_rules! select_workers {
     ($rest:tt $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             WorkerRow,
-            r#"SELECT id, profile, kind AS "kind: WorkerKind", state AS "state: WorkerState", pid, job_id,
-                      model, session, started_ms, last_activity_ms
+            r#"SELECT id, profile, kind AS "kind: WorkerKind", state AS "state: WorkerState", pid,
+                      coalesce(job_id, (SELECT s.job_id FROM worker_sessions s WHERE s.worker_id = workers.id
+                                         ORDER BY s.started_ms, s.job_id LIMIT 1)) AS "job_id: String",
+                      CASE WHEN job_id IS NOT NULL THEN json_array(job_id)
+                           ELSE (SELECT json_group_array(job_id) FROM
+                                   (SELECT s.job_id FROM worker_sessions s WHERE s.worker_id = workers.id
+                                     ORDER BY s.started_ms, s.job_id)) END AS "job_ids!: String",
+                      max_sessions, model, session, started_ms, last_activity_ms
                  FROM workers "# + $rest
             $(, $arg)*
         )
     };
+}
+
+impl WorkerRow {
+    /// Its current jobs.
+    pub fn jobs(&self) -> Vec<String> {
+        serde_json::from_str::<Vec<Option<String>>>(&self.job_ids).unwrap_or_default().into_iter().flatten().collect()
+    }
 }
 
 pub async fn live_workers(conn: &mut SqliteConnection) -> Result<Vec<WorkerRow>> {
@@ -334,7 +362,10 @@ pub async fn count_live(conn: &mut SqliteConnection, ids: &[String]) -> Result<i
 /// jobs); returns their ids.
 pub async fn prune_ended(conn: &mut SqliteConnection, before: i64) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar!(
-        "DELETE FROM workers WHERE kind = 'server' AND state IN ('error', 'stopped') AND finished_ms < ?1 RETURNING id",
+        "DELETE FROM workers
+          WHERE kind = 'server' AND state IN ('error', 'stopped') AND finished_ms < ?1
+            AND NOT EXISTS (SELECT 1 FROM worker_sessions s WHERE s.worker_id = workers.id)
+         RETURNING id",
         before
     )
     .fetch_all(conn)

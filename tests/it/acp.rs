@@ -8,20 +8,20 @@ use crate::common::{self, TestQueue, is_dead, wait_for};
 use crate::servers::{await_one, kill9, queue, server_profile, server_rows, spawns};
 
 /// A read-only server profile (edits and the shell switched off).
-fn reader(id: &str) -> Value {
+pub fn reader(id: &str) -> Value {
     let mut p = server_profile(id);
     p["tools"] = json!({"write": false, "edit": false, "bash": false});
     p
 }
 
 /// (seq, attempt, kind, text) of a job's events, oldest first.
-fn events(q: &TestQueue, id: &str) -> Vec<(i64, i64, String, String)> {
+pub fn events(q: &TestQueue, id: &str) -> Vec<(i64, i64, String, String)> {
     let c = q.raw();
     let mut st = c.prepare("SELECT seq, attempt, kind, text FROM job_events WHERE job_id = ?1 ORDER BY seq").unwrap();
     st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
 }
 
-fn texts(q: &TestQueue, id: &str, kind: &str) -> Vec<String> {
+pub fn texts(q: &TestQueue, id: &str, kind: &str) -> Vec<String> {
     events(q, id).into_iter().filter(|e| e.2 == kind).map(|e| e.3).collect()
 }
 
@@ -249,7 +249,8 @@ fn a_cancel_the_agent_ignores_stops_the_worker_after_the_grace() {
     let pid = spawns(&q)[0];
     wait_for(30, "the deaf worker to be stopped", || is_dead(pid));
     let rows = server_rows(&q);
-    assert_eq!((rows[0].0.as_str(), rows[0].2.as_deref()), ("stopped", Some("It did not answer a cancel in time")));
+    assert_eq!(rows[0].0, "stopped");
+    assert_eq!(rows[0].2, Some(format!("It did not answer a cancel in time (task {id})")));
     assert_eq!(texts(&q, &id, "message"), ["waiting"], "its events are kept");
 }
 

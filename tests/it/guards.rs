@@ -216,7 +216,7 @@ fn unfinished_jobs_and_live_workers_are_not_deleted_or_relinked_and_recovery_sti
         "a live worker's row cannot be deleted",
         &[&worker],
     );
-    let moved = "a worker's job changes only when a server worker takes one";
+    let moved = "a worker's job never changes";
     refused(&q, &format!("UPDATE workers SET job_id = '{later}' WHERE job_id = '{id}'"), moved, &[&worker]);
     refused(&q, &format!("UPDATE workers SET attempt = 2 WHERE job_id = '{id}'"), moved, &[&worker]);
     let ids = "a worker's id, profile, owner and epoch never change";
@@ -253,12 +253,14 @@ fn a_server_worker_takes_and_gives_back_jobs_only_its_own_way() {
     let first = q.start(&["--worker", "srv", "hello"]);
     assert_eq!(await_one(&q, &first)["status"], "succeeded");
     let worker = "SELECT * FROM workers WHERE kind = 'server'";
-    wait_for(30, "the server worker back to ready", || {
+    let sessions = "SELECT * FROM worker_sessions";
+    wait_for(30, "the server worker back to ready, its session given back", || {
         snapshot(&q, "SELECT state, job_id FROM workers WHERE kind = 'server'")
             == [[Sql::Text("ready".into()), Sql::Null]]
+            && q.scalar_i64("SELECT count(*) FROM worker_sessions") == 0
     });
-    let moved = "a worker's job changes only when a server worker takes one";
-    // A ready worker handed a job without becoming busy.
+    let moved = "a worker's job never changes";
+    // A server worker's tasks are its sessions, never its job_id.
     refused(&q, &format!("UPDATE workers SET job_id = '{first}' WHERE kind = 'server'"), moved, &[worker]);
     refused(&q, "UPDATE workers SET attempt = 1 WHERE kind = 'server'", moved, &[worker]);
     refused(&q, "DELETE FROM workers WHERE kind = 'server'", "a live worker's row cannot be deleted", &[worker]);
@@ -268,28 +270,47 @@ fn a_server_worker_takes_and_gives_back_jobs_only_its_own_way() {
         "a worker's id, profile, owner",
         &[worker],
     );
+    // A finished job cannot be handed to it as a session.
+    refused(
+        &q,
+        &format!(
+            "INSERT INTO worker_sessions (job_id, attempt, worker_id, acp_session, started_ms)
+             SELECT '{first}', 1, id, 'forged', 0 FROM workers WHERE kind = 'server'"
+        ),
+        "a worker session is the running attempt of a server job",
+        &[worker],
+    );
 
-    // Busy with a job that waits for its cancel: the job cannot be taken from it or swapped.
+    // Busy with a job that waits for its cancel: its session cannot be changed, ended or
+    // doubled, and the job cannot be deleted.
     let waiting = q.start(&["--worker", "srv", "WAIT"]);
     wait_for(30, "the server worker busy with the waiting job", || {
-        snapshot(&q, "SELECT state, job_id FROM workers WHERE kind = 'server'")
+        snapshot(&q, "SELECT w.state, s.job_id FROM workers w JOIN worker_sessions s ON s.worker_id = w.id")
             == [[Sql::Text("busy".into()), Sql::Text(waiting.clone())]]
     });
-    refused(&q, "UPDATE workers SET job_id = NULL, attempt = NULL WHERE kind = 'server'", moved, &[worker]);
-    refused(&q, &format!("UPDATE workers SET job_id = '{first}' WHERE kind = 'server'"), moved, &[worker]);
+    refused(&q, "UPDATE worker_sessions SET acp_session = 'other'", "a worker session never changes", &[sessions]);
+    refused(&q, "DELETE FROM worker_sessions", "a worker session ends only with its attempt", &[sessions, worker]);
+    refused(&q, &format!("UPDATE workers SET job_id = '{waiting}' WHERE kind = 'server'"), moved, &[worker]);
+    refused(
+        &q,
+        "UPDATE workers SET max_sessions = 2 WHERE kind = 'server'",
+        "a worker's max_sessions never",
+        &[worker],
+    );
     refused(
         &q,
         &format!("DELETE FROM jobs WHERE id = '{waiting}'"),
         "an unfinished job cannot be deleted",
-        &[&job_row(&waiting), worker],
+        &[&job_row(&waiting), worker, sessions],
     );
-    // Its end gives the worker back (trigger jobs_release_server_worker), and it takes the next.
+    // Its end gives the session back (trigger jobs_release_server_worker), and it takes the next.
     let (v, _) = q.json(&["task", "cancel", &waiting]);
     assert_eq!(v["status"], "canceled", "{v}");
     let next = q.start(&["--worker", "srv", "again"]);
     let v = await_one(&q, &next);
     assert_eq!(v["status"], "succeeded", "{v}");
     assert_eq!(q.scalar_i64("SELECT count(*) FROM workers WHERE kind = 'server'"), 1, "one worker served all three");
+    assert_eq!(q.scalar_i64("SELECT count(*) FROM worker_sessions"), 0, "every session given back");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod common;
 
 mod acp;
 mod acp_agents;
+mod acp_sessions;
 mod agents;
 mod cli;
 mod durability;

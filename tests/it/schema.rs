@@ -5,7 +5,7 @@ use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 7;
+const MIGRATIONS: i64 = 8;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -31,6 +31,8 @@ fn migrations_create_tables_indexes_and_triggers() {
         "workflow_steps",
         "run_transitions",
         "step_transitions",
+        "job_events",
+        "worker_sessions",
         "_sqlx_migrations",
     ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
@@ -44,6 +46,7 @@ fn migrations_create_tables_indexes_and_triggers() {
         "jobs_workflow_run",
         "workers_live",
         "workers_one_server",
+        "worker_sessions_worker",
     ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
@@ -54,6 +57,10 @@ fn migrations_create_tables_indexes_and_triggers() {
         "workers_insert_guard",
         "workers_state_guard",
         "jobs_release_worker",
+        "jobs_release_server_worker",
+        "worker_sessions_insert_guard",
+        "worker_sessions_take",
+        "worker_sessions_give_back",
         "jobs_finished_guard",
         "jobs_delete_guard",
         "workers_delete_guard",

@@ -578,21 +578,26 @@ fn workflow_steps_on_a_server_profile_run_on_its_worker() {
 }
 
 #[test]
-fn a_task_that_times_out_stops_its_server_worker() {
+fn a_timed_out_task_is_canceled_the_acp_way_and_only_a_deaf_worker_is_stopped() {
     let _g = common::heavy();
-    let q = queue(json!({}));
+    let mut deaf = server_profile("deaf");
+    deaf["env"]["FAKE_ACP_IGNORE_CANCEL"] = json!("1");
+    let q = queue(json!({"profiles": [server_profile("srv"), deaf], "jobs": {"killGraceMs": 500}}));
     q.dispatcher();
+    let timed_out = (Some("failed"), Some("Task timed out after 1000ms"));
+    // It ends the turn when asked: the task times out, the worker stays for the next task.
     let v = await_one(&q, &q.start(&["--worker", "srv", "--timeout", "1000", "sleep 300 then answer"]));
-    assert_eq!(
-        (v["status"].as_str(), v["error"].as_str()),
-        (Some("failed"), Some("Task timed out after 1000ms")),
-        "{v}"
-    );
-    let pid = spawns(&q)[0];
-    wait_for(30, "the worker to be gone", || is_dead(pid));
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), timed_out, "{v}");
+    let v = await_one(&q, &q.start(&["--worker", "srv", "next"]));
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert_eq!(spawns(&q).len(), 1, "the same worker answered the next task");
+    // One that goes on after the cancel is stopped once the grace is over.
+    let v = await_one(&q, &q.start(&["--worker", "deaf", "--timeout", "1000", "WAIT"]));
+    assert_eq!((v["status"].as_str(), v["error"].as_str()), timed_out, "{v}");
+    let pid = spawns(&q)[1];
+    wait_for(30, "the deaf worker to be gone", || is_dead(pid));
     let rows = server_rows(&q);
-    assert_eq!(rows[0].0, "error");
-    assert!(rows[0].2.as_deref().unwrap().contains("timed out after 1000ms"), "{rows:?}");
-    assert_eq!(await_one(&q, &q.start(&["--worker", "srv", "next"]))["status"], "succeeded");
-    assert_eq!(spawns(&q).len(), 2);
+    let deaf_row = rows.iter().find(|r| r.0 != "ready").expect("the deaf worker's row");
+    assert_eq!(deaf_row.0, "stopped", "{rows:?}");
+    assert!(deaf_row.2.as_deref().unwrap().starts_with("It did not end a timed-out turn in time"), "{rows:?}");
 }
