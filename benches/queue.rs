@@ -172,6 +172,7 @@ fn new_job(i: usize, now: i64) -> NewJob {
         worker_kind: WorkerKind::Oneshot,
         system_prompt: None,
         permissions: None,
+        worktree_id: None,
     }
 }
 
@@ -352,6 +353,7 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         cached_tokens: r.get(42)?,
         system_prompt: r.get(43)?,
         permissions: r.get(44)?,
+        worktree_id: r.get(45)?,
     })
 }
 

@@ -3,6 +3,9 @@
 
 pub(crate) mod attach;
 pub(crate) mod format;
+mod worktree;
+
+pub use worktree::{Landing, Reviewed, diff, discard, land};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -18,7 +21,7 @@ use crate::location;
 use crate::queue;
 use crate::queue::ensure_dispatcher;
 pub use crate::queue::{OpenOptions, Queue};
-use crate::state::{Absent, JobState, RunState, StepState, WorkerKind, WorkerState};
+use crate::state::{Absent, Isolation, JobState, RunState, StepState, WorkerKind, WorkerState};
 use crate::store;
 use crate::store::jobs::Inserted;
 use crate::workflow::runs;
@@ -43,7 +46,13 @@ pub struct Started {
     pub next: Option<&'static str>,
     pub status: JobState,
     pub task_id: String,
+    /// What the requester should know about their checkout (uncommitted changes left behind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub worker_id: String,
+    /// The git worktree the task runs in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<crate::worktree::Info>,
 }
 
 /// One worker of `workers stop`, as it stands afterwards.
@@ -190,6 +199,11 @@ pub struct StartParams {
     pub max_attempts: Option<i64>,
     /// While a task with this key is unfinished, starting another answers that one.
     pub dedup_key: Option<String>,
+    /// `worktree`: run in a git worktree of its own, on a new branch `baton/<id>`, merged back
+    /// with task_merge; `none`: in this checkout. Default: the profile's (or workflow's) setting.
+    pub isolation: Option<String>,
+    /// With isolation `worktree`: the commit or branch the worktree starts from (default HEAD).
+    pub base: Option<String>,
 }
 
 /// Job timeout (SPEC 3): absent or `<= 0` -> the default; else clamped to [1 000, max].
@@ -323,6 +337,12 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
     }
 
     let profile = q.profiles.get(&worker_id);
+    let isolation = isolation_of(&p, profile.map_or(Isolation::None, |pr| pr.isolation))?;
+    let plan = match (profile, isolation) {
+        (Some(pr), Isolation::Worktree) => Some(plan_worktree(q, &id, &p, pr.setup.as_deref(), now).await?),
+        _ => None,
+    };
+    let project_dir = project_dir_of(q, plan.as_ref());
     let launch = match profile {
         Some(pr) => {
             let timeout = normalize_job_timeout(
@@ -340,7 +360,7 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         task: &p.task,
         session: caller.session.as_deref(),
         requested_by: &caller.requested_by,
-        project_dir: &q.loc.project_dir.display().to_string(),
+        project_dir: &project_dir,
         attachments: &attachments,
         priority: p.priority.unwrap_or(0),
         max_attempts,
@@ -348,6 +368,7 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         now,
         dedup_key: p.dedup_key.as_deref(),
         workflow: None,
+        worktree: plan.as_ref().map(|pl| pl.new.id.as_str()),
     })?;
     let mut conn = q.store.conn().await?;
     if profile.is_none() {
@@ -363,10 +384,25 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
             next: None,
             status: JobState::Failed,
             task_id: id,
+            warning: None,
             worker_id,
+            worktree: None,
         });
     }
-    let answer = match store::jobs::insert(&mut conn, &new).await? {
+    let inserted = match &plan {
+        None => store::jobs::insert(&mut conn, &new).await?,
+        Some(pl) => {
+            // The worktree row goes in with its task, or not at all (a duplicate rolls back).
+            let mut tx = q.store.begin().await?;
+            store::worktrees::insert(&mut tx, &pl.new).await?;
+            let inserted = store::jobs::insert(&mut tx, &new).await?;
+            if inserted == Inserted::New {
+                tx.commit().await?;
+            }
+            inserted
+        }
+    };
+    let answer = match inserted {
         Inserted::New => Started {
             deduplicated: None,
             error: None,
@@ -374,7 +410,9 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
             next: Some("task_await"),
             status: JobState::Queued,
             task_id: id,
+            warning: plan.as_ref().and_then(|pl| pl.warning.clone()),
             worker_id,
+            worktree: plan.as_ref().map(|pl| pl.info()),
         },
         Inserted::Duplicate(existing) => {
             let row = store::jobs::get(&mut conn, &existing).await?;
@@ -386,7 +424,9 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
                 next: Some("task_await"),
                 status: s,
                 task_id: existing,
+                warning: None,
                 worker_id: w,
+                worktree: None,
             }
         }
     };
@@ -394,6 +434,53 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         ensure_dispatcher(q, &mut conn).await?;
     }
     Ok(answer)
+}
+
+/// Whether a task (or a run) gets a worktree: its own `isolation`, else its profile's (or
+/// workflow's). `base` means nothing without one.
+fn isolation_of(p: &StartParams, default: Isolation) -> Result<Isolation> {
+    let isolation = match p.isolation.as_deref() {
+        None | Some("") => default,
+        Some(w) => Isolation::parse(&w.to_lowercase())
+            .ok_or_else(|| Error::Invalid(format!("Unknown isolation \"{w}\": use none or worktree")))?,
+    };
+    if isolation == Isolation::None && p.base.is_some() {
+        return Err(Error::Invalid("base applies only to isolation \"worktree\"".into()));
+    }
+    Ok(isolation)
+}
+
+/// Plan the worktree of task (or run) `id` from the requester's checkout.
+async fn plan_worktree(
+    q: &Queue,
+    id: &str,
+    p: &StartParams,
+    setup: Option<&[String]>,
+    now: i64,
+) -> Result<crate::worktree::Plan> {
+    let cfg = &q.config.config.worktrees;
+    let root = match &cfg.dir {
+        Some(d) => q.loc.project_dir.join(d),
+        None => q.loc.worktrees_dir(),
+    };
+    crate::worktree::plan(crate::worktree::Request {
+        id,
+        project_dir: &q.loc.project_dir,
+        root,
+        base: p.base.as_deref(),
+        auto_commit: cfg.auto_commit,
+        setup: setup.or(Some(&cfg.setup)),
+        now,
+    })
+    .await
+}
+
+/// Where a task's worker runs: its worktree's copy of the project, or the project.
+fn project_dir_of(q: &Queue, plan: Option<&crate::worktree::Plan>) -> String {
+    match plan {
+        Some(pl) => pl.new.workdir().display().to_string(),
+        None => q.loc.project_dir.display().to_string(),
+    }
 }
 
 /// Validate a workflow start (SPEC 8 messages); nothing is written.
@@ -441,7 +528,14 @@ async fn start_workflow(
 ) -> Result<Started> {
     let cfg = &q.config.config;
     let lim = &cfg.workflows.limits;
-    let project_dir = q.loc.project_dir.display().to_string();
+    let plan = match isolation_of(p, def.isolation)? {
+        Isolation::Worktree => {
+            let first = def.steps.first().and_then(|s| q.profiles.get(&s.worker_id));
+            Some(plan_worktree(q, run_id, p, first.and_then(|pr| pr.setup.as_deref()), now).await?)
+        }
+        Isolation::None => None,
+    };
+    let project_dir = project_dir_of(q, plan.as_ref());
     let mut resolved = Vec::with_capacity(def.steps.len());
     for s in &def.steps {
         let pr = q
@@ -452,6 +546,9 @@ async fn start_workflow(
     }
     let attachments_json = serde_json::to_string(attachments)?;
     let mut tx = q.store.begin().await?;
+    if let Some(pl) = &plan {
+        store::worktrees::insert(&mut tx, &pl.new).await?;
+    }
     store::workflow::insert_run(
         &mut tx,
         &store::workflow::NewRun {
@@ -465,6 +562,7 @@ async fn start_workflow(
             priority: p.priority.unwrap_or(0),
             max_attempts,
             max_carry_chars: lim.max_carry_chars as i64,
+            worktree_id: plan.as_ref().map(|pl| pl.new.id.as_str()),
             now,
         },
     )
@@ -513,7 +611,9 @@ async fn start_workflow(
         next: Some("task_await"),
         status: JobState::Running,
         task_id: run_id.to_string(),
+        warning: plan.as_ref().and_then(|pl| pl.warning.clone()),
         worker_id: format!("workflow:{}", def.id),
+        worktree: plan.as_ref().map(|pl| pl.info()),
     })
 }
 
@@ -614,6 +714,12 @@ async fn answers(
     for r in &runs {
         run_steps.push(store::workflow::steps(&mut conn, &r.id).await?);
     }
+    let wt_ids: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.worktree_id.clone())
+        .chain(runs.iter().filter_map(|r| r.worktree_id.clone()))
+        .collect();
+    let worktrees = if wt_ids.is_empty() { Vec::new() } else { store::worktrees::get_many(&mut conn, &wt_ids).await? };
     let isolated = q.config.config.security.session_isolation;
     let cap = (!full).then_some(q.config.config.ui.max_response_chars as usize);
     let now = now_ms();
@@ -634,10 +740,10 @@ async fn answers(
                 Err(m) => return Answer::Missing(m.clone()),
                 Ok(id) => id,
             };
-            let (session, record) = if let Some(row) = rows.iter().find(|row| &row.id == id) {
-                (&row.session, q.record(row, live, full))
+            let (session, record, wt) = if let Some(row) = rows.iter().find(|row| &row.id == id) {
+                (&row.session, q.record(row, live, full), &row.worktree_id)
             } else if let Some(i) = runs.iter().position(|run| &run.id == id) {
-                (&runs[i].session, runs::record(&runs[i], &run_steps[i], cap, live, now))
+                (&runs[i].session, runs::record(&runs[i], &run_steps[i], cap, live, now), &runs[i].worktree_id)
             } else {
                 return Answer::Missing(Missing { id: id.clone(), status: Absent::Unknown });
             };
@@ -646,6 +752,7 @@ async fn answers(
             }
             let mut record = record;
             record.activity = activity.remove(id);
+            record.worktree = wt.as_ref().and_then(|w| worktrees.iter().find(|r| &r.id == w)).map(Into::into);
             Answer::Record(Box::new(record))
         })
         .collect())
@@ -1144,7 +1251,7 @@ pub async fn status(q: &Queue) -> Result<Status> {
 }
 
 /// One job by id or prefix, for commands about a single task (logs, retry).
-async fn one_row(q: &Queue, caller: &Caller, id: &str) -> Result<JobRow> {
+pub(crate) async fn one_row(q: &Queue, caller: &Caller, id: &str) -> Result<JobRow> {
     let resolved = resolve_ids(q, &[id.to_string()]).await?;
     let Some(Ok(full)) = resolved.into_iter().next() else {
         return Err(Error::UnknownTask(id.to_string()));
@@ -1214,7 +1321,10 @@ pub async fn log_paths(
 pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Started> {
     let row = one_row(q, caller, id).await?;
     let attachments: Vec<String> = serde_json::from_str(&row.attachments).unwrap_or_default();
-    let project = Path::new(&row.project_dir);
+    // A worktree task's project directory is its worktree; its attachments came from the
+    // requester's project, and its retry gets a worktree of its own.
+    let isolated = row.worktree_id.is_some();
+    let project = if isolated { q.loc.project_dir.as_path() } else { Path::new(&row.project_dir) };
     let written = q.loc.state_dir.join("attachments");
     let attachments = attachments
         .into_iter()
@@ -1255,6 +1365,7 @@ pub async fn retry(q: &Queue, caller: &Caller, id: &str) -> Result<Started> {
             priority: Some(row.priority),
             max_attempts: Some(row.max_attempts),
             timeout_ms: Some(row.timeout_ms as f64),
+            isolation: isolated.then(|| "worktree".into()),
             ..Default::default()
         },
     )

@@ -73,6 +73,9 @@ pub enum Command {
         /// Only say what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        /// What was (or would be) deleted, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run workflows (plan -> implement -> review -> fix...) and look at their runs.
     #[command(subcommand)]
@@ -92,7 +95,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
     /// Enqueue a task and print its id.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Wait until tasks finish (or the timeout passes) and print their records.
     Await {
         #[arg(required = true, value_name = "ID")]
@@ -164,6 +167,44 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show what a worktree task changed against the commit it started from.
+    Diff {
+        id: String,
+        /// Only the files and their line counts.
+        #[arg(long)]
+        stat: bool,
+    },
+    /// Merge a finished worktree task into the branch it started from (one merge at a time; a
+    /// conflict changes nothing).
+    Merge {
+        id: String,
+        /// One commit with the task's changes.
+        #[arg(long, group = "how")]
+        squash: bool,
+        /// Replay the task's commits onto the branch.
+        #[arg(long, group = "how")]
+        rebase: bool,
+        /// A merge commit (the default).
+        #[arg(long, group = "how")]
+        merge: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stage a finished worktree task's changes in this checkout, without committing.
+    Apply {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a finished task's worktree and branch (refused while they hold unmerged work).
+    Discard {
+        id: String,
+        /// Remove them even though unmerged commits or uncommitted files are lost.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +235,12 @@ pub struct StartArgs {
     pub max_attempts: Option<i64>,
     #[arg(long, value_name = "K")]
     pub dedup_key: Option<String>,
+    /// `worktree`: run in a git worktree of its own, on a branch `baton/<id>` (default: the profile's).
+    #[arg(long, value_parser = ["none", "worktree"])]
+    pub isolation: Option<String>,
+    /// With --isolation worktree: the commit or branch to start from (default HEAD).
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
     /// Do not start a dispatcher; the task waits, queued.
     #[arg(long)]
     pub no_auto_spawn: bool,
@@ -228,6 +275,12 @@ pub enum WorkflowCommand {
         /// A file attachment for the first step (repeatable).
         #[arg(long = "attach", value_name = "PATH")]
         attach: Vec<String>,
+        /// `worktree`: every step runs, in order, in one git worktree of the run.
+        #[arg(long, value_parser = ["none", "worktree"])]
+        isolation: Option<String>,
+        /// With --isolation worktree: the commit or branch to start from (default HEAD).
+        #[arg(long, value_name = "REF")]
+        base: Option<String>,
         #[arg(long)]
         no_auto_spawn: bool,
         #[arg(long)]
@@ -366,18 +419,22 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             }
             Ok(ExitCode::Ok)
         }
-        Command::Prune { dry_run } => {
+        Command::Prune { dry_run, json } => {
             let r = crate::engine::prune::prune(&q, job::now_ms(), dry_run).await?;
-            if dry_run {
+            if json {
+                out(&pretty(&r));
+            } else if dry_run {
                 out(&format!("Would delete {} finished task(s).", r.jobs.len()));
                 for id in &r.jobs {
                     out(id);
                 }
             } else {
                 out(&format!(
-                    "Deleted {} finished task(s); swept {} orphaned file set(s).",
+                    "Deleted {} finished task(s); swept {} orphaned file set(s); removed {} merged or unchanged \
+                     worktree(s).",
                     r.jobs.len(),
-                    r.swept_dirs
+                    r.swept_dirs,
+                    r.worktrees.len()
                 ));
             }
             Ok(ExitCode::Ok)
@@ -501,6 +558,19 @@ fn print_answers(answers: &[Answer], json: bool) {
     }
 }
 
+/// One line on what a merge, an apply or a discard did.
+fn reviewed_text(r: &api::Reviewed) -> String {
+    let short = |c: &str| c[..12.min(c.len())].to_string();
+    match (r.action, &r.commit) {
+        ("apply", _) => {
+            format!("{}: changes of {} staged in {} (not committed)", r.task_id, r.branch, r.worktree.target)
+        }
+        ("discard", _) => format!("{}: worktree and branch {} removed", r.task_id, r.branch),
+        (how, Some(c)) => format!("{}: {} merged into {} ({how}), now at {}", r.task_id, r.branch, r.target, short(c)),
+        (how, None) => format!("{}: {} merged into {} ({how})", r.task_id, r.branch, r.target),
+    }
+}
+
 /// A record for people: a header line, then the response or error, then the output tail.
 fn record_text(r: &job::Record) -> String {
     let mut s = format!("{}  {}  {}", r.id, r.worker_id, r.status);
@@ -512,6 +582,16 @@ fn record_text(r: &job::Record) -> String {
     }
     if r.dispatcher.as_deref() == Some("none") {
         s.push_str("  (no dispatcher alive)");
+    }
+    if let Some(w) = &r.worktree {
+        s.push_str(&format!(
+            "\nworktree: {} (branch {} from {} into {}, {})",
+            w.path,
+            w.branch,
+            &w.base[..12.min(w.base.len())],
+            w.target,
+            w.state
+        ));
     }
     if let Some(e) = &r.error {
         s.push_str(&format!("\nerror: {e}"));
@@ -549,8 +629,13 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
                 run_at: a.run_at,
                 max_attempts: a.max_attempts,
                 dedup_key: a.dedup_key,
+                isolation: a.isolation,
+                base: a.base,
             };
             let answer = api::start(q, caller, params).await?;
+            if let Some(w) = &answer.warning {
+                eprintln!("baton: warning: {w}");
+            }
             if a.json {
                 out(&pretty(&answer));
             } else {
@@ -602,6 +687,36 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
         TaskCommand::Logs { id, attempt, follow } => {
             let (o, e, _) = api::log_paths(q, caller, &id, attempt).await?;
             logs(q, caller, &id, &o, &e, follow).await
+        }
+        TaskCommand::Diff { id, stat } => {
+            let text = api::diff(q, caller, &id, stat).await?;
+            if !text.is_empty() {
+                out(&text);
+            }
+            Ok(ExitCode::Ok)
+        }
+        TaskCommand::Merge { id, squash, rebase, merge: _, json } => {
+            use crate::worktree::How;
+            let how = if squash {
+                How::Squash
+            } else if rebase {
+                How::Rebase
+            } else {
+                How::Merge
+            };
+            let r = api::land(q, caller, &id, api::Landing::Merge(how)).await?;
+            out(&if json { pretty(&r) } else { reviewed_text(&r) });
+            Ok(ExitCode::Ok)
+        }
+        TaskCommand::Apply { id, json } => {
+            let r = api::land(q, caller, &id, api::Landing::Apply).await?;
+            out(&if json { pretty(&r) } else { reviewed_text(&r) });
+            Ok(ExitCode::Ok)
+        }
+        TaskCommand::Discard { id, force, json } => {
+            let r = api::discard(q, caller, &id, force).await?;
+            out(&if json { pretty(&r) } else { reviewed_text(&r) });
+            Ok(ExitCode::Ok)
         }
         TaskCommand::Retry { id, json } => {
             let answer = api::retry(q, caller, &id).await?;
@@ -770,16 +885,21 @@ fn file_attachments(paths: Vec<String>) -> Vec<api::Attachment> {
 
 async fn workflow_command(q: &Queue, caller: &Caller, w: WorkflowCommand) -> Result<ExitCode> {
     match w {
-        WorkflowCommand::Run { workflow, task, attach, no_auto_spawn, json } => {
+        WorkflowCommand::Run { workflow, task, attach, isolation, base, no_auto_spawn, json } => {
             let params = StartParams {
                 task: read_task(task)?,
                 kind: Some("workflow".into()),
                 workflow_id: Some(workflow),
                 attachments: file_attachments(attach),
                 auto_spawn: no_auto_spawn.then_some(false),
+                isolation,
+                base,
                 ..Default::default()
             };
             let answer = api::start(q, caller, params).await?;
+            if let Some(w) = &answer.warning {
+                eprintln!("baton: warning: {w}");
+            }
             out(&if json { pretty(&answer) } else { answer.task_id });
             Ok(ExitCode::Ok)
         }

@@ -283,6 +283,8 @@ config_sections! {
         pub security: SecurityConfig;
         /// Output settings.
         pub ui: UiConfig;
+        /// A git worktree per task.
+        pub worktrees: WorktreesConfig;
     }
 
     /// `limits`: spawn and size limits.
@@ -391,6 +393,16 @@ config_sections! {
         pub session_isolation: bool = false;
         /// Hosts workers may reach.
         pub allow_hosts: Vec<String> = Vec::new();
+    }
+
+    /// `worktrees`: a git worktree per task (`isolation: "worktree"` on a profile, a task or a workflow).
+    pub struct WorktreesConfig {
+        /// Where worktrees go (relative to the project, outside its tracked tree); `None`: `.baton/worktrees`.
+        pub dir: Option<String> = None;
+        /// Commit what a worker leaves uncommitted to its task branch when it ends.
+        pub auto_commit: bool = true;
+        /// A command (argv) run in each new worktree before the agent, for profiles that set none.
+        pub setup: Vec<String> = Vec::new();
     }
 
     /// `ui`: output settings.

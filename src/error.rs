@@ -58,6 +58,12 @@ pub enum Error {
     /// A worker's program is not on PATH.
     #[error("`{program}` was not found on PATH ({path})")]
     NotFound { program: String, path: String },
+    /// A git command failed: what baton was doing and what git said.
+    #[error("git failed while {doing}: {detail}")]
+    Git { doing: String, detail: String },
+    /// A task's worktree could not be made ready (its setup command failed, say).
+    #[error("{0}")]
+    Worktree(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

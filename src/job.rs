@@ -61,6 +61,8 @@ pub struct JobRow {
     pub system_prompt: Option<String>,
     /// JSON tool policy (`agent::permission::Policy`) of an agent worker's job.
     pub permissions: Option<String>,
+    /// The git worktree it runs in (the task's id, or its workflow run's).
+    pub worktree_id: Option<String>,
 }
 
 impl JobRow {
@@ -106,6 +108,8 @@ pub struct NewJob {
     pub system_prompt: Option<String>,
     /// JSON tool policy; `None` for a oneshot CLI.
     pub permissions: Option<String>,
+    /// The worktree row it runs in, written in the same transaction.
+    pub worktree_id: Option<String>,
 }
 
 /// Milliseconds since the epoch, now.
@@ -187,6 +191,9 @@ pub struct Record {
     /// A running workflow run's carry so far (peek and await answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub carry: Option<String>,
+    /// The git worktree it runs in: path, branch, base commit, target branch and state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worktree: Option<crate::worktree::Info>,
 }
 
 /// How much live detail a record carries.
@@ -259,6 +266,7 @@ impl Record {
             dispatcher: None,
             current_step: None,
             carry: None,
+            worktree: None,
         };
         if opts.live && !row.is_terminal() {
             rec.elapsed_ms = Some(opts.now - row.started_ms.unwrap_or(row.created_ms));

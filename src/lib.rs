@@ -25,6 +25,8 @@
 //!   commits), `prune` (retention).
 //! - [`workflow`]: definitions and step timeouts; `workflow::runs` (durable runs advancing in
 //!   the dispatcher's transactions), `workflow::handoff` (handoff sections, pure).
+//! - [`worktree`]: a git worktree per task: planning, creating, committing leftovers, diff,
+//!   merge back, apply, discard (git by argv only).
 //! - [`store`]: all SQL: opening a queue file safely, migrations, every statement.
 //! - [`config`]: defaults, then global, then project, each key declared once; [`state`]: every
 //!   state word of the schema as an enum; [`job`]: job rows and the JSON record; `location`:
@@ -59,6 +61,7 @@ mod queue;
 pub mod state;
 pub mod store;
 pub mod workflow;
+pub mod worktree;
 
 pub use error::{Error, ExitCode, Result};
 pub use store::{APPLICATION_ID, SCHEMA_VERSION};

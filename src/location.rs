@@ -26,6 +26,11 @@ pub struct Location {
 }
 
 impl Location {
+    /// Where task worktrees go unless `worktrees.dir` says otherwise.
+    pub fn worktrees_dir(&self) -> PathBuf {
+        self.state_dir.join("worktrees")
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
     }

@@ -191,6 +191,46 @@ pub struct CancelArgs {
     pub reason: Option<String>,
 }
 
+/// `task_diff` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiffArgs {
+    /// The id of a task (or workflow run) started with isolation "worktree" (or a unique prefix of >= 8 chars).
+    pub task_id: String,
+    /// Only the changed files and their line counts.
+    pub stat: Option<bool>,
+}
+
+/// `task_merge` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MergeArgs {
+    /// The id of a finished task (or workflow run) started with isolation "worktree".
+    pub task_id: String,
+    /// `merge` (default: a merge commit), `squash` (one commit), `rebase` (its commits replayed), or
+    /// `apply` (its changes staged in the requester's checkout, not committed).
+    pub how: Option<String>,
+}
+
+/// `task_discard` parameters.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DiscardArgs {
+    /// The id of a finished task (or workflow run) started with isolation "worktree".
+    pub task_id: String,
+    /// Remove it even though its unmerged commits or uncommitted files are lost.
+    pub force: Option<bool>,
+}
+
+const DIFF_DESCRIPTION: &str = "Show what a task started with isolation \"worktree\" changed: a unified diff \
+against the commit its worktree started from (uncommitted changes included while the worktree exists). Use it \
+to review a subagent's work before task_merge.";
+const MERGE_DESCRIPTION: &str = "Merge a finished worktree task back into the branch it started from (how: \
+merge, squash, rebase; or apply: staged in the checkout, not committed). Merges run one at a time; a conflict \
+changes nothing and names the conflicting files. Answers {taskId, action, branch, target, commit, worktree}.";
+const DISCARD_DESCRIPTION: &str = "Remove a finished worktree task's directory and branch. Refused while they \
+hold work the target branch lacks (unmerged commits, uncommitted files) unless force is true.";
+
 const START_INTRO: &str = "Start a task in baton's durable queue and return its id at once \
 ({taskId, kind, workerId, status, next}). A worker process (an agent CLI run by a profile) does \
 the work in the background, in this project; the task survives restarts of everything. Use it to \
@@ -385,6 +425,63 @@ impl BatonMcp {
             Err(e) => tool_error(e),
         }
     }
+
+    #[tool(name = "task_diff", description = DIFF_DESCRIPTION, input_schema = input_schema::<DiffArgs>())]
+    async fn task_diff(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: DiffArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        match api::diff(&self.q, &self.caller(&ctx), &args.task_id, args.stat.unwrap_or(false)).await {
+            Ok(text) if text.is_empty() => ok_text("No changes.".to_string()),
+            Ok(text) => ok_text(text),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_merge", description = MERGE_DESCRIPTION, input_schema = input_schema::<MergeArgs>())]
+    async fn task_merge(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        use crate::worktree::How;
+        let args: MergeArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        let landing = match args.how.as_deref().unwrap_or("merge") {
+            "merge" => api::Landing::Merge(How::Merge),
+            "squash" => api::Landing::Merge(How::Squash),
+            "rebase" => api::Landing::Merge(How::Rebase),
+            "apply" => api::Landing::Apply,
+            other => return tool_error(format!("Unknown how \"{other}\": use merge, squash, rebase or apply")),
+        };
+        match api::land(&self.q, &self.caller(&ctx), &args.task_id, landing).await {
+            Ok(r) => ok_json(&r),
+            Err(e) => tool_error(e),
+        }
+    }
+
+    #[tool(name = "task_discard", description = DISCARD_DESCRIPTION, input_schema = input_schema::<DiscardArgs>())]
+    async fn task_discard(
+        &self,
+        args: JsonObject,
+        ctx: RequestContext<RoleServer>,
+    ) -> std::result::Result<CallToolResult, McpError> {
+        let args: DiscardArgs = match parse_args(args, &[]) {
+            Ok(a) => a,
+            Err(e) => return tool_error(e),
+        };
+        match api::discard(&self.q, &self.caller(&ctx), &args.task_id, args.force.unwrap_or(false)).await {
+            Ok(r) => ok_json(&r),
+            Err(e) => tool_error(e),
+        }
+    }
 }
 
 #[tool_handler(router = self.tool_router)]
@@ -395,7 +492,8 @@ impl ServerHandler for BatonMcp {
             .with_instructions(
                 "baton is a durable task queue for coding-agent workers. task_start hands off a task to a worker \
                  process and answers its id at once; task_await waits for results; task_peek looks without \
-                 waiting; task_list finds tasks again; task_cancel stops them.",
+                 waiting; task_list finds tasks again; task_cancel stops them; task_diff, task_merge and \
+                 task_discard review and land the work of tasks run in their own git worktree.",
             )
     }
 }

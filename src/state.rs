@@ -102,6 +102,17 @@ state_words! {
 }
 
 state_words! {
+    /// A task's git worktree: planned with the task, ready once created, merged back (or
+    /// applied), discarded once its directory and branch are gone.
+    WorktreeState { Planned => "planned", Ready => "ready", Merged => "merged", Discarded => "discarded" }
+}
+
+state_words! {
+    /// Where a task's worker runs: in the requester's checkout, or in a worktree of its own.
+    Isolation { None => "none", Worktree => "worktree" }
+}
+
+state_words! {
     /// Why an id has no record: no such job or run, or one of another session.
     Absent { Unknown => "unknown", Forbidden => "forbidden" }
 }

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 /// SQLite `application_id` of a baton queue: "BATN".
 pub const APPLICATION_ID: i64 = 0x4241_544E;
 /// The schema version this baton writes (`user_version`); the last migration sets it.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -467,3 +467,4 @@ pub mod jobs;
 pub mod lease;
 pub mod workers;
 pub mod workflow;
+pub mod worktrees;

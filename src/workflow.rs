@@ -33,6 +33,8 @@ pub struct WorkflowDef {
     pub name: String,
     pub description: String,
     pub steps: Vec<StepDef>,
+    /// Run every step in one git worktree of the run, in order (`isolation`).
+    pub isolation: crate::state::Isolation,
     /// "built-in", "global" or "project".
     pub origin: String,
 }
@@ -51,6 +53,7 @@ pub fn boomerang() -> WorkflowDef {
         id: BOOMERANG.into(),
         name: "RooCode Boomerang".into(),
         description: "Plan, implement, review, and fix in a tight loop with bounded carry.".into(),
+        isolation: crate::state::Isolation::None,
         steps: vec![
             step(
                 "plan",
@@ -173,6 +176,13 @@ fn parse(v: &Value, index: usize, origin_of: &impl Fn(&str) -> String) -> Result
     Ok(WorkflowDef {
         name: str_field(obj, "name", &what)?.unwrap_or_else(|| id.clone()),
         description: str_field(obj, "description", &what)?.unwrap_or_default(),
+        isolation: match str_field(obj, "isolation", &what)?.as_deref() {
+            None | Some("none") => crate::state::Isolation::None,
+            Some("worktree") => crate::state::Isolation::Worktree,
+            Some(other) => {
+                return Err(bad(format!("{what}: \"isolation\" must be \"none\" or \"worktree\", found \"{other}\"")));
+            }
+        },
         origin: origin_of(&id),
         id,
         steps,

@@ -2,6 +2,6 @@
 INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
     prompt_stdin, model, env, attachments, priority, max_attempts, run_after_ms,
     timeout_ms, profile_limit, created_ms, dedup_key, workflow_run_id, workflow_step, output, worker_kind,
-    system_prompt, permissions)
+    system_prompt, permissions, worktree_id)
 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23,
-    ?24, ?25)
+    ?24, ?25, ?26)

@@ -143,6 +143,7 @@ impl Launch {
             worker_kind: self.kind,
             system_prompt: self.system_prompt.clone(),
             permissions: self.permissions.clone(),
+            worktree_id: j.worktree.map(str::to_string),
         })
     }
 }
@@ -164,4 +165,6 @@ pub struct Job<'a> {
     pub dedup_key: Option<&'a str>,
     /// The workflow run and step index it belongs to.
     pub workflow: Option<(&'a str, i64)>,
+    /// The worktree it runs in (`project_dir` is then the worktree's).
+    pub worktree: Option<&'a str>,
 }

@@ -65,6 +65,11 @@ pub struct Profile {
     pub permissions: crate::agent::permission::Answering,
     /// The ACP session mode an agent worker's sessions are set to (`sessionMode`).
     pub session_mode: Option<String>,
+    /// Where its tasks run: in the requester's checkout, or each in a git worktree (`isolation`).
+    pub isolation: crate::state::Isolation,
+    /// A command (argv) run in each new worktree before the agent (`setup`); `None`: the
+    /// configured `worktrees.setup`.
+    pub setup: Option<Vec<String>>,
     /// Where it came from: `"built-in"`, or the config layer name (`"global"`, `"project"`).
     pub origin: String,
     /// Built-ins are protected: config cannot override them.
@@ -228,6 +233,8 @@ fn builtin(id: &str, name: &str, model: &str, purpose: &str, when_to_use: &str, 
         max_concurrency: None,
         permissions: Default::default(),
         session_mode: None,
+        isolation: crate::state::Isolation::None,
+        setup: None,
         origin: "built-in".to_string(),
         protected: true,
     }
@@ -387,7 +394,7 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-const KNOWN_FIELDS: [&str; 20] = [
+const KNOWN_FIELDS: [&str; 22] = [
     "id",
     "name",
     "model",
@@ -408,6 +415,8 @@ const KNOWN_FIELDS: [&str; 20] = [
     "output",
     "permissions",
     "sessionMode",
+    "isolation",
+    "setup",
 ];
 
 /// Typed access to one profile entry's fields, with errors naming the profile and field.
@@ -486,9 +495,30 @@ impl Fields<'_> {
     }
 
     fn tags(&self) -> Result<Vec<String>, ProfileError> {
-        let field = "tags";
+        Ok(self.strings("tags")?.unwrap_or_default())
+    }
+
+    /// `setup`: an argv, never a shell line.
+    fn setup(&self) -> Result<Option<Vec<String>>, ProfileError> {
+        let setup = self.strings("setup")?;
+        match &setup {
+            Some(argv) if argv.first().is_none_or(|p| p.trim().is_empty()) => {
+                Err(self.invalid("setup", "must be an argv whose first element names a program"))
+            }
+            Some(argv) if argv.iter().any(|a| a.contains('\0')) => Err(self.invalid("setup", "must not contain NUL")),
+            _ => Ok(setup),
+        }
+    }
+
+    fn isolation(&self) -> Result<Option<crate::state::Isolation>, ProfileError> {
+        use crate::state::Isolation;
+        self.word("isolation", &[("none", Isolation::None), ("worktree", Isolation::Worktree)])
+    }
+
+    /// An array of strings; `None` when absent.
+    fn strings(&self, field: &'static str) -> Result<Option<Vec<String>>, ProfileError> {
         let Some(v) = self.get(field) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let Value::Array(items) = v else {
             return Err(self.expected(field, "an array of strings", v));
@@ -500,7 +530,8 @@ impl Fields<'_> {
                 Value::String(s) => Ok(s.clone()),
                 other => Err(self.invalid(field, format!("element {i} must be a string, found {}", type_name(other)))),
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// A field that is one of a few words (case-insensitive); `None` when absent.
@@ -646,8 +677,8 @@ impl Fields<'_> {
 }
 
 /// The fields a config may set on a built-in profile: how it runs, never what it is.
-pub const BUILTIN_SETTABLE: [&str; 7] =
-    ["command", "output", "promptVia", "env", "timeoutMs", "maxConcurrency", "permissions"];
+pub const BUILTIN_SETTABLE: [&str; 9] =
+    ["command", "output", "promptVia", "env", "timeoutMs", "maxConcurrency", "permissions", "isolation", "setup"];
 
 /// Apply a config entry to a built-in profile: its runner, environment and limits may be set;
 /// its identity (name, model, purpose, tools, system prompt...) stays, with a warning per field.
@@ -684,6 +715,12 @@ fn adjust_builtin(
     }
     if let Some(a) = f.permissions()? {
         p.permissions = a;
+    }
+    if let Some(i) = f.isolation()? {
+        p.isolation = i;
+    }
+    if let Some(s) = f.setup()? {
+        p.setup = Some(s);
     }
     if BUILTIN_SETTABLE.iter().any(|k| f.get(k).is_some()) {
         p.origin = format!("built-in, adjusted in the {origin} config");
@@ -744,6 +781,8 @@ fn parse_custom(
         max_concurrency: f.max_concurrency()?,
         permissions: f.permissions()?.unwrap_or_default(),
         session_mode,
+        isolation: f.isolation()?.unwrap_or(crate::state::Isolation::None),
+        setup: f.setup()?,
         origin,
         protected: false,
     })

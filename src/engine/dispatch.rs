@@ -712,18 +712,65 @@ impl Dispatcher {
 /// One claimed job's life in the dispatcher: prepare its logs, spawn its worker, record the
 /// worker row (the attempt itself was recorded by the claim), watch it, report its end.
 async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
-    if job.is_server() {
-        let ending = ctx.servers.run_job(&job, ctx.spawn_limits, ctx.grace, server::Cancel::new(cancel)).await;
-        let _ = ctx.done.send(Finished { job, ending, read: None });
-        return;
+    let worktree = match &job.worktree_id {
+        None => None,
+        Some(id) => match ready_worktree(&ctx, id, &job).await {
+            Ok(row) => Some(row),
+            Err(e) => {
+                let _ = ctx.done.send(Finished { job, ending: Ending::Unprepared(e.to_string()), read: None });
+                return;
+            }
+        },
+    };
+    let (ending, read) = run_worker(&ctx, &job, cancel).await;
+    if let Some(row) = worktree.filter(|w| w.auto_commit) {
+        // Before the result is written: a finished task's branch holds all of its work.
+        let message = format!(
+            "{}\n\nLeft uncommitted by baton task {} (attempt {}), committed when its worker ended.\n",
+            crate::worktree::subject(&job.task),
+            job.id,
+            job.attempt
+        );
+        match crate::worktree::commit_leftovers(&row, &message).await {
+            Ok(Some(c)) => tracing::info!(task_id = %job.id, commit = %c, "committed a worker's leftovers"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task_id = %job.id, "could not commit the worker's changes in its worktree: {e}"),
+        }
     }
-    let ending = match start_worker(&ctx, &job).await {
+    let _ = ctx.done.send(Finished { job, ending, read });
+}
+
+/// Make a job's worktree ready before its worker starts: created on the first attempt (setup
+/// included), found again on later ones and after a crash.
+async fn ready_worktree(ctx: &JobContext, id: &str, job: &JobRow) -> Result<crate::worktree::WorktreeRow> {
+    let mut conn = ctx.store.conn().await?;
+    let row = store::worktrees::get(&mut conn, id)
+        .await?
+        .ok_or_else(|| Error::Worktree(format!("its worktree row {id} is missing")))?;
+    drop(conn);
+    crate::worktree::prepare(&row, Duration::from_millis(job.timeout_ms.max(1) as u64)).await?;
+    if row.state == crate::state::WorktreeState::Planned {
+        let mut conn = ctx.store.conn().await?;
+        store::worktrees::mark_ready(&mut conn, id, now_ms()).await?;
+        return Ok(store::worktrees::get(&mut conn, id).await?.unwrap_or(row));
+    }
+    Ok(row)
+}
+
+/// Run a job's worker to its end: on its profile's server worker, or as a process of its own
+/// whose logs are read afterwards.
+async fn run_worker(ctx: &JobContext, job: &JobRow, cancel: oneshot::Receiver<()>) -> (Ending, Option<LogReading>) {
+    if job.is_server() {
+        let ending = ctx.servers.run_job(job, ctx.spawn_limits, ctx.grace, server::Cancel::new(cancel)).await;
+        return (ending, None);
+    }
+    let ending = match start_worker(ctx, job).await {
         Ok(spawned) => {
             let pid = spawned.pid;
             let timeout = Duration::from_millis(job.timeout_ms.max(1) as u64);
             let watching = worker::watch(spawned, timeout, ctx.grace, ctx.kill_stragglers, cancel);
-            let ending = match stream_dialect(&job) {
-                Some(dialect) => watch_following(&ctx, &job, dialect, watching).await,
+            let ending = match stream_dialect(job) {
+                Some(dialect) => watch_following(ctx, job, dialect, watching).await,
                 None => watching.await,
             };
             ctx.leaders.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
@@ -738,7 +785,7 @@ async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
     let failed_exit = matches!(ending, Ending::Exited(st) if !st.success());
     let (j, logs) = (job.clone(), ctx.spawn_env.logs_dir.clone());
     let read = tokio::task::spawn_blocking(move || read_logs(&j, failed_exit, &logs)).await.ok();
-    let _ = ctx.done.send(Finished { job, ending, read });
+    (ending, read)
 }
 
 /// The stream dialect of a oneshot job's stdout, when its output spec names one.
@@ -944,6 +991,7 @@ fn outcome(job: &JobRow, ending: &Ending, read: Option<&LogReading>) -> Outcome 
         Ending::Violation(v) => o.error = Some(format!("Protocol violation by the server worker: {v}")),
         Ending::Forbidden(why) => o.error = Some(why.clone()),
         Ending::Stopped(why) => o.error = Some(format!("Its server worker was stopped: {why}")),
+        Ending::Unprepared(why) => o.error = Some(format!("Worktree not ready: {why}")),
     }
     o
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::queue::Queue;
 use crate::store;
+use crate::worktree;
 
 /// Deletes go in batches this small so writers are never blocked for long.
 const BATCH: i64 = 100;
@@ -20,6 +21,8 @@ pub struct PruneReport {
     pub swept_dirs: usize,
     /// Rows (and logs) of server workers that ended longer than `maxAgeMs` ago.
     pub server_workers: usize,
+    /// Worktrees of finished tasks removed (clean and merged, or never changed), by task id.
+    pub worktrees: Vec<String>,
     pub dry_run: bool,
 }
 
@@ -34,6 +37,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         report.runs = store::workflow::prunable(&mut conn, now, max_age, min_age, max_jobs, i64::MAX).await?;
         return Ok(report);
     }
+    report.worktrees = remove_finished_worktrees(now, min_age, &mut conn).await?;
     loop {
         let runs = store::workflow::prunable(&mut conn, now, max_age, min_age, max_jobs, BATCH).await?;
         if runs.is_empty() {
@@ -58,6 +62,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         }
         report.jobs.extend(ids);
     }
+    store::worktrees::delete_unused(&mut conn).await?;
     let ended = store::workers::prune_ended(&mut conn, now - max_age).await?;
     for id in &ended {
         let _ = std::fs::remove_file(crate::engine::server::log_path(&q.loc.logs_dir(), id));
@@ -69,6 +74,33 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         tracing::info!(jobs = report.jobs.len(), runs = report.runs.len(), swept = report.swept_dirs, "pruned");
     }
     Ok(report)
+}
+
+/// Remove the worktrees (directory and branch) of tasks finished at least `min_age` ago that
+/// lose nothing by it: no uncommitted or untracked files, every commit on the target branch
+/// or merged as it stands. The others stay, and so do their tasks.
+async fn remove_finished_worktrees(now: i64, min_age: i64, conn: &mut store::Conn) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for row in store::worktrees::of_finished(conn, now - min_age).await? {
+        let held = match worktree::holdings(&row).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(task_id = %row.id, "worktree kept: could not read it: {e}");
+                continue;
+            }
+        };
+        if !held.removable(&row) {
+            tracing::debug!(task_id = %row.id, "worktree kept: {}", held.describe(&row));
+            continue;
+        }
+        if let Err(e) = worktree::remove(&row).await {
+            tracing::warn!(task_id = %row.id, "worktree kept: {e}");
+            continue;
+        }
+        store::worktrees::mark_discarded(conn, &row.id, now).await?;
+        removed.push(row.id);
+    }
+    Ok(removed)
 }
 
 fn remove_files(q: &Queue, id: &str) {

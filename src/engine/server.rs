@@ -870,7 +870,9 @@ fn verdict(job: &JobRow, ending: &Ending, gone: Option<Gone>) -> Option<(WorkerS
         });
     }
     match ending {
-        Ending::Answered { .. } | Ending::Reported(_) | Ending::Canceled | Ending::TimedOut => None,
+        Ending::Answered { .. } | Ending::Reported(_) | Ending::Canceled | Ending::TimedOut | Ending::Unprepared(_) => {
+            None
+        }
         Ending::Violation(v) => Some((WorkerState::Error, format!("Protocol violation: {v}"))),
         Ending::Forbidden(why) => Some((WorkerState::Stopped, format!("{why} (task {})", job.id))),
         Ending::Stopped(why) => Some((WorkerState::Stopped, why.clone())),

@@ -216,6 +216,9 @@ pub enum Ending {
     /// The server worker serving it was stopped for another reason (another task's forbidden
     /// tool call or unanswered cancel, a stop request): why.
     Stopped(String),
+    /// Its worktree could not be made ready (git failed, its setup command failed): no worker
+    /// was started.
+    Unprepared(String),
 }
 
 /// Watch a worker until it ends: its own exit, its timeout, or a cancel. On timeout or cancel
@@ -255,6 +258,7 @@ pub async fn watch(
         | Ending::Reported(_)
         | Ending::Forbidden(_)
         | Ending::Stopped(_)
+        | Ending::Unprepared(_)
         | Ending::Violation(_) => {}
         Ending::TimedOut | Ending::Canceled => {
             proc::terminate_group(pgid, grace, Some(pgid)).await;

@@ -10,7 +10,7 @@ use crate::job::{JobRow, JobState, NewJob};
 use crate::state::WorkerKind;
 
 /// Outcome of an insert that may hit the dedup key of an unfinished job.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Inserted {
     New,
     /// An unfinished job already holds this dedup key.
@@ -48,6 +48,7 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         job.worker_kind,
         job.system_prompt,
         job.permissions,
+        job.worktree_id,
     )
     .execute(&mut *conn)
     .await;
@@ -94,7 +95,7 @@ macro_rules! select_jobs {
                  response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms,
                  cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output,
                  worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens,
-                 system_prompt, permissions
+                 system_prompt, permissions, worktree_id
                  FROM jobs "# + $rest
             $(, $arg)*
         )
@@ -428,7 +429,8 @@ pub async fn request_cancel(
 }
 
 /// Finished jobs that pruning may delete now, oldest first, at most `batch`: past `max_age`, or
-/// beyond the newest `max_jobs`, and never younger than `min_age` or part of a workflow run.
+/// beyond the newest `max_jobs`, and never younger than `min_age`, part of a workflow run, or
+/// with a worktree still on disk.
 pub async fn prunable(
     conn: &mut SqliteConnection,
     now: i64,
@@ -440,6 +442,7 @@ pub async fn prunable(
     Ok(sqlx::query_scalar!(
         "SELECT id FROM jobs
           WHERE finished_ms IS NOT NULL AND finished_ms <= ?1 - ?3 AND workflow_run_id IS NULL
+            AND (worktree_id IS NULL OR worktree_id IN (SELECT id FROM worktrees WHERE state = 'discarded'))
             AND (finished_ms < ?1 - ?2
                  OR seq NOT IN (SELECT seq FROM jobs WHERE finished_ms IS NOT NULL
                                  ORDER BY finished_ms DESC, seq DESC LIMIT ?4))

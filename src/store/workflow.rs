@@ -29,6 +29,8 @@ pub struct RunRow {
     pub error: Option<String>,
     pub cancel_requested_ms: Option<i64>,
     pub cancel_reason: Option<String>,
+    /// The worktree its steps share.
+    pub worktree_id: Option<String>,
 }
 
 /// A `workflow_steps` row.
@@ -76,14 +78,15 @@ pub struct NewRun<'a> {
     pub priority: i64,
     pub max_attempts: i64,
     pub max_carry_chars: i64,
+    pub worktree_id: Option<&'a str>,
     pub now: i64,
 }
 
 pub async fn insert_run(conn: &mut SqliteConnection, r: &NewRun<'_>) -> Result<()> {
     sqlx::query!(
         "INSERT INTO workflow_runs (id, workflow_id, name, state, task, session, requested_by, project_dir, priority,
-                                    max_attempts, max_carry_chars, created_ms)
-         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                    max_attempts, max_carry_chars, created_ms, worktree_id)
+         VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         r.id,
         r.workflow_id,
         r.name,
@@ -94,7 +97,8 @@ pub async fn insert_run(conn: &mut SqliteConnection, r: &NewRun<'_>) -> Result<(
         r.priority,
         r.max_attempts,
         r.max_carry_chars,
-        r.now
+        r.now,
+        r.worktree_id
     )
     .execute(conn)
     .await?;
@@ -162,7 +166,7 @@ macro_rules! select_runs {
             RunRow,
             r#"SELECT seq, id, workflow_id, name, state AS "state: RunState", task, session, requested_by,
                       project_dir, priority, max_attempts, max_carry_chars, carry, current_step, created_ms,
-                      finished_ms, response, error, cancel_requested_ms, cancel_reason
+                      finished_ms, response, error, cancel_requested_ms, cancel_reason, worktree_id
                  FROM workflow_runs "# + $rest
             $(, $arg)*
         )
@@ -334,7 +338,8 @@ pub async fn request_cancel(
     .flatten())
 }
 
-/// Finished runs that pruning may delete (with their steps and jobs), oldest first.
+/// Finished runs that pruning may delete (with their steps and jobs), oldest first; never one
+/// whose worktree is still on disk.
 pub async fn prunable(
     conn: &mut SqliteConnection,
     now: i64,
@@ -346,6 +351,7 @@ pub async fn prunable(
     Ok(sqlx::query_scalar!(
         "SELECT id FROM workflow_runs
           WHERE finished_ms IS NOT NULL AND finished_ms <= ?1 - ?3
+            AND (worktree_id IS NULL OR worktree_id IN (SELECT id FROM worktrees WHERE state = 'discarded'))
             AND (finished_ms < ?1 - ?2
                  OR seq NOT IN (SELECT seq FROM workflow_runs WHERE finished_ms IS NOT NULL
                                  ORDER BY finished_ms DESC, seq DESC LIMIT ?4))

@@ -48,6 +48,7 @@ async fn enqueue_step(conn: &mut store::Tx, run: &RunRow, step: &StepRow, carry:
         now,
         dedup_key: None,
         workflow: Some((&run.id, step.idx)),
+        worktree: run.worktree_id.as_deref(),
     })?;
     store::jobs::insert(conn, &new).await?;
     store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;
@@ -199,5 +200,6 @@ pub fn record(run: &RunRow, steps: &[StepRow], max_response_chars: Option<usize>
             .then(|| current.map(|s| json!({"index": s.idx, "id": s.step_id, "title": s.title, "taskId": s.job_id})))
             .flatten(),
         carry: (live && !terminal).then(|| run.carry.clone()),
+        worktree: None,
     }
 }

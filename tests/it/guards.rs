@@ -153,8 +153,8 @@ fn finished_jobs_never_change() {
     for id in [&ok, &bad] {
         every_column_refused(&q, "jobs", &format!("id = '{id}'"), |c| match c {
             "id" | "seq" => "a job id never changes",
-            "profile" | "workflow_run_id" | "workflow_step" => {
-                "a job's worker profile, workflow run and step never change"
+            "profile" | "workflow_run_id" | "workflow_step" | "worktree_id" => {
+                "a job's worker profile, workflow run, step and worktree never change"
             }
             "owner" | "epoch" => "a job's owner and epoch change only when it is claimed",
             "attempt" => "a job's attempt changes only when it is claimed",
@@ -203,7 +203,7 @@ fn unfinished_jobs_and_live_workers_are_not_deleted_or_relinked_and_recovery_sti
     let attempt = "a job's attempt changes only when it is claimed";
     refused(&q, &format!("UPDATE jobs SET attempt = attempt + 1 WHERE id = '{id}'"), attempt, &[&job]);
     refused(&q, &format!("UPDATE jobs SET attempt = 0 WHERE id = '{id}'"), attempt, &[&job]);
-    let link = "a job's worker profile, workflow run and step never change";
+    let link = "a job's worker profile, workflow run, step and worktree never change";
     refused(&q, &format!("UPDATE jobs SET profile = 'architect' WHERE id = '{id}'"), link, &[&job]);
     refused(&q, &format!("UPDATE jobs SET workflow_run_id = '{later}' WHERE id = '{id}'"), link, &[&job]);
     refused(&q, &format!("UPDATE jobs SET workflow_step = 0 WHERE id = '{later}'"), link, &[&job_row(&later)]);
@@ -399,7 +399,7 @@ fn workflow_runs_go_whole_and_never_while_running() {
         &[&run(&done)],
     );
     every_column_refused(&q, "workflow_runs", &format!("id = '{done}'"), |c| match c {
-        "id" | "seq" | "workflow_id" => "a workflow run's id and workflow never change",
+        "id" | "seq" | "workflow_id" | "worktree_id" => "a workflow run's id, workflow and worktree never change",
         _ => "a finished workflow run never changes",
     });
     refused(
@@ -420,7 +420,7 @@ fn workflow_runs_go_whole_and_never_while_running() {
     refused(
         &q,
         &format!("UPDATE jobs SET workflow_run_id = '{live}' WHERE workflow_run_id = '{done}'"),
-        "a job's worker profile, workflow run and step never change",
+        "a job's worker profile, workflow run, step and worktree never change",
         &[&jobs(&done)],
     );
 
@@ -460,7 +460,7 @@ fn workflow_runs_go_whole_and_never_while_running() {
     refused(
         &q,
         &format!("UPDATE jobs SET workflow_step = 1 WHERE workflow_run_id = '{live}'"),
-        "a job's worker profile, workflow run and step never change",
+        "a job's worker profile, workflow run, step and worktree never change",
         &all,
     );
 

@@ -21,3 +21,4 @@ mod schema;
 mod servers;
 mod streaming;
 mod workflow;
+mod worktrees;

@@ -132,7 +132,7 @@ fn group_alive(pgid: i32) -> bool {
 }
 
 #[test]
-fn initialize_lists_the_five_tools_with_schemas() {
+fn initialize_lists_the_tools_with_schemas() {
     let _g = common::heavy();
     let q = TestQueue::new();
     runtime().block_on(async {
@@ -142,7 +142,19 @@ fn initialize_lists_the_five_tools_with_schemas() {
         let tools = s.client.list_all_tools().await.unwrap();
         let mut names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["task_await", "task_cancel", "task_list", "task_peek", "task_start"]);
+        assert_eq!(
+            names,
+            [
+                "task_await",
+                "task_cancel",
+                "task_diff",
+                "task_discard",
+                "task_list",
+                "task_merge",
+                "task_peek",
+                "task_start"
+            ]
+        );
         let tool = |n: &str| tools.iter().find(|t| t.name == n).unwrap();
         let props = |n: &str| {
             let mut p: Vec<String> = tool(n).input_schema["properties"].as_object().unwrap().keys().cloned().collect();
@@ -159,8 +171,10 @@ fn initialize_lists_the_five_tools_with_schemas() {
             [
                 "attachments",
                 "autoSpawn",
+                "base",
                 "dedupKey",
                 "delayMs",
+                "isolation",
                 "kind",
                 "maxAttempts",
                 "priority",
@@ -176,6 +190,9 @@ fn initialize_lists_the_five_tools_with_schemas() {
         assert_eq!(props("task_peek"), ["taskId", "taskIds"]);
         assert_eq!(props("task_list"), ["format", "limit", "scope", "status", "view", "workerId"]);
         assert_eq!(props("task_cancel"), ["reason", "taskId", "taskIds"]);
+        assert_eq!(props("task_diff"), ["stat", "taskId"]);
+        assert_eq!(props("task_merge"), ["how", "taskId"]);
+        assert_eq!(props("task_discard"), ["force", "taskId"]);
         for t in &tools {
             assert!(t.description.as_deref().is_some_and(|d| d.len() > 80), "{} needs a real description", t.name);
         }
@@ -443,6 +460,56 @@ fn a_task_survives_its_servers_process_group_and_a_later_session_awaits_it() {
         assert_eq!(v["status"], "succeeded", "{v}");
         assert_eq!(v["responseText"], "done");
         assert!(marker.exists(), "the worker ran to its end");
+        s.client.cancel().await.unwrap();
+    });
+}
+
+/// git in the test's project, isolated from the machine's configuration.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim_end().to_string()
+}
+
+/// An agent starts a subagent in a worktree, reviews its diff and merges it, all over MCP.
+#[test]
+fn an_agent_reviews_and_merges_a_worktree_task() {
+    let _g = common::heavy();
+    let q = TestQueue::new();
+    std::fs::remove_dir_all(q.project.join(".git")).unwrap();
+    git(&q.project, &["init", "-q", "-b", "main"]);
+    q.ok(&["init"]);
+    std::fs::write(q.project.join("notes.txt"), "one\n").unwrap();
+    git(&q.project, &["add", "-A"]);
+    git(&q.project, &["-c", "user.name=T", "-c", "user.email=t@t", "commit", "-qm", "start"]);
+    q.dispatcher();
+    runtime().block_on(async {
+        let s = connect(&q, &[]).await;
+        let c = &s.client;
+        let v =
+            ok(c, "task_start", json!({"task": "echo two >> notes.txt", "workerId": "coder", "isolation": "worktree"}))
+                .await;
+        let id = v["taskId"].as_str().unwrap().to_string();
+        assert_eq!(v["worktree"]["target"], "main", "{v}");
+        let e = err(c, "task_merge", json!({"taskId": id, "how": "octopus"})).await;
+        assert!(e.contains("Unknown how \"octopus\""), "{e}");
+        ok(c, "task_await", json!({"taskId": id, "timeoutMs": 60000})).await;
+        let diff = text(&call(c, "task_diff", json!({"taskId": id})).await);
+        assert!(diff.contains("+two"), "{diff}");
+        let m = ok(c, "task_merge", json!({"taskId": id, "how": "squash"})).await;
+        assert_eq!(m["action"], "squash", "{m}");
+        assert_eq!(std::fs::read_to_string(q.project.join("notes.txt")).unwrap(), "one\ntwo\n");
+        let d = ok(c, "task_discard", json!({"taskId": id})).await;
+        assert_eq!(d["worktree"]["state"], "discarded", "{d}");
+        let e = err(c, "task_diff", json!({"taskId": "ffffffff-none"})).await;
+        assert!(e.contains("Unknown task"), "{e}");
         s.client.cancel().await.unwrap();
     });
 }

@@ -5,7 +5,7 @@ use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 8;
+const MIGRATIONS: i64 = 9;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -33,6 +33,8 @@ fn migrations_create_tables_indexes_and_triggers() {
         "step_transitions",
         "job_events",
         "worker_sessions",
+        "worktrees",
+        "worktree_transitions",
         "_sqlx_migrations",
     ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
@@ -47,6 +49,7 @@ fn migrations_create_tables_indexes_and_triggers() {
         "workers_live",
         "workers_one_server",
         "worker_sessions_worker",
+        "jobs_worktree",
     ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
@@ -68,6 +71,11 @@ fn migrations_create_tables_indexes_and_triggers() {
         "job_transitions_update_guard",
         "lease_insert_guard",
         "lease_delete_guard",
+        "worktrees_insert_guard",
+        "worktrees_state_guard",
+        "worktrees_id_guard",
+        "worktrees_delete_guard",
+        "worktree_transitions_update_guard",
     ] {
         assert!(triggers.contains(&t.to_string()), "missing trigger {t}: {triggers:?}");
     }
