@@ -16,6 +16,8 @@
 //!     and one worker serving one session at a time vs. four at once (`maxConcurrency` 4)
 //! (j) a real agent (opencode) against a local fake model: a warm ACP worker vs. a cold
 //!     `opencode run` per task, task start -> first activity event and -> answer
+//! (k) a task in a git worktree of a repository of K_FILES files vs. the same task in the
+//!     checkout, start -> finished, beside raw `git worktree add` + `remove` of the same repository
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -58,6 +60,10 @@ const I_JOBS: usize = 300;
 /// (i) jobs per run of the sessions comparison with a turn that takes I_TURN.
 const I_SLOW_JOBS: usize = 100;
 const I_TURN: &str = "0.05";
+
+/// (k) files in the repository, tasks per side (alternating), raw worktree adds.
+const K_FILES: usize = 3000;
+const K_TASKS: usize = 10;
 
 const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
@@ -1593,6 +1599,91 @@ fn header(rt: &Runtime, bin: &Path) {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// (k) worktree cost.
+
+fn git(dir: &Path, args: &[&str]) {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .expect("git");
+    assert!(o.status.success(), "(k) git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn bench_worktrees(rt: &Runtime, bin: &Path) {
+    let p = Project::new(serde_json::json!({
+        "runner": ["sh", "-c", "{prompt}"],
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": 4},
+        "retention": {"minAgeMs": 0, "maxAgeMs": 0, "maxJobs": 0},
+    }));
+    std::fs::remove_dir_all(p.project.join(".git")).unwrap();
+    git(&p.project, &["init", "-q", "-b", "main"]);
+    let mut bytes = 0usize;
+    for i in 0..K_FILES {
+        let dir = p.project.join(format!("src/m{:02}", i % 60));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!("// file {i}\n{}", "fn f() { let x = 1; }\n".repeat(40));
+        bytes += text.len();
+        std::fs::write(dir.join(format!("f{i}.rs")), text).unwrap();
+    }
+    let q = rt.block_on(p.queue());
+    git(&p.project, &["add", "-A"]);
+    git(&p.project, &["-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "files"]);
+
+    // Raw: the git commands alone, in a sibling directory.
+    let raw_root = p.dir.path().join("raw-trees");
+    let mut raw = Vec::with_capacity(K_TASKS);
+    for i in 0..K_TASKS {
+        let path = raw_root.join(format!("t{i}"));
+        let path = path.to_str().unwrap();
+        let t = Instant::now();
+        git(&p.project, &["worktree", "add", "--quiet", "-b", &format!("raw/{i}"), path, "HEAD"]);
+        raw.push(ms(t.elapsed()));
+        git(&p.project, &["worktree", "remove", "--force", path]);
+        git(&p.project, &["branch", "-D", "-q", &format!("raw/{i}")]);
+    }
+
+    let d = Dispatcher::start(&p, bin);
+    let (mut plain, mut isolated) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for i in 0..2 * K_TASKS {
+            let worktree = i % 2 == 1;
+            let params = StartParams {
+                isolation: worktree.then(|| "worktree".into()),
+                ..worker_params("echo change >> src/m00/f0.rs")
+            };
+            let t = Instant::now();
+            let a = api::start(&q, &caller(), params).await.expect("(k) api::start");
+            let ans = api::await_jobs(&q, &caller(), std::slice::from_ref(&a.task_id), Some(60_000.0), false, None)
+                .await
+                .expect("(k) await");
+            assert_eq!(ans[0].state(), Some(JobState::Succeeded), "(k): the task did not succeed");
+            if worktree {
+                isolated.push(ms(t.elapsed()));
+                api::discard(&q, &caller(), &a.task_id, true).await.expect("(k) discard");
+            } else {
+                plain.push(ms(t.elapsed()));
+                git(&p.project, &["checkout", "-q", "--", "."]);
+            }
+        }
+    });
+    d.stop();
+    let (raw, plain, isolated) = (median(raw), median(plain), median(isolated));
+    println!(
+        "(k) worktree per task, repository of {K_FILES} files ({:.1} MB), median of {K_TASKS}:  raw `git worktree add` {raw:.1} ms | task in the checkout {plain:.1} ms | task in a worktree {isolated:.1} ms (+{:.1} ms, {:.2}x; baton's cost beyond the raw add {:.1} ms)",
+        bytes as f64 / 1e6,
+        isolated - plain,
+        isolated / plain,
+        isolated - plain - raw,
+    );
+    rt.block_on(q.store.close());
+}
+
 fn main() {
     let started = Instant::now();
     // Sections to run: the letters given as arguments (`cargo bench --bench queue -- c i`);
@@ -1646,6 +1737,9 @@ fn main() {
     }
     if want("j") {
         bench_real_agent(&rt, &bin);
+    }
+    if want("k") {
+        bench_worktrees(&rt, &bin);
     }
 
     println!("total bench run: {:.1} s", started.elapsed().as_secs_f64());

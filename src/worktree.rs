@@ -195,16 +195,18 @@ async fn git(dir: &Path, args: &[&str], doing: &str) -> Result<String> {
 }
 
 fn check(ran: Ran, doing: &str) -> Result<Ran> {
-    if ran.ok() {
-        return Ok(ran);
-    }
+    if ran.ok() { Ok(ran) } else { Err(failure(&ran, doing)) }
+}
+
+/// A failed git run as an error: what baton was doing and the end of what git said.
+fn failure(ran: &Ran, doing: &str) -> Error {
     let said = ran.stderr.trim();
     let detail = match (said.is_empty(), ran.code) {
         (false, _) => said.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"),
         (true, Some(c)) => format!("exit code {c}"),
         (true, None) => "killed by a signal".into(),
     };
-    Err(Error::Git { doing: doing.to_string(), detail })
+    Error::Git { doing: doing.to_string(), detail }
 }
 
 /// Whether git answers yes (exit 0) or no (exit 1); anything else is an error.
@@ -213,7 +215,7 @@ async fn git_yes(dir: &Path, args: &[&str], doing: &str) -> Result<bool> {
     match ran.code {
         Some(0) => Ok(true),
         Some(1) => Ok(false),
-        _ => check(ran, doing).map(|_| false),
+        _ => Err(failure(&ran, doing)),
     }
 }
 
@@ -245,8 +247,8 @@ async fn changed_files(dir: &Path) -> Result<Vec<String>> {
     let mut parts = ran.stdout.split(|b| *b == 0).filter(|p| !p.is_empty());
     while let Some(entry) = parts.next() {
         let entry = String::from_utf8_lossy(entry);
-        if entry.len() > 3 {
-            files.push(entry[3..].to_string());
+        if let Some(path) = entry.get(3..).filter(|p| !p.is_empty()) {
+            files.push(path.to_string());
         }
         // A rename's entry is followed by its old name.
         if entry.starts_with('R') || entry.starts_with('C') {
@@ -272,8 +274,7 @@ pub async fn plan(r: Request<'_>) -> Result<Plan> {
                  start the task again)"
             )));
         }
-        check(ran, "reading the repository")?;
-        unreachable!("check fails on a failed run");
+        return Err(failure(&ran, "reading the repository"));
     }
     if ran.text() == "true" {
         return Err(Error::Invalid(format!(
@@ -333,9 +334,9 @@ pub async fn plan(r: Request<'_>) -> Result<Plan> {
     let root = std::fs::canonicalize(root).map_err(|e| Error::io(format!("resolving {}", root.display()), e))?;
     if root.starts_with(&repo) {
         let rel = root.strip_prefix(&repo).unwrap_or(&root).display().to_string();
-        let ignored =
-            rel.is_empty() || git_yes(&repo, &["check-ignore", "-q", "--", &rel], "checking .gitignore").await?;
-        if !ignored || rel.is_empty() {
+        let tracked =
+            rel.is_empty() || !git_yes(&repo, &["check-ignore", "-q", "--", &rel], "checking .gitignore").await?;
+        if tracked {
             return Err(Error::Invalid(format!(
                 "Worktrees would go to {}, inside the tracked tree of {}: git would see every worktree as untracked \
                  files. Set worktrees.dir to a directory outside it, or ignore that directory in .gitignore.",
@@ -489,8 +490,9 @@ const SETUP_TAIL_CHARS: usize = 2000;
 /// with the end of what it printed.
 async fn run_setup(argv: &[String], dir: &Path, timeout: Duration) -> Result<()> {
     let shown = argv.join(" ");
-    let mut c = tokio::process::Command::new(&argv[0]);
-    c.args(&argv[1..])
+    let Some((program, args)) = argv.split_first() else { return Ok(()) };
+    let mut c = tokio::process::Command::new(program);
+    c.args(args)
         .current_dir(dir)
         .env("PWD", dir)
         .stdin(Stdio::null())
@@ -686,7 +688,7 @@ async fn merge_tree(repo: &Path, ours: &str, theirs: &str, base: Option<&str>) -
             files.dedup();
             Ok(Err(files))
         }
-        _ => check(ran, "merging").map(|_| Err(Vec::new())),
+        _ => Err(failure(&ran, "merging")),
     }
 }
 

@@ -711,13 +711,18 @@ impl Dispatcher {
 
 /// One claimed job's life in the dispatcher: prepare its logs, spawn its worker, record the
 /// worker row (the attempt itself was recorded by the claim), watch it, report its end.
-async fn run_job(ctx: JobContext, job: JobRow, cancel: oneshot::Receiver<()>) {
+async fn run_job(ctx: JobContext, job: JobRow, mut cancel: oneshot::Receiver<()>) {
     let worktree = match &job.worktree_id {
         None => None,
-        Some(id) => match ready_worktree(&ctx, id, &job).await {
-            Ok(row) => Some(row),
-            Err(e) => {
+        // A cancel during a long setup stops it (the setup process is killed with its future).
+        Some(id) => match tokio::select! { r = ready_worktree(&ctx, id, &job) => Some(r), _ = &mut cancel => None } {
+            Some(Ok(row)) => Some(row),
+            Some(Err(e)) => {
                 let _ = ctx.done.send(Finished { job, ending: Ending::Unprepared(e.to_string()), read: None });
+                return;
+            }
+            None => {
+                let _ = ctx.done.send(Finished { job, ending: Ending::Canceled, read: None });
                 return;
             }
         },

@@ -449,3 +449,59 @@ fn worktree_transitions_are_enforced_by_the_database() {
     set("ready").unwrap();
     assert!(set("planned").unwrap_err().to_string().contains("illegal worktree transition"));
 }
+
+#[test]
+fn cancel_stops_a_long_setup() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({
+        "profiles": [{"id": "slow", "name": "Slow", "model": "m", "purpose": "p", "whenToUse": "w",
+                      "isolation": "worktree", "setup": ["sleep", "600"]}]
+    }));
+    repo(&q);
+    let id = q.start(&["--worker", "slow", "echo never"]);
+    q.dispatcher();
+    wait_for(30, "the setup running", || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x00600\x00")
+                && std::fs::read_link(e.path().join("cwd")).is_ok_and(|d| d.to_string_lossy().contains(&id))
+        })
+    });
+    let started = std::time::Instant::now();
+    q.ok(&["task", "cancel", &id]);
+    let done = await_all(&q, &[&id]);
+    assert_eq!(done[0]["status"], "canceled", "{}", done[0]);
+    assert!(started.elapsed().as_secs() < 20, "the cancel waited for the setup");
+    // The worktree stays planned (setup never finished) and is kept for a retry to set up again.
+    assert_eq!(worktree_row(&q, &id).0, "planned");
+}
+
+#[test]
+fn merges_started_at_once_go_one_at_a_time() {
+    let _g = common::heavy();
+    let q = queue();
+    let ids: Vec<String> = (0..3).map(|i| start_isolated(&q, &format!("echo {i} > part{i}.txt"))).collect();
+    q.dispatcher();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    for r in await_all(&q, &refs) {
+        assert_eq!(r["status"], "succeeded", "{r}");
+    }
+    let before = git(&q.project, &["rev-parse", "HEAD"]);
+    // Three processes merge at once: each waits for the merge lock and lands on the last one's
+    // result (without it, two would read the same old head and one would fail or be lost).
+    let children: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let mut c = q.cmd();
+            c.args(["task", "merge", id]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for (id, child) in ids.iter().zip(children) {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "merge {id}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(git(&q.project, &["rev-list", "--count", "--merges", &format!("{before}..HEAD")]), "3");
+    for i in 0..3 {
+        assert_eq!(read(&q.project.join(format!("part{i}.txt"))), format!("{i}\n"));
+    }
+}
