@@ -50,7 +50,7 @@ pub const DEFAULT_AWAIT_MS: f64 = 30_000.0;
 /// How often `task_await` reports progress while it waits.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-/// Serve the five tools on stdin/stdout until the client closes the connection.
+/// Serve the tools on stdin/stdout until the client closes the connection.
 pub async fn serve(opts: OpenOptions, session: Option<String>) -> Result<()> {
     let q = Queue::open(&opts).await?;
     let session = session.or_else(|| std::env::var("BATON_SESSION").ok()).filter(|s| !s.is_empty());

@@ -1,4 +1,4 @@
-//! `baton mcp` driven by a real MCP client (rmcp's) over stdio: the five tools, their schemas,
+//! `baton mcp` driven by a real MCP client (rmcp's) over stdio: the tools, their schemas,
 //! the answers, progress, client cancellation, bad inputs, and the recursive-spawn guard.
 
 use std::sync::{Arc, Mutex};

@@ -82,13 +82,14 @@ impl Raw {
         self.send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
     }
 
-    /// A valid `tools/list` is still answered with the five tools.
+    /// A valid `tools/list` is still answered, `task_start` among the tools (the full list is
+    /// checked in `mcp.rs`).
     fn assert_serving(&mut self) {
         let id = self.id();
         let a = self.ask(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/list"}).to_string());
         assert_eq!(a["id"], id, "{a}");
         let tools = a["result"]["tools"].as_array().unwrap_or_else(|| panic!("tools/list: {a}"));
-        assert_eq!(tools.len(), 5, "{a}");
+        assert!(tools.iter().any(|t| t["name"] == "task_start"), "{a}");
     }
 
     /// `tools/call` with these arguments (JSON text, sent as is); the result's JSON answer.
