@@ -179,6 +179,9 @@ fn new_job(i: usize, now: i64) -> NewJob {
         system_prompt: None,
         permissions: None,
         worktree_id: None,
+        labels: None,
+        after: None,
+        after_any: false,
     }
 }
 
@@ -302,6 +305,10 @@ fn raw_insert(c: &rusqlite::Connection, j: &NewJob) {
         j.worker_kind.as_str(),
         j.system_prompt,
         j.permissions,
+        j.worktree_id,
+        j.labels,
+        j.after,
+        j.after_any,
     ])
     .unwrap();
 }
@@ -360,6 +367,9 @@ fn raw_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         system_prompt: r.get(43)?,
         permissions: r.get(44)?,
         worktree_id: r.get(45)?,
+        labels: r.get(46)?,
+        after: r.get(47)?,
+        after_any: r.get(48)?,
     })
 }
 

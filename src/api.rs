@@ -72,7 +72,19 @@ pub struct Status {
     pub dispatcher: DispatcherStatus,
     /// Jobs by state.
     pub jobs: std::collections::BTreeMap<&'static str, i64>,
+    /// What is paused: profile ids, or `*` for every profile.
+    pub paused: Vec<Paused>,
     pub project: String,
+}
+
+/// A pause as `baton status` and `baton pause` show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Paused {
+    /// A profile id, or `*`: every profile.
+    pub profile: String,
+    pub since: String,
+    pub by: String,
 }
 
 /// Whether a dispatcher leads the queue, and which.
@@ -204,6 +216,15 @@ pub struct StartParams {
     pub isolation: Option<String>,
     /// With isolation `worktree`: the commit or branch the worktree starts from (default HEAD).
     pub base: Option<String>,
+    /// Task ids (or unique prefixes) this task waits for: it stays `waiting` until every one
+    /// succeeded, then is queued; if one fails or is canceled it fails with "Dependency <id>
+    /// failed" (unless afterAny). Worker tasks only.
+    pub after: Option<Vec<String>>,
+    /// With `after`: run once they all finished, whatever their outcome.
+    pub after_any: Option<bool>,
+    /// Labels to find the task by later (`task_list` label filter): at most 16 `key: value`
+    /// pairs; keys are letters, digits, `.`, `_`, `-`, `/` (at most 64), values at most 256 chars.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Job timeout (SPEC 3): absent or `<= 0` -> the default; else clamped to [1 000, max].
@@ -310,11 +331,19 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
     if p.dedup_key.as_deref().is_some_and(str::is_empty) {
         return Err(Error::Invalid("dedupKey must not be empty".into()));
     }
+    let labels = labels_json(p.labels.as_ref())?;
+    let after_any = p.after_any.unwrap_or(false);
+    if after_any && p.after.as_ref().is_none_or(Vec::is_empty) {
+        return Err(Error::Invalid("afterAny needs after: the tasks to wait for".into()));
+    }
 
     let id = uuid::Uuid::new_v4().to_string();
     if kind == "workflow" {
         if p.delay_ms.is_some() || p.run_at.is_some() || p.dedup_key.is_some() {
             return Err(Error::Invalid("delayMs, runAt and dedupKey do not apply to workflows".into()));
+        }
+        if p.after.as_ref().is_some_and(|a| !a.is_empty()) || labels.is_some() {
+            return Err(Error::Invalid("after and labels apply to worker tasks, not to workflow runs (yet)".into()));
         }
         let def = check_workflow(q, &p)?;
         for (i, (a, b)) in base64_parts.into_iter().enumerate() {
@@ -355,7 +384,11 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         None => Launch::unknown(&worker_id, cfg.jobs.timeout_ms),
     };
     let attachments: Vec<String> = attachment_paths.iter().map(|a| a.display().to_string()).collect();
-    let new = launch.job(launch::Job {
+    let after = match &p.after {
+        Some(given) if profile.is_some() => resolve_after(q, caller, given).await?,
+        _ => None,
+    };
+    let mut new = launch.job(launch::Job {
         id: &id,
         task: &p.task,
         session: caller.session.as_deref(),
@@ -370,6 +403,9 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         workflow: None,
         worktree: plan.as_ref().map(|pl| pl.new.id.as_str()),
     })?;
+    new.labels = labels;
+    new.after_any = after_any && after.is_some();
+    new.after = after;
     let mut conn = q.store.conn().await?;
     if profile.is_none() {
         let error = format!("Unknown worker \"{worker_id}\". Available profiles: {}", q.profiles.ids().join(", "));
@@ -403,17 +439,27 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         }
     };
     let answer = match inserted {
-        Inserted::New => Started {
-            deduplicated: None,
-            error: None,
-            kind: Some("worker"),
-            next: Some("task_await"),
-            status: JobState::Queued,
-            task_id: id,
-            warning: plan.as_ref().and_then(|pl| pl.warning.clone()),
-            worker_id,
-            worktree: plan.as_ref().map(|pl| pl.info()),
-        },
+        Inserted::New => {
+            // A task with dependencies waits, or was queued or failed at once by the schema's
+            // triggers when they had already ended.
+            let (status, error) = match &new.after {
+                None => (JobState::Queued, None),
+                Some(_) => store::jobs::get(&mut conn, &id)
+                    .await?
+                    .map_or((JobState::Waiting, None), |r| (r.state, r.error.filter(|_| r.state == JobState::Failed))),
+            };
+            Started {
+                deduplicated: None,
+                error,
+                kind: Some("worker"),
+                next: Some("task_await"),
+                status,
+                task_id: id,
+                warning: plan.as_ref().and_then(|pl| pl.warning.clone()),
+                worker_id,
+                worktree: plan.as_ref().map(|pl| pl.info()),
+            }
+        }
         Inserted::Duplicate(existing) => {
             let row = store::jobs::get(&mut conn, &existing).await?;
             let (w, s) = row.map(|r| (r.profile, r.state)).unwrap_or((worker_id, JobState::Queued));
@@ -434,6 +480,77 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         ensure_dispatcher(q, &mut conn).await?;
     }
     Ok(answer)
+}
+
+/// Most labels on one task, and the longest key and value.
+const MAX_LABELS: usize = 16;
+const MAX_LABEL_KEY: usize = 64;
+const MAX_LABEL_VALUE: usize = 256;
+/// Most dependencies (`after`) of one task.
+const MAX_AFTER: usize = 64;
+
+/// A label key: letters, digits, `.`, `_`, `-`, `/`; at most 64 chars.
+pub fn check_label_key(k: &str) -> Result<()> {
+    let ok = !k.is_empty()
+        && k.len() <= MAX_LABEL_KEY
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "Invalid label key \"{k}\": use 1 to {MAX_LABEL_KEY} letters, digits, '.', '_', '-' or '/'"
+        )))
+    }
+}
+
+/// The labels as stored (a JSON object), after checking them; None for none.
+fn labels_json(labels: Option<&std::collections::BTreeMap<String, String>>) -> Result<Option<String>> {
+    let Some(labels) = labels.filter(|l| !l.is_empty()) else { return Ok(None) };
+    if labels.len() > MAX_LABELS {
+        return Err(Error::Invalid(format!("At most {MAX_LABELS} labels")));
+    }
+    for (k, v) in labels {
+        check_label_key(k)?;
+        if chars(v) > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return Err(Error::Invalid(format!(
+                "Invalid value of label \"{k}\": at most {MAX_LABEL_VALUE} chars, no control characters"
+            )));
+        }
+    }
+    Ok(Some(serde_json::to_string(labels)?))
+}
+
+/// The tasks a new task waits for, as stored (a JSON array of full ids, each once); None for
+/// none. Every one must be a task the caller may see; a dependency is always an older task, so
+/// no cycle can form.
+async fn resolve_after(q: &Queue, caller: &Caller, given: &[String]) -> Result<Option<String>> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if given.len() > MAX_AFTER {
+        return Err(Error::Invalid(format!("At most {MAX_AFTER} dependencies (after)")));
+    }
+    let resolved = resolve_ids(q, given).await?;
+    let isolated = q.config.config.security.session_isolation;
+    let mut conn = q.store.conn().await?;
+    let mut ids: Vec<String> = Vec::with_capacity(given.len());
+    for (g, r) in given.iter().zip(resolved) {
+        let unknown = || Error::Invalid(format!("Unknown dependency \"{g}\": no task has this id"));
+        let id = r.map_err(|_| unknown())?;
+        let Some(row) = store::jobs::get(&mut conn, &id).await? else {
+            return Err(Error::Invalid(format!(
+                "Dependency \"{g}\" is a workflow run: after waits for tasks (give the run's last step, \
+                 see baton workflow show)"
+            )));
+        };
+        if isolated && row.session != caller.session {
+            return Err(unknown());
+        }
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(Some(serde_json::to_string(&ids)?))
 }
 
 /// Whether a task (or a run) gets a worktree: its own `isolation`, else its profile's (or
@@ -1037,11 +1154,22 @@ pub struct ListParams {
     pub view: Option<String>,
     /// Only tasks of this profile.
     pub worker_id: Option<String>,
-    /// Only tasks in this state: queued, running, succeeded, failed or canceled.
+    /// Only tasks in this state: waiting, queued, running, succeeded, failed or canceled.
     pub status: Option<String>,
     /// `session` (default: the tasks this client started) or `all`.
     pub scope: Option<String>,
-    /// At most this many rows, newest first (default 20).
+    /// With scope `all`: only the tasks of this session id.
+    pub session_id: Option<String>,
+    /// Only tasks with these labels: each `key=value`, or `key` for any value (all must match).
+    pub label: Option<Vec<String>>,
+    /// Only tasks started (created) at or after this time: ISO-8601 (`2026-12-04T10:00:00Z`), a
+    /// date (`2026-12-04`, UTC), or a span ago (`90s`, `30m`, `2h`, `7d`).
+    pub since: Option<String>,
+    /// Only tasks created before this time (same forms as since).
+    pub until: Option<String>,
+    /// `newest` (default), `oldest`, `priority` (highest first) or `duration` (longest first).
+    pub sort: Option<String>,
+    /// At most this many rows (default 20).
     pub limit: Option<i64>,
     /// `markdown` (a table) or `json` (default from config ui.defaultListFormat).
     pub format: Option<String>,
@@ -1112,30 +1240,17 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
     let mut conn = q.store.conn().await?;
     match view {
         "tasks" => {
-            let state = match p.status.as_deref() {
-                None => None,
-                Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "Unknown status \"{s}\": use queued, running, succeeded, failed or canceled"
-                    ))
-                })?),
-            };
+            let now = now_ms();
+            let mut filter = list_filter(p, now)?;
             let scope = p.scope.as_deref().unwrap_or(default_scope);
             let session = match scope {
-                "all" if !q.config.config.security.session_isolation => None,
+                "all" if !q.config.config.security.session_isolation => p.session_id.clone(),
                 "all" | "session" => caller.session.clone(),
                 other => return Err(Error::Invalid(format!("Unknown scope \"{other}\": use session or all"))),
             };
-            let rows = store::jobs::list(
-                &mut conn,
-                &store::jobs::ListFilter {
-                    profile: p.worker_id.clone(),
-                    state,
-                    session: if scope == "session" && session.is_none() { Some(String::new()) } else { session },
-                    limit,
-                },
-            )
-            .await?;
+            filter.session = if scope == "session" && session.is_none() { Some(String::new()) } else { session };
+            filter.limit = limit;
+            let rows = store::jobs::list(&mut conn, &filter, now).await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
             Ok(Listing { markdown: crate::api::format::tasks_table(&records), data: ListData::Tasks(records) })
         }
@@ -1156,7 +1271,8 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
         }),
         "status" => {
             let workers = store::workers::live_workers(&mut conn).await?;
-            let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }).await?;
+            let rows = store::jobs::list(&mut conn, &store::jobs::ListFilter { limit, ..Default::default() }, now_ms())
+                .await?;
             let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
             let markdown = crate::api::format::status_view(&workers, &records);
             let workers = workers.iter().map(WorkerShown::of).collect();
@@ -1166,6 +1282,54 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
             Err(Error::Invalid(format!("Unknown view \"{other}\": use tasks, workers, profiles, workflows or status")))
         }
     }
+}
+
+/// The filters of a task listing, checked (session and limit are the caller's to set).
+fn list_filter(p: &ListParams, now: i64) -> Result<store::jobs::ListFilter> {
+    let state = match p.status.as_deref() {
+        None => None,
+        Some(s) => Some(JobState::parse(s).ok_or_else(|| {
+            Error::Invalid(format!(
+                "Unknown status \"{s}\": use waiting, queued, running, succeeded, failed or canceled"
+            ))
+        })?),
+    };
+    let mut labels = Vec::new();
+    for l in p.label.iter().flatten() {
+        let (k, v) = match l.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (l.as_str(), None),
+        };
+        check_label_key(k)?;
+        labels.push((k.to_string(), v));
+    }
+    let time = |name: &str, given: &Option<String>| -> Result<Option<i64>> {
+        given
+            .as_deref()
+            .map(|t| {
+                job::parse_time_or_ago(t, now).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{name} must be an ISO-8601 time, a date (2026-12-04) or a span ago (90s, 30m, 2h, 7d), not \"{t}\""
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let sort = match p.sort.as_deref().unwrap_or("newest") {
+        w @ ("newest" | "oldest" | "priority" | "duration") => w.to_string(),
+        other => {
+            return Err(Error::Invalid(format!("Unknown sort \"{other}\": use newest, oldest, priority or duration")));
+        }
+    };
+    Ok(store::jobs::ListFilter {
+        profile: p.worker_id.as_ref().map(|w| w.to_lowercase()),
+        state,
+        labels,
+        since_ms: time("since", &p.since)?,
+        until_ms: time("until", &p.until)?,
+        sort,
+        ..Default::default()
+    })
 }
 
 /// Workflow runs, newest first (the caller's session only under session isolation).
@@ -1242,12 +1406,57 @@ pub async fn status(q: &Queue) -> Result<Status> {
         },
         _ => DispatcherStatus { alive: false, epoch: lease.as_ref().map(|l| l.epoch), pid: None, since: None },
     };
+    let paused = store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect();
     Ok(Status {
         database: q.store.path().display().to_string(),
         dispatcher,
         jobs,
+        paused,
         project: q.loc.project_dir.display().to_string(),
     })
+}
+
+impl Paused {
+    fn of(p: &store::pauses::PauseRow) -> Paused {
+        Paused { profile: p.profile.clone(), since: job::iso(p.paused_ms), by: p.paused_by.clone() }
+    }
+}
+
+/// The profile a pause or resume names (None: every profile), checked against the profiles.
+fn paused_profile(q: &Queue, profile: Option<&str>) -> Result<String> {
+    match profile {
+        None => Ok(store::pauses::ALL.to_string()),
+        Some(p) => {
+            let p = p.to_lowercase();
+            if q.profiles.get(&p).is_none() {
+                return Err(Error::Invalid(format!(
+                    "Unknown profile \"{p}\". Available profiles: {}",
+                    q.profiles.ids().join(", ")
+                )));
+            }
+            Ok(p)
+        }
+    }
+}
+
+/// `baton pause`: the dispatcher claims no job of `profile` (or of any profile) until resumed;
+/// running jobs go on. Answers every pause now in force.
+pub async fn pause(q: &Queue, caller: &Caller, profile: Option<&str>) -> Result<Vec<Paused>> {
+    let profile = paused_profile(q, profile)?;
+    let mut conn = q.store.conn().await.map_err(|e| q.store.explain(e))?;
+    store::pauses::pause(&mut conn, &profile, &caller.requested_by, now_ms()).await.map_err(|e| q.store.explain(e))?;
+    Ok(store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect())
+}
+
+/// `baton resume`: lift the pause of `profile`, or every pause. Answers the pauses left.
+pub async fn resume(q: &Queue, profile: Option<&str>) -> Result<Vec<Paused>> {
+    let mut conn = q.store.conn().await.map_err(|e| q.store.explain(e))?;
+    let profile = match profile {
+        None => None,
+        Some(_) => Some(paused_profile(q, profile)?),
+    };
+    store::pauses::resume(&mut conn, profile.as_deref()).await.map_err(|e| q.store.explain(e))?;
+    Ok(store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect())
 }
 
 /// One job by id or prefix, for commands about a single task (logs, retry).

@@ -68,6 +68,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Claim no new tasks (of one profile, or of all) until `baton resume`; running tasks go on.
+    /// The pause lives in the queue: every dispatcher and session sees it.
+    Pause {
+        /// Only this profile's tasks.
+        #[arg(long, value_name = "ID")]
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a pause (of one profile, or every pause).
+    Resume {
+        #[arg(long, value_name = "ID")]
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete old finished tasks and their logs now.
     Prune {
         /// Only say what would be deleted.
@@ -122,10 +138,27 @@ pub enum TaskCommand {
     List {
         #[arg(long, default_value = "tasks", value_parser = ["tasks", "workers", "profiles", "workflows", "status"])]
         view: String,
-        #[arg(long = "worker", value_name = "ID")]
+        /// Only tasks of this profile.
+        #[arg(long = "worker", visible_alias = "profile", value_name = "ID")]
         worker: Option<String>,
+        /// Only tasks in this state (waiting, queued, running, succeeded, failed, canceled).
         #[arg(long, value_name = "STATE")]
         status: Option<String>,
+        /// Only tasks with this label: key=value, or key for any value (repeatable; all match).
+        #[arg(long = "label", value_name = "KEY[=VALUE]")]
+        labels: Vec<String>,
+        /// Only tasks of this session id.
+        #[arg(long = "of-session", value_name = "ID")]
+        of_session: Option<String>,
+        /// Only tasks created at or after: ISO-8601, a date, or a span ago (30m, 2h, 7d).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only tasks created before (same forms as --since).
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Order: newest (default), oldest, priority, duration.
+        #[arg(long, value_parser = ["newest", "oldest", "priority", "duration"])]
+        sort: Option<String>,
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
         #[arg(long)]
@@ -241,11 +274,29 @@ pub struct StartArgs {
     /// With --isolation worktree: the commit or branch to start from (default HEAD).
     #[arg(long, value_name = "REF")]
     pub base: Option<String>,
+    /// Wait for these tasks (ids or unique prefixes, comma-separated or repeated): the task
+    /// stays `waiting` until they all succeeded; if one fails or is canceled, so does this one.
+    #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
+    pub after: Vec<String>,
+    /// With --after: run once they all finished, whatever their outcome.
+    #[arg(long, requires = "after")]
+    pub after_any: bool,
+    /// A label, key=value (repeatable): `task list --label key=value` finds the task again.
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
     /// Do not start a dispatcher; the task waits, queued.
     #[arg(long)]
     pub no_auto_spawn: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--label key=value`.
+fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("a label is key=value, not \"{s}\"")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,7 +411,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let creates = match &cli.command {
         Command::Task(t) => matches!(**t, TaskCommand::Start(_)),
         Command::Workflow(w) => matches!(w, WorkflowCommand::Run { .. } | WorkflowCommand::List { .. }),
-        Command::Init | Command::Profiles { .. } => true,
+        Command::Init | Command::Profiles { .. } | Command::Pause { .. } => true,
         _ => false,
     };
     let q = if creates { Queue::open(&opts).await? } else { Queue::open_existing(&opts).await? };
@@ -379,6 +430,16 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             } else {
                 out(&status_text(&s));
             }
+            Ok(ExitCode::Ok)
+        }
+        Command::Pause { profile, json } => {
+            let paused = api::pause(&q, &caller, profile.as_deref()).await?;
+            out(&if json { pretty(&paused) } else { paused_text(&paused) });
+            Ok(ExitCode::Ok)
+        }
+        Command::Resume { profile, json } => {
+            let paused = api::resume(&q, profile.as_deref()).await?;
+            out(&if json { pretty(&paused) } else { paused_text(&paused) });
             Ok(ExitCode::Ok)
         }
         Command::Workflow(w) => workflow_command(&q, &caller, w).await,
@@ -463,7 +524,13 @@ fn status_text(s: &api::Status) -> String {
         .iter()
         .map(|st| format!("{} {}", st.as_str(), s.jobs.get(st.as_str()).copied().unwrap_or(0)))
         .collect();
-    format!("Database:   {}\nDispatcher: {disp}\nTasks:      {}", s.database, counts.join(", "))
+    let mut text = format!("Database:   {}\nDispatcher: {disp}\nTasks:      {}", s.database, counts.join(", "));
+    if !s.paused.is_empty() {
+        let names: Vec<&str> =
+            s.paused.iter().map(|p| if p.profile == "*" { "every profile" } else { p.profile.as_str() }).collect();
+        text.push_str(&format!("\nPaused:     {} (baton resume)", names.join(", ")));
+    }
+    text
 }
 
 fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {
@@ -558,6 +625,21 @@ fn print_answers(answers: &[Answer], json: bool) {
     }
 }
 
+/// What is paused, in words.
+fn paused_text(paused: &[api::Paused]) -> String {
+    if paused.is_empty() {
+        return "Nothing is paused: the dispatcher claims tasks of every profile.".into();
+    }
+    let lines: Vec<String> = paused
+        .iter()
+        .map(|p| match p.profile.as_str() {
+            "*" => format!("paused: every profile (since {}, by {})", p.since, p.by),
+            id => format!("paused: {id} (since {}, by {})", p.since, p.by),
+        })
+        .collect();
+    format!("{}\nRunning tasks go on; `baton resume` lifts a pause.", lines.join("\n"))
+}
+
 /// One line on what a merge, an apply or a discard did.
 fn reviewed_text(r: &api::Reviewed) -> String {
     let short = |c: &str| c[..12.min(c.len())].to_string();
@@ -582,6 +664,14 @@ fn record_text(r: &job::Record) -> String {
     }
     if r.dispatcher.as_deref() == Some("none") {
         s.push_str("  (no dispatcher alive)");
+    }
+    if let Some(l) = &r.labels {
+        let pairs: Vec<String> = l.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+        s.push_str(&format!("\nlabels: {}", pairs.join(" ")));
+    }
+    if let Some(after) = &r.after {
+        let any = if r.after_any { " (whatever their outcome)" } else { "" };
+        s.push_str(&format!("\nafter: {}{any}", after.join(", ")));
     }
     if let Some(w) = &r.worktree {
         s.push_str(&format!(
@@ -614,6 +704,7 @@ fn record_text(r: &job::Record) -> String {
 async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<ExitCode> {
     match t {
         TaskCommand::Start(a) => {
+            let mut a = *a;
             let task = read_task(a.task)?;
             let attachments = file_attachments(a.attach);
             let params = StartParams {
@@ -631,6 +722,9 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
                 dedup_key: a.dedup_key,
                 isolation: a.isolation,
                 base: a.base,
+                after: (!a.after.is_empty()).then_some(a.after),
+                after_any: a.after_any.then_some(true),
+                labels: (!a.labels.is_empty()).then(|| std::mem::take(&mut a.labels).into_iter().collect()),
             };
             let answer = api::start(q, caller, params).await?;
             if let Some(w) = &answer.warning {
@@ -664,12 +758,17 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             print_answers(&answers, json);
             Ok(if answers.iter().any(|a| matches!(a, Answer::Missing(_))) { ExitCode::Unknown } else { ExitCode::Ok })
         }
-        TaskCommand::List { view, worker, status, limit, json } => {
+        TaskCommand::List { view, worker, status, labels, of_session, since, until, sort, limit, json } => {
             let p = ListParams {
                 view: Some(view),
                 worker_id: worker,
                 status,
-                scope: Some(if caller.session.is_some() { "session" } else { "all" }.into()),
+                scope: Some(if caller.session.is_some() && of_session.is_none() { "session" } else { "all" }.into()),
+                session_id: of_session,
+                label: (!labels.is_empty()).then_some(labels),
+                since,
+                until,
+                sort,
                 limit: Some(limit),
                 format: None,
             };

@@ -63,6 +63,12 @@ pub struct JobRow {
     pub permissions: Option<String>,
     /// The git worktree it runs in (the task's id, or its workflow run's).
     pub worktree_id: Option<String>,
+    /// JSON object of its labels.
+    pub labels: Option<String>,
+    /// JSON array of the task ids it waits for (`--after`).
+    pub after: Option<String>,
+    /// It runs once they finished, whatever their outcome (`--after-any`).
+    pub after_any: bool,
 }
 
 impl JobRow {
@@ -110,6 +116,11 @@ pub struct NewJob {
     pub permissions: Option<String>,
     /// The worktree row it runs in, written in the same transaction.
     pub worktree_id: Option<String>,
+    /// JSON object of its labels.
+    pub labels: Option<String>,
+    /// JSON array of the task ids it waits for; `None`: it is queued at once.
+    pub after: Option<String>,
+    pub after_any: bool,
 }
 
 /// Milliseconds since the epoch, now.
@@ -127,6 +138,29 @@ pub fn iso(ms: i64) -> String {
 /// Parse an ISO-8601 time (RFC 3339) into ms.
 pub fn parse_iso(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// A time as a filter gives it: ISO-8601, a date (midnight UTC), or a span before `now`
+/// (`90s`, `30m`, `2h`, `7d`, `1w`).
+pub fn parse_time_or_ago(s: &str, now: i64) -> Option<i64> {
+    let s = s.trim();
+    if let Some(t) = parse_iso(s) {
+        return Some(t);
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis());
+    }
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].parse().ok().filter(|n| *n >= 0)?;
+    let ms = match unit {
+        's' => 1_000,
+        'm' => 60_000,
+        'h' => 3_600_000,
+        'd' => 86_400_000,
+        'w' => 7 * 86_400_000,
+        _ => return None,
+    };
+    Some(now.saturating_sub(n.checked_mul(ms)?))
 }
 
 /// The first `max` chars of `s`, and whether anything was cut.
@@ -194,6 +228,15 @@ pub struct Record {
     /// The git worktree it runs in: path, branch, base commit, target branch and state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worktree: Option<crate::worktree::Info>,
+    /// Its labels (`--label k=v`), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The tasks it waits for (`--after`), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<Vec<String>>,
+    /// With `after`: it runs once they finished, whatever their outcome.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub after_any: bool,
 }
 
 /// How much live detail a record carries.
@@ -267,6 +310,9 @@ impl Record {
             current_step: None,
             carry: None,
             worktree: None,
+            labels: row.labels.as_deref().and_then(|l| serde_json::from_str(l).ok()),
+            after: row.after.as_deref().and_then(|a| serde_json::from_str(a).ok()),
+            after_any: row.after_any,
         };
         if opts.live && !row.is_terminal() {
             rec.elapsed_ms = Some(opts.now - row.started_ms.unwrap_or(row.created_ms));
@@ -344,6 +390,22 @@ mod tests {
         assert_eq!(iso(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(parse_iso("2026-11-18T11:06:40.123Z"), Some(1_795_000_000_123));
         assert_eq!(parse_iso("yesterday"), None);
+    }
+
+    #[test]
+    fn filter_times_take_iso_dates_and_spans_ago() {
+        let now = 1_795_000_000_000;
+        assert_eq!(parse_time_or_ago("2026-11-18T11:06:40.123Z", now), Some(1_795_000_000_123));
+        assert_eq!(
+            parse_time_or_ago("2026-11-18", now),
+            Some(1_795_000_000_000 - 40_000 - 6 * 60_000 - 11 * 3_600_000)
+        );
+        assert_eq!(parse_time_or_ago("90s", now), Some(now - 90_000));
+        assert_eq!(parse_time_or_ago("2h", now), Some(now - 7_200_000));
+        assert_eq!(parse_time_or_ago("7d", now), Some(now - 7 * 86_400_000));
+        for bad in ["", "h", "-1h", "2x", "yesterday", "99999999999999999w"] {
+            assert_eq!(parse_time_or_ago(bad, now), None, "{bad}");
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ macro_rules! state_words {
 
 state_words! {
     /// A job's state (SPEC 3).
-    JobState { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Canceled => "canceled" }
+    JobState { Waiting => "waiting", Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Canceled => "canceled" }
 }
 
 impl JobState {

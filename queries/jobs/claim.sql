@@ -3,6 +3,7 @@
 -- ?4 limits.maxConcurrency, ?5 limits.maxWorkers, ?6 limits.maxWorkersPerSession.
 -- A oneshot job needs a new worker, so the worker limits hold it back here (it stays queued);
 -- a server job runs on its profile's server worker, whose spawn checks those limits itself.
+-- A paused profile's jobs (pauses: the profile, or '*' for all) stay queued.
 WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
      rs AS (SELECT session, count(*) AS n FROM workers
              WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
@@ -13,10 +14,12 @@ WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROU
           LEFT JOIN rp ON rp.profile = j.profile
           LEFT JOIN rs ON rs.session = j.session
          WHERE j.state = 'queued' AND j.run_after_ms <= ?3
+           AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.profile = j.profile)
            AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
            AND (j.session IS NULL OR j.worker_kind = 'server' OR coalesce(rs.n, 0) < ?6)
          ORDER BY j.priority DESC, j.seq
-         LIMIT 256),
+         -- Paused as a whole ('*'): not even a scan.
+         LIMIT CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE profile = '*') THEN 0 ELSE 256 END),
      ranked AS (
         SELECT seq, priority, session, profile_limit, srv,
                p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,

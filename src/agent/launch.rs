@@ -144,6 +144,9 @@ impl Launch {
             system_prompt: self.system_prompt.clone(),
             permissions: self.permissions.clone(),
             worktree_id: j.worktree.map(str::to_string),
+            labels: None,
+            after: None,
+            after_any: false,
         })
     }
 }

@@ -38,20 +38,32 @@ pub fn tasks_table(records: &[Record]) -> String {
     if records.is_empty() {
         return "No tasks recorded yet.".into();
     }
+    // A Labels column only when some task has labels.
+    let labeled = records.iter().any(|r| r.labels.is_some());
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.id.clone(),
                 r.worker_id.clone(),
                 r.status.to_string(),
                 r.started_at.clone().unwrap_or_default(),
                 r.duration_ms.map(|d| d.to_string()).unwrap_or_default(),
-                message(&r.message),
-            ]
+            ];
+            if labeled {
+                let pairs = r.labels.iter().flatten().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()));
+                row.push(pairs.collect::<Vec<_>>().join(" "));
+            }
+            row.push(message(&r.message));
+            row
         })
         .collect();
-    table(&["Task", "Worker", "Status", "Started", "ms", "Message"], &rows)
+    let head: &[&str] = if labeled {
+        &["Task", "Worker", "Status", "Started", "ms", "Labels", "Message"]
+    } else {
+        &["Task", "Worker", "Status", "Started", "ms", "Message"]
+    };
+    table(head, &rows)
 }
 
 pub fn workers_table(workers: &[WorkerRow]) -> String {

@@ -17,7 +17,8 @@ pub enum Inserted {
     Duplicate(String),
 }
 
-/// Insert a queued job. The `jobs_dedup` partial unique index, not a check-then-insert, decides
+/// Insert a job: queued, or waiting when it has dependencies (the schema's triggers then queue
+/// or fail it at once if they are already decided). The `jobs_dedup` partial unique index, not a check-then-insert, decides
 /// whether a dedup key is taken.
 #[tracing::instrument(skip_all, fields(task_id = %job.id), err)]
 pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserted> {
@@ -49,6 +50,9 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         job.system_prompt,
         job.permissions,
         job.worktree_id,
+        job.labels,
+        job.after,
+        job.after_any,
     )
     .execute(&mut *conn)
     .await;
@@ -56,7 +60,7 @@ pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserte
         Ok(_) => Ok(Inserted::New),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() && job.dedup_key.is_some() => {
             let existing = sqlx::query_scalar!(
-                "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('queued', 'running')",
+                "SELECT id FROM jobs WHERE dedup_key = ?1 AND state IN ('waiting', 'queued', 'running')",
                 job.dedup_key
             )
             .fetch_optional(&mut *conn)
@@ -95,7 +99,8 @@ macro_rules! select_jobs {
                  response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms,
                  cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output,
                  worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens,
-                 system_prompt, permissions, worktree_id
+                 system_prompt, permissions, worktree_id, labels, after,
+                 after_any AS "after_any: bool"
                  FROM jobs "# + $rest
             $(, $arg)*
         )
@@ -139,22 +144,45 @@ pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Resul
         .await?)
 }
 
-/// Filters for listing jobs, newest first.
+/// Filters for listing jobs, and their order.
 #[derive(Debug, Default, Clone)]
 pub struct ListFilter {
     pub profile: Option<String>,
     pub state: Option<JobState>,
     pub session: Option<String>,
+    /// (key, value): the task has the label with that value, or with any value for None.
+    pub labels: Vec<(String, Option<String>)>,
+    /// Created at or after / before.
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// `newest` (also the default for anything else), `oldest`, `priority`, `duration`.
+    pub sort: String,
     pub limit: i64,
 }
 
-pub async fn list(conn: &mut SqliteConnection, f: &ListFilter) -> Result<Vec<JobRow>> {
+/// Jobs by `f`; `now` is the end of a running job's duration so far.
+pub async fn list(conn: &mut SqliteConnection, f: &ListFilter, now: i64) -> Result<Vec<JobRow>> {
+    let labels = serde_json::to_string(&f.labels)?;
     Ok(select_jobs!(
         "WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
-          ORDER BY seq DESC LIMIT ?4",
+           AND (?4 IS NULL OR created_ms >= ?4) AND (?5 IS NULL OR created_ms < ?5)
+           AND NOT EXISTS (SELECT 1 FROM json_each(?6) f
+                            WHERE NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) l
+                                               WHERE l.key = f.value ->> 0
+                                                 AND (f.value ->> 1 IS NULL OR l.value = f.value ->> 1)))
+          ORDER BY CASE ?7 WHEN 'priority' THEN priority END DESC,
+                   CASE ?7 WHEN 'duration' THEN coalesce(finished_ms, ?8) - coalesce(started_ms, coalesce(finished_ms, ?8)) END DESC,
+                   CASE ?7 WHEN 'oldest' THEN seq END ASC,
+                   seq DESC
+          LIMIT ?9",
         f.profile,
         f.state,
         f.session,
+        f.since_ms,
+        f.until_ms,
+        labels,
+        f.sort,
+        now,
         f.limit
     )
     .fetch_all(conn)
@@ -406,7 +434,7 @@ pub async fn request_cancel(
     };
     sqlx::query!(
         "UPDATE jobs SET state = 'canceled', finished_ms = ?2, error = ?3, cancel_requested_ms = ?2, cancel_reason = ?4
-          WHERE id = ?1 AND state = 'queued'",
+          WHERE id = ?1 AND state IN ('waiting', 'queued')",
         id,
         now,
         error,
@@ -429,8 +457,8 @@ pub async fn request_cancel(
 }
 
 /// Finished jobs that pruning may delete now, oldest first, at most `batch`: past `max_age`, or
-/// beyond the newest `max_jobs`, and never younger than `min_age`, part of a workflow run, or
-/// with a worktree still on disk.
+/// beyond the newest `max_jobs`, and never younger than `min_age`, part of a workflow run, with
+/// a worktree still on disk, or needed by a waiting job.
 pub async fn prunable(
     conn: &mut SqliteConnection,
     now: i64,
@@ -443,6 +471,8 @@ pub async fn prunable(
         "SELECT id FROM jobs
           WHERE finished_ms IS NOT NULL AND finished_ms <= ?1 - ?3 AND workflow_run_id IS NULL
             AND (worktree_id IS NULL OR worktree_id IN (SELECT id FROM worktrees WHERE state = 'discarded'))
+            AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs w ON w.id = d.job_id
+                             WHERE d.dep_id = jobs.id AND w.state = 'waiting')
             AND (finished_ms < ?1 - ?2
                  OR seq NOT IN (SELECT seq FROM jobs WHERE finished_ms IS NOT NULL
                                  ORDER BY finished_ms DESC, seq DESC LIMIT ?4))

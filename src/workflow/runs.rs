@@ -201,5 +201,8 @@ pub fn record(run: &RunRow, steps: &[StepRow], max_response_chars: Option<usize>
             .flatten(),
         carry: (live && !terminal).then(|| run.carry.clone()),
         worktree: None,
+        labels: None,
+        after: None,
+        after_any: false,
     }
 }

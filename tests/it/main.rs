@@ -9,6 +9,7 @@ mod acp_agents;
 mod acp_sessions;
 mod agents;
 mod cli;
+mod deps;
 mod durability;
 mod guards;
 mod inputs;

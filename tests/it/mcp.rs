@@ -169,6 +169,8 @@ fn initialize_lists_the_tools_with_schemas() {
         assert_eq!(
             props("task_start"),
             [
+                "after",
+                "afterAny",
                 "attachments",
                 "autoSpawn",
                 "base",
@@ -176,6 +178,7 @@ fn initialize_lists_the_tools_with_schemas() {
                 "delayMs",
                 "isolation",
                 "kind",
+                "labels",
                 "maxAttempts",
                 "priority",
                 "runAt",
@@ -188,7 +191,10 @@ fn initialize_lists_the_tools_with_schemas() {
         assert_eq!(start.input_schema["required"], json!(["task"]));
         assert_eq!(props("task_await"), ["taskId", "taskIds", "timeoutMs"]);
         assert_eq!(props("task_peek"), ["taskId", "taskIds"]);
-        assert_eq!(props("task_list"), ["format", "limit", "scope", "status", "view", "workerId"]);
+        assert_eq!(
+            props("task_list"),
+            ["format", "label", "limit", "scope", "sessionId", "since", "sort", "status", "until", "view", "workerId"]
+        );
         assert_eq!(props("task_cancel"), ["reason", "taskId", "taskIds"]);
         assert_eq!(props("task_diff"), ["stat", "taskId"]);
         assert_eq!(props("task_merge"), ["how", "taskId"]);
@@ -243,6 +249,48 @@ fn start_peek_await_and_list_a_task() {
         assert!(text(&table).starts_with("| Task"), "{}", text(&table));
         let profiles = ok(c, "task_list", json!({"view": "profiles", "format": "json"})).await;
         assert!(profiles.as_array().unwrap().iter().any(|p| p["id"] == "coder"));
+        s.client.cancel().await.unwrap();
+    });
+}
+
+#[test]
+fn labels_dependencies_and_list_filters_over_mcp() {
+    let _g = common::heavy();
+    let q = TestQueue::new();
+    runtime().block_on(async {
+        let s = connect(&q, &[]).await;
+        let c = &s.client;
+        let a =
+            ok(c, "task_start", json!({"task": "sleep 0.3; echo A", "workerId": "coder", "labels": {"area": "db"}}))
+                .await;
+        let a = a["taskId"].as_str().unwrap().to_string();
+        let b =
+            ok(c, "task_start", json!({"task": "echo B", "workerId": "docs", "after": [a], "labels": {"area": "ui"}}))
+                .await;
+        assert_eq!(b["status"], "waiting", "{b}");
+        let b = b["taskId"].as_str().unwrap().to_string();
+        let e = err(c, "task_start", json!({"task": "x", "workerId": "coder", "after": ["ffffffffffff"]})).await;
+        assert!(e.contains("Unknown dependency \"ffffffffffff\""), "{e}");
+        let e = err(c, "task_start", json!({"task": "x", "labels": {"no space": "1"}})).await;
+        assert!(e.contains("Invalid label key"), "{e}");
+
+        let listed = |v: Value| -> Vec<String> {
+            v.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+        };
+        let db = ok(c, "task_list", json!({"format": "json", "label": ["area=db"]})).await;
+        assert_eq!(listed(db), [a.as_str()]);
+        let waiting = ok(c, "task_list", json!({"format": "json", "status": "waiting"})).await;
+        assert_eq!(listed(waiting), [b.as_str()]);
+        let oldest = ok(c, "task_list", json!({"format": "json", "sort": "oldest", "since": "10m"})).await;
+        assert_eq!(listed(oldest), [a.clone(), b.clone()]);
+        let e = err(c, "task_list", json!({"sort": "random"})).await;
+        assert!(e.contains("Unknown sort \"random\""), "{e}");
+
+        q.dispatcher();
+        let done = ok(c, "task_await", json!({"taskId": b, "timeoutMs": 30000})).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["after"], json!([a]), "{done}");
+        assert_eq!(done["labels"], json!({"area": "ui"}), "{done}");
         s.client.cancel().await.unwrap();
     });
 }

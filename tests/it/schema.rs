@@ -5,7 +5,7 @@ use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 9;
+const MIGRATIONS: i64 = 10;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -35,6 +35,8 @@ fn migrations_create_tables_indexes_and_triggers() {
         "worker_sessions",
         "worktrees",
         "worktree_transitions",
+        "job_deps",
+        "pauses",
         "_sqlx_migrations",
     ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
@@ -50,6 +52,8 @@ fn migrations_create_tables_indexes_and_triggers() {
         "workers_one_server",
         "worker_sessions_worker",
         "jobs_worktree",
+        "jobs_waiting",
+        "job_deps_dep",
     ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
@@ -76,10 +80,18 @@ fn migrations_create_tables_indexes_and_triggers() {
         "worktrees_id_guard",
         "worktrees_delete_guard",
         "worktree_transitions_update_guard",
+        "jobs_deps_insert",
+        "jobs_dependents_fail",
+        "jobs_dependents_queue",
+        "jobs_waiting_guard",
+        "jobs_labels_guard",
+        "job_deps_insert_guard",
+        "job_deps_delete_guard",
     ] {
         assert!(triggers.contains(&t.to_string()), "missing trigger {t}: {triggers:?}");
     }
     assert!(names("view").contains(&"v_jobs".to_string()));
+    assert!(names("view").contains(&"v_job_deps".to_string()));
     let app: i64 = c.query_row("PRAGMA application_id", [], |r| r.get(0)).unwrap();
     let ver: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!((app, ver), (baton::APPLICATION_ID, baton::SCHEMA_VERSION));
