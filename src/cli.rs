@@ -101,7 +101,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Create .baton/ (queue, .gitignore) in this project.
     Init,
-    /// MCP server on stdio (task_start, task_await, task_peek, task_list, task_cancel).
+    /// MCP server on stdio (task_start, task_await, task_peek, task_list, task_cancel, and task_diff,
+    /// task_merge, task_discard for worktrees).
     Mcp,
     /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
     /// fails, one is canceled), then the list.

@@ -237,7 +237,8 @@ the work in the background, in this project; the task survives restarts of every
 hand off a self-contained piece of work (implement, review, document, explore) that can run while \
 you do something else, or several in parallel; then call task_await with the id for the result, \
 or task_peek to look at its progress. Use kind=workflow with a workflowId for a multi-step \
-pipeline.";
+pipeline. To chain tasks, give after=[ids]: the task waits until they succeeded (and fails if one \
+fails), so you can queue a whole plan at once.";
 
 const AWAIT_DESCRIPTION: &str = "Wait until tasks finish and answer their records (status, \
 responseText, error, report, durationMs...). Use it after task_start when you need the result. \
@@ -254,9 +255,11 @@ long task, or to decide whether to wait or cancel.";
 const LIST_DESCRIPTION: &str = "List tasks, newest first (by default only this session's: \
 scope=session; scope=all for every session), or another view: workers (live worker \
 processes), profiles (the workers you can start), workflows (the pipelines you can start), \
-status (workers and recent tasks). Use it to find task ids again or to see what is running.";
+status (workers and recent tasks). Filters: status, workerId, label (key=value), sessionId, \
+since/until (ISO time or 30m, 2h, 7d ago); sort: newest, oldest, priority, duration. Use it to \
+find task ids again or to see what is running.";
 
-const CANCEL_DESCRIPTION: &str = "Cancel tasks: a queued one at once, a running one by stopping its \
+const CANCEL_DESCRIPTION: &str = "Cancel tasks: a waiting or queued one at once, a running one by stopping its \
 whole process group (the answer comes once it is gone). Finished tasks are left as they are. \
 Canceling a workflow run cancels its current step. Use it when a task is no longer wanted, \
 stalled, or going the wrong way.";
