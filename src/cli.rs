@@ -104,6 +104,18 @@ pub enum Command {
     /// MCP server on stdio (task_start, task_await, task_peek, task_list, task_cancel, and task_diff,
     /// task_merge, task_discard for worktrees).
     Mcp,
+    /// Print a shell completion script (with this project's profile and workflow names):
+    /// `baton completions bash > ~/.local/share/bash-completion/completions/baton`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into a directory.
+    Man {
+        /// Write baton.1, baton-task.1, baton-task-start.1, ... here instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
     /// fails, one is canceled), then the list.
     Demo,
@@ -390,6 +402,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let caller = Caller::cli(cli.session.clone());
     match cli.command {
         Command::Config(c) => return config_command(&cwd, c),
+        Command::Completions { shell } => return completions(&cwd, shell),
+        Command::Man { dir } => return manual(dir.as_deref()),
         Command::Demo => return demo(&caller).await,
         Command::Mcp => {
             crate::mcp::serve(opts, cli.session.clone()).await?;
@@ -505,7 +519,12 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             out(&format!("Queue ready at {}", q.store.path().display()));
             Ok(ExitCode::Ok)
         }
-        Command::Config(_) | Command::Run { .. } | Command::Demo | Command::Mcp => Ok(ExitCode::Ok),
+        Command::Config(_)
+        | Command::Run { .. }
+        | Command::Demo
+        | Command::Mcp
+        | Command::Completions { .. }
+        | Command::Man { .. } => Ok(ExitCode::Ok),
     }
 }
 
@@ -532,6 +551,57 @@ fn status_text(s: &api::Status) -> String {
         text.push_str(&format!("\nPaused:     {} (baton resume)", names.join(", ")));
     }
     text
+}
+
+/// `baton completions SHELL`: clap's script, with the project's profile ids offered for
+/// `--worker` and `--profile` and its workflow ids for `--workflow` and `workflow run` (as they
+/// are when the script is generated; a project whose config does not load gets none).
+fn completions(cwd: &std::path::Path, shell: clap_complete::Shell) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    use clap::builder::PossibleValuesParser;
+    let mut cmd = Cli::command();
+    if let Ok((profiles, workflows)) = crate::queue::definitions_at(cwd) {
+        let p: Vec<String> = profiles.ids().into_iter().map(str::to_string).collect();
+        let w: Vec<String> = workflows.iter().map(|d| d.id.clone()).collect();
+        let values = |v: &Vec<String>| PossibleValuesParser::new(v.clone());
+        cmd = cmd
+            .mut_subcommand("task", |t| {
+                t.mut_subcommand("start", |s| {
+                    s.mut_arg("worker", |a| a.value_parser(values(&p)))
+                        .mut_arg("workflow", |a| a.value_parser(values(&w)))
+                })
+                .mut_subcommand("list", |s| s.mut_arg("worker", |a| a.value_parser(values(&p))))
+            })
+            .mut_subcommand("workflow", |c| {
+                c.mut_subcommand("run", |s| s.mut_arg("workflow", |a| a.value_parser(values(&w))))
+            })
+            .mut_subcommand("pause", |s| s.mut_arg("profile", |a| a.value_parser(values(&p))))
+            .mut_subcommand("resume", |s| s.mut_arg("profile", |a| a.value_parser(values(&p))));
+    }
+    let mut so = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut cmd, "baton", &mut so);
+    Ok(ExitCode::Ok)
+}
+
+/// `baton man [--dir DIR]`.
+fn manual(dir: Option<&std::path::Path>) -> Result<ExitCode> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(format!("creating {}", d.display()), e))?;
+            clap_mangen::generate_to(cmd, d)
+                .map_err(|e| Error::io(format!("writing man pages to {}", d.display()), e))?;
+            out(&format!("man pages written to {} (man -l {}/baton.1)", d.display(), d.display()));
+        }
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page).map_err(|e| Error::io("rendering the man page", e))?;
+            let mut so = std::io::stdout().lock();
+            let _ = so.write_all(&page);
+        }
+    }
+    Ok(ExitCode::Ok)
 }
 
 fn config_command(cwd: &std::path::Path, c: ConfigCommand) -> Result<ExitCode> {

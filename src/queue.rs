@@ -112,6 +112,13 @@ impl Queue {
     }
 }
 
+/// The profiles and workflows of the project around `cwd`, without opening its queue (for shell
+/// completions).
+pub fn definitions_at(cwd: &std::path::Path) -> Result<(ProfileSet, Vec<WorkflowDef>)> {
+    let project = location::find_project(cwd);
+    load_definitions(&config::load(&ConfigPaths::from_env(&project))?)
+}
+
 /// The profiles and workflow definitions a configuration gives (its warnings logged).
 fn load_definitions(config: &LoadedConfig) -> Result<(ProfileSet, Vec<WorkflowDef>)> {
     let custom: Vec<(Value, String)> = config

@@ -21,5 +21,6 @@ mod reaping;
 mod schema;
 mod servers;
 mod streaming;
+mod terminal;
 mod workflow;
 mod worktrees;
