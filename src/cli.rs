@@ -696,6 +696,68 @@ fn print_answers(answers: &[Answer], json: bool) {
     }
 }
 
+/// `task await`'s spinner on stderr: elapsed time, how many tasks are unfinished, and what the
+/// first running one is doing (its agent's current activity, else its last line of output).
+struct Spinner {
+    bar: indicatif::ProgressBar,
+    open: std::sync::atomic::AtomicUsize,
+    doing: std::sync::Mutex<String>,
+}
+
+impl Spinner {
+    fn new() -> Spinner {
+        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}") {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar.set_message("waiting");
+        Spinner { bar, open: std::sync::atomic::AtomicUsize::new(0), doing: std::sync::Mutex::new(String::new()) }
+    }
+
+    fn open(&self, n: usize) {
+        self.open.store(n, std::sync::atomic::Ordering::Relaxed);
+        self.show();
+    }
+
+    fn doing(&self, answers: &[Answer]) {
+        let records = answers.iter().filter_map(|a| match a {
+            Answer::Record(r) => Some(r),
+            Answer::Missing(_) => None,
+        });
+        let unfinished: Vec<&Box<job::Record>> = records.filter(|r| !r.status.is_terminal()).collect();
+        self.open.store(unfinished.len(), std::sync::atomic::Ordering::Relaxed);
+        let first = unfinished.iter().find(|r| r.status == JobState::Running).or(unfinished.first());
+        let text = first.map(|r| {
+            let what = r
+                .activity
+                .as_ref()
+                .map(|a| a.doing.clone())
+                .or_else(|| {
+                    r.output_tail
+                        .as_deref()
+                        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            format!("{} {} {}", &r.id[..8.min(r.id.len())], r.status, what)
+        });
+        *self.doing.lock().unwrap_or_else(|e| e.into_inner()) = text.unwrap_or_default();
+        self.show();
+    }
+
+    fn show(&self) {
+        let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
+        let doing = self.doing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let line: String = format!("{open} unfinished  {doing}").chars().take(160).collect();
+        self.bar.set_message(line);
+    }
+
+    fn finish(self) {
+        self.bar.finish_and_clear();
+    }
+}
+
 /// What is paused, in words.
 fn paused_text(paused: &[api::Paused]) -> String {
     if paused.is_empty() {
@@ -812,14 +874,34 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
             Ok(ExitCode::Ok)
         }
         TaskCommand::Await { ids, timeout, json, full } => {
-            let tty = std::io::stderr().is_terminal();
-            let mut show = |elapsed: Duration, open: usize| {
-                eprint!("\rwaiting: {open} unfinished, {}s elapsed ", elapsed.as_secs());
+            // A spinner on a terminal only: never on a pipe, never with --json.
+            let spinner = (std::io::stderr().is_terminal() && !json).then(Spinner::new);
+            let mut show = |_: Duration, open: usize| {
+                if let Some(s) = &spinner {
+                    s.open(open);
+                }
             };
-            let progress: Option<api::Progress<'_>> = if tty { Some(&mut show) } else { None };
-            let answers = api::await_jobs(q, caller, &ids, Some(timeout.unwrap_or(600_000.0)), full, progress).await?;
-            if tty {
-                eprint!("\r\x1b[K");
+            let progress: Option<api::Progress<'_>> = if spinner.is_some() { Some(&mut show) } else { None };
+            let wait = api::await_jobs(q, caller, &ids, Some(timeout.unwrap_or(600_000.0)), full, progress);
+            let answers = match &spinner {
+                None => wait.await?,
+                Some(s) => {
+                    tokio::pin!(wait);
+                    let mut tick = tokio::time::interval(Duration::from_millis(500));
+                    loop {
+                        tokio::select! {
+                            a = &mut wait => break a?,
+                            _ = tick.tick() => {
+                                if let Ok(now) = api::peek(q, caller, &ids, false).await {
+                                    s.doing(&now);
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            if let Some(s) = spinner {
+                s.finish();
             }
             print_answers(&answers, json);
             Ok(answers_exit(&answers))

@@ -52,3 +52,41 @@ fn man_prints_a_page_and_writes_one_per_command() {
         _ => println!("SKIP rendering with man -l: man is not installed or failed"),
     }
 }
+
+/// `baton <args>` in a pseudo-terminal (util-linux `script`); what the terminal showed.
+fn on_a_pty(q: &TestQueue, args: &str) -> Option<String> {
+    let mut c = Command::new("script");
+    q.isolate(&mut c);
+    c.args(["-qefc", &format!("{} {args}", crate::common::BIN), "/dev/null"]);
+    match c.output() {
+        Ok(o) => Some(String::from_utf8_lossy(&o.stdout).into_owned()),
+        Err(_) => {
+            println!("SKIP the pty half: util-linux `script` is not installed");
+            None
+        }
+    }
+}
+
+#[test]
+fn await_shows_a_spinner_on_a_terminal_and_nothing_on_a_pipe() {
+    let _g = crate::common::heavy();
+    let q = TestQueue::new();
+    q.dispatcher();
+    let id = q.start(&["--worker", "coder", "echo first-step; sleep 2; echo done"]);
+    if let Some(screen) = on_a_pty(&q, &format!("task await {id} --timeout 20000")) {
+        assert!(screen.contains("1 unfinished"), "{screen}");
+        assert!(screen.contains("00:00:0"), "elapsed time shown: {screen}");
+        let shown = format!("{} running first-step", &id[..8]);
+        assert!(screen.contains(&shown), "the running task's last output shown: {screen}");
+        assert!(screen.contains("succeeded"), "{screen}");
+    }
+    let again = q.start(&["--worker", "coder", "sleep 1; echo again"]);
+    let o = q.run(&["task", "await", &again, "--timeout", "20000"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("unfinished"), "no spinner on a pipe: {err}");
+    let third = q.start(&["--worker", "coder", "sleep 1; echo third"]);
+    if let Some(screen) = on_a_pty(&q, &format!("task await {third} --timeout 20000 --json")) {
+        assert!(!screen.contains("unfinished"), "no spinner with --json: {screen}");
+        assert!(screen.contains("\"succeeded\""), "{screen}");
+    }
+}
