@@ -531,13 +531,14 @@ async fn resolve_after(q: &Queue, caller: &Caller, given: &[String]) -> Result<O
         return Err(Error::Invalid(format!("At most {MAX_AFTER} dependencies (after)")));
     }
     let resolved = resolve_ids(q, given).await?;
+    let found: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
+    let rows = store::jobs::get_many(&mut *q.store.conn().await?, &found).await?;
     let isolated = q.config.config.security.session_isolation;
-    let mut conn = q.store.conn().await?;
     let mut ids: Vec<String> = Vec::with_capacity(given.len());
     for (g, r) in given.iter().zip(resolved) {
         let unknown = || Error::Invalid(format!("Unknown dependency \"{g}\": no task has this id"));
         let id = r.map_err(|_| unknown())?;
-        let Some(row) = store::jobs::get(&mut conn, &id).await? else {
+        let Some(row) = rows.iter().find(|row| row.id == id) else {
             return Err(Error::Invalid(format!(
                 "Dependency \"{g}\" is a workflow run: after waits for tasks (give the run's last step, \
                  see baton workflow show)"
@@ -1289,9 +1290,8 @@ fn list_filter(p: &ListParams, now: i64) -> Result<store::jobs::ListFilter> {
     let state = match p.status.as_deref() {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
-            Error::Invalid(format!(
-                "Unknown status \"{s}\": use waiting, queued, running, succeeded, failed or canceled"
-            ))
+            let words: Vec<&str> = JobState::ALL.iter().map(|w| w.as_str()).collect();
+            Error::Invalid(format!("Unknown status \"{s}\": use {}", words.join(", ")))
         })?),
     };
     let mut labels = Vec::new();

@@ -697,11 +697,10 @@ fn print_answers(answers: &[Answer], json: bool) {
 }
 
 /// `task await`'s spinner on stderr: elapsed time, how many tasks are unfinished, and what the
-/// first running one is doing (its agent's current activity, else its last line of output).
+/// first running one is doing (its agent's current activity, else its last line of output), as
+/// a peek every half second finds them.
 struct Spinner {
     bar: indicatif::ProgressBar,
-    open: std::sync::atomic::AtomicUsize,
-    doing: std::sync::Mutex<String>,
 }
 
 impl Spinner {
@@ -712,12 +711,7 @@ impl Spinner {
         }
         bar.enable_steady_tick(Duration::from_millis(120));
         bar.set_message("waiting");
-        Spinner { bar, open: std::sync::atomic::AtomicUsize::new(0), doing: std::sync::Mutex::new(String::new()) }
-    }
-
-    fn open(&self, n: usize) {
-        self.open.store(n, std::sync::atomic::Ordering::Relaxed);
-        self.show();
+        Spinner { bar }
     }
 
     fn doing(&self, answers: &[Answer]) {
@@ -726,7 +720,6 @@ impl Spinner {
             Answer::Missing(_) => None,
         });
         let unfinished: Vec<&Box<job::Record>> = records.filter(|r| !r.status.is_terminal()).collect();
-        self.open.store(unfinished.len(), std::sync::atomic::Ordering::Relaxed);
         let first = unfinished.iter().find(|r| r.status == JobState::Running).or(unfinished.first());
         let text = first.map(|r| {
             let what = r
@@ -742,15 +735,8 @@ impl Spinner {
                 .unwrap_or_default();
             format!("{} {} {}", &r.id[..8.min(r.id.len())], r.status, what)
         });
-        *self.doing.lock().unwrap_or_else(|e| e.into_inner()) = text.unwrap_or_default();
-        self.show();
-    }
-
-    fn show(&self) {
-        let open = self.open.load(std::sync::atomic::Ordering::Relaxed);
-        let doing = self.doing.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let line: String = format!("{open} unfinished  {doing}").chars().take(160).collect();
-        self.bar.set_message(line);
+        let line = format!("{} unfinished  {}", unfinished.len(), text.unwrap_or_default());
+        self.bar.set_message(line.chars().take(160).collect::<String>());
     }
 
     fn finish(self) {
@@ -876,13 +862,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
         TaskCommand::Await { ids, timeout, json, full } => {
             // A spinner on a terminal only: never on a pipe, never with --json.
             let spinner = (std::io::stderr().is_terminal() && !json).then(Spinner::new);
-            let mut show = |_: Duration, open: usize| {
-                if let Some(s) = &spinner {
-                    s.open(open);
-                }
-            };
-            let progress: Option<api::Progress<'_>> = if spinner.is_some() { Some(&mut show) } else { None };
-            let wait = api::await_jobs(q, caller, &ids, Some(timeout.unwrap_or(600_000.0)), full, progress);
+            let wait = api::await_jobs(q, caller, &ids, Some(timeout.unwrap_or(600_000.0)), full, None);
             let answers = match &spinner {
                 None => wait.await?,
                 Some(s) => {
