@@ -285,6 +285,8 @@ config_sections! {
         pub ui: UiConfig;
         /// A git worktree per task.
         pub worktrees: WorktreesConfig;
+        /// Commands the dispatcher runs when tasks end.
+        pub hooks: HooksConfig;
     }
 
     /// `limits`: spawn and size limits.
@@ -405,6 +407,18 @@ config_sections! {
         pub setup: Vec<String> = Vec::new();
     }
 
+    /// `hooks`: commands the dispatcher runs when tasks end, outside the queue's transactions.
+    pub struct HooksConfig {
+        /// Argv run once per finished task or workflow run, with `{taskId}`, `{status}`,
+        /// `{exitCode}`, `{profile}`, `{label.KEY}`, `{logPath}`, `{durationMs}` filled in and
+        /// the task's JSON record on stdin; empty: no hook.
+        pub on_finish: Vec<String> = Vec::new(), template();
+        /// A hook still running after this long is killed (its process group).
+        pub timeout_ms: u64 = 30_000, min(1);
+        /// Hooks running at once.
+        pub max_concurrent: u32 = 4, min(1);
+    }
+
     /// `ui`: output settings.
     pub struct UiConfig {
         /// "markdown" | "json".
@@ -476,6 +490,8 @@ enum Shape {
     OneOf(&'static [&'static str]),
     /// An environment variable name.
     EnvVar,
+    /// An argv template (`crate::hook`): strings whose placeholders are known.
+    Template,
 }
 
 /// A type a key can have: the shape of its values, and how its default is written.
@@ -594,6 +610,13 @@ impl Rules<String> {
     /// Require a non-empty environment variable name without '='.
     fn env_var(self) -> Self {
         Rules { shape: Shape::EnvVar, ..self }
+    }
+}
+
+impl Rules<Vec<String>> {
+    /// Require known placeholders in each argument (`crate::hook::check`).
+    fn template(self) -> Self {
+        Rules { shape: Shape::Template, ..self }
     }
 }
 
@@ -1141,6 +1164,7 @@ fn check_shape(shape: Shape, value: &Value) -> Result<(), Problem> {
         Shape::Int { min, max } => check_int(min, max, value),
         Shape::OneOf(allowed) => check_one_of(allowed, value),
         Shape::EnvVar => check_env_var(value),
+        Shape::Template => check_template(value),
     }
 }
 
@@ -1154,6 +1178,15 @@ fn check_str_list(value: &Value) -> Result<(), Problem> {
         Some(index) => Err(Problem::wrong_type("a string", &items[index]).at(format!("[{index}]"))),
         None => Ok(()),
     }
+}
+
+fn check_template(value: &Value) -> Result<(), Problem> {
+    check_str_list(value)?;
+    let items = value.as_array().into_iter().flatten().filter_map(Value::as_str);
+    for (index, item) in items.enumerate() {
+        crate::hook::check(item).map_err(|e| Problem::bad_value(e).at(format!("[{index}]")))?;
+    }
+    Ok(())
 }
 
 fn check_str_map(value: &Value) -> Result<(), Problem> {

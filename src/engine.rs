@@ -4,6 +4,7 @@
 pub mod acp;
 pub mod activity;
 pub mod dispatch;
+pub mod hooks;
 pub mod proc;
 pub mod prune;
 pub mod server;

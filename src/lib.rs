@@ -28,6 +28,7 @@
 //! - [`worktree`]: a git worktree per task: planning, creating, committing leftovers, diff,
 //!   merge back, apply, discard (git by argv only).
 //! - [`store`]: all SQL: opening a queue file safely, migrations, every statement.
+//! - [`hook`]: the finish hook's argv template (pure).
 //! - [`config`]: defaults, then global, then project, each key declared once; [`state`]: every
 //!   state word of the schema as an enum; [`job`]: job rows and the JSON record; `location`:
 //!   where a queue and its state live; [`logging`]: tracing set-up; `error`: the error type and
@@ -53,6 +54,7 @@ pub mod cli;
 pub mod config;
 mod engine;
 mod error;
+pub mod hook;
 pub mod job;
 mod location;
 pub mod logging;

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 /// SQLite `application_id` of a baton queue: "BATN".
 pub const APPLICATION_ID: i64 = 0x4241_544E;
 /// The schema version this baton writes (`user_version`); the last migration sets it.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -463,6 +463,7 @@ impl FromStr for Durability {
 }
 
 pub mod events;
+pub mod hooks;
 pub mod jobs;
 pub mod lease;
 pub mod pauses;

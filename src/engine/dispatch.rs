@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::agent::{output, stream};
 use crate::engine::activity::{self, EventLog, Follow};
 use crate::engine::worker::{self, Ending, Leaders, SpawnEnv};
-use crate::engine::{proc, server};
+use crate::engine::{hooks, proc, server};
 use crate::error::{Error, Result};
 use crate::job::{JobRow, JobState, now_ms};
 use crate::queue::{Queue, leads};
@@ -193,6 +193,8 @@ struct Dispatcher {
     config_stamp: Vec<Option<std::time::SystemTime>>,
     /// Ends of workers whose results could not be written yet (the database refused).
     unwritten: Vec<Finished>,
+    /// The finish hook: its row in sync with the configuration, the hooks in flight.
+    hooks: hooks::Hooks,
 }
 
 /// The loop's clocks and flags, kept across turns (and across database errors).
@@ -257,6 +259,7 @@ impl Dispatcher {
             servers,
             config_stamp,
             unwritten: Vec::new(),
+            hooks: hooks::Hooks::new(),
         })
     }
 
@@ -320,6 +323,7 @@ impl Dispatcher {
         if !st.recovered {
             self.recover().await?;
             self.start_configured_workers();
+            self.hooks.sync(&self.queue, &self.owner, self.epoch).await?;
             st.recovered = true;
         }
         if st.last_version.is_none() {
@@ -333,9 +337,11 @@ impl Dispatcher {
             st.dirty = false;
             self.check_cancels().await?;
             self.claim_and_spawn().await?;
+            self.hooks.start_pending(&self.queue, &self.owner, self.epoch).await?;
             if self.running.is_empty() {
                 let mut conn = self.queue.store.conn().await?;
                 let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
+                let busy = busy || self.hooks.busy(&self.queue).await?;
                 st.next_due = next;
                 st.idle_since = if busy { None } else { st.idle_since.or(Some(Instant::now())) };
             } else {
@@ -346,6 +352,7 @@ impl Dispatcher {
             && st.next_due.is_none()
             && st.idle_since.is_some_and(|t| t.elapsed() >= idle_exit)
             && self.running.is_empty()
+            && self.hooks.in_flight() == 0
         {
             tracing::info!("idle; exiting");
             return Ok(Turn::Exit);
@@ -374,6 +381,10 @@ impl Dispatcher {
                 st.dirty = true;
                 self.finish(batch).await?;
             }
+            Some(end) = self.hooks.rx.recv() => {
+                st.dirty = true;
+                self.hooks.record_end(&self.queue, end, &self.owner, self.epoch).await?;
+            }
             _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
                 let v = store::lease::data_version(&mut self.watch).await?;
                 if Some(v) != st.last_version {
@@ -400,6 +411,7 @@ impl Dispatcher {
             return Ok(false);
         }
         self.reload_config_if_changed();
+        self.hooks.sync(&self.queue, &self.owner, self.epoch).await?;
         let reaped = {
             let leaders = self.leaders.lock().unwrap_or_else(|e| e.into_inner());
             proc::reap_adopted(&leaders)
@@ -665,6 +677,19 @@ impl Dispatcher {
         Ok(to)
     }
 
+    /// Let the hooks in flight end (each has its own timeout) and write how, so none runs twice;
+    /// pending ones wait for the next dispatcher.
+    async fn wait_hooks(&mut self) {
+        let timeout = Duration::from_millis(self.queue.config.config.hooks.timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout + Duration::from_secs(1);
+        while self.hooks.in_flight() > 0 {
+            let Ok(Some(end)) = tokio::time::timeout_at(deadline, self.hooks.rx.recv()).await else { break };
+            if let Err(e) = self.hooks.record_end(&self.queue, end, &self.owner, self.epoch).await {
+                tracing::warn!("could not record a finish hook's end while draining (it will run again): {e}");
+            }
+        }
+    }
+
     /// Stop claiming; let running jobs finish up to the shutdown grace; then stop the rest and
     /// queue them again (or fail them when their attempts are spent), so that no job stays
     /// `running` without a dispatcher.
@@ -689,6 +714,7 @@ impl Dispatcher {
                 _ => break,
             }
         }
+        self.wait_hooks().await;
         if self.running.is_empty() {
             return Ok(());
         }

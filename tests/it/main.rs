@@ -12,6 +12,7 @@ mod cli;
 mod deps;
 mod durability;
 mod guards;
+mod hooks;
 mod inputs;
 mod leadership;
 mod mcp;

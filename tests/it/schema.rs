@@ -5,7 +5,7 @@ use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 10;
+const MIGRATIONS: i64 = 11;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -37,6 +37,8 @@ fn migrations_create_tables_indexes_and_triggers() {
         "worktree_transitions",
         "job_deps",
         "pauses",
+        "hooks",
+        "finish_hooks",
         "_sqlx_migrations",
     ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
@@ -54,6 +56,7 @@ fn migrations_create_tables_indexes_and_triggers() {
         "jobs_worktree",
         "jobs_waiting",
         "job_deps_dep",
+        "finish_hooks_pending",
     ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
@@ -87,6 +90,13 @@ fn migrations_create_tables_indexes_and_triggers() {
         "jobs_labels_guard",
         "job_deps_insert_guard",
         "job_deps_delete_guard",
+        "finish_hooks_done_guard",
+        "finish_hooks_id_guard",
+        "jobs_finish_hook",
+        "jobs_finish_hook_insert",
+        "workflow_runs_finish_hook",
+        "jobs_delete_finish_hook",
+        "workflow_runs_delete_finish_hook",
     ] {
         assert!(triggers.contains(&t.to_string()), "missing trigger {t}: {triggers:?}");
     }
