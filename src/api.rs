@@ -88,7 +88,7 @@ pub struct Paused {
 }
 
 /// Whether a dispatcher leads the queue, and which.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DispatcherStatus {
     pub alive: bool,
     /// The lease's epoch (also when no dispatcher is alive: the last one's).
@@ -941,8 +941,43 @@ pub async fn await_jobs(
     Ok(out)
 }
 
-/// The watcher: polls `PRAGMA data_version` on a connection of its own every 5 ms, re-reads the
-/// awaited states in one query on a change. Returns how many are still unfinished.
+/// Commits to the queue file, from any process: inotify on its `-wal` wakes the waiter at once,
+/// and `PRAGMA data_version` on a connection of its own tells a real change from a spurious
+/// wake-up (without inotify, the version is polled at the bound instead).
+pub struct Changes {
+    conn: store::Dedicated,
+    version: i64,
+    waker: crate::engine::wake::Waker,
+}
+
+impl Changes {
+    pub async fn new(q: &Queue) -> Result<Changes> {
+        let mut conn = q.store.dedicated_connection().await?;
+        let version = store::lease::data_version(&mut conn).await?;
+        Ok(Changes { conn, version, waker: crate::engine::wake::Waker::new(q.store.path()) })
+    }
+
+    /// Whether commits wake the waiter (inotify); without, `next` can only poll.
+    pub fn is_live(&self) -> bool {
+        self.waker.is_live()
+    }
+
+    /// Wait up to `max` for the next wake-up; true when the queue changed since last asked.
+    pub async fn next(&mut self, max: Duration) -> Result<bool> {
+        self.waker.wait(max).await;
+        let v = store::lease::data_version(&mut self.conn).await?;
+        Ok(std::mem::replace(&mut self.version, v) != v)
+    }
+
+    /// The connection it reads the version on, for reads of the caller's own.
+    fn conn(&mut self) -> &mut store::Dedicated {
+        &mut self.conn
+    }
+}
+
+/// The watcher: wakes on the queue's commits ([`Changes`]; the version is checked at least every
+/// 50 ms with inotify, 5 ms without), re-reads the awaited states in one query on a change.
+/// Returns how many are still unfinished.
 pub async fn wait_terminal(
     q: &Queue,
     ids: &[String],
@@ -950,15 +985,12 @@ pub async fn wait_terminal(
     mut progress: Option<Progress<'_>>,
 ) -> Result<usize> {
     let started = Instant::now();
-    let mut conn = q.store.dedicated_connection().await?;
-    let mut version = store::lease::data_version(&mut conn).await?;
-    let mut waker = crate::engine::wake::Waker::new(q.store.path());
-    // With inotify, every commit wakes the watcher; the poll is only a safety net.
-    let poll = if waker.is_live() { Duration::from_millis(50) } else { Duration::from_millis(5) };
+    let mut changes = Changes::new(q).await?;
+    let poll = if changes.is_live() { Duration::from_millis(50) } else { Duration::from_millis(5) };
     let mut spawned_check = false;
     let mut last_progress = Instant::now();
     loop {
-        let states = store::jobs::states(&mut conn, ids).await?;
+        let states = store::jobs::states(changes.conn(), ids).await?;
         let open = states.iter().filter(|(_, s)| !s.is_terminal()).count();
         if open == 0 || started.elapsed() >= timeout {
             return Ok(open);
@@ -966,20 +998,18 @@ pub async fn wait_terminal(
         if !spawned_check {
             spawned_check = true;
             if q.config.config.auto_spawn {
-                ensure_dispatcher(q, &mut conn).await?;
+                ensure_dispatcher(q, changes.conn()).await?;
             }
         }
         loop {
-            waker.wait(poll.min(timeout.saturating_sub(started.elapsed()))).await;
+            let changed = changes.next(poll.min(timeout.saturating_sub(started.elapsed()))).await?;
             if let Some(p) = progress.as_mut()
                 && last_progress.elapsed() >= Duration::from_secs(1)
             {
                 last_progress = Instant::now();
                 p(started.elapsed(), open);
             }
-            let v = store::lease::data_version(&mut conn).await?;
-            if v != version || started.elapsed() >= timeout {
-                version = v;
+            if changed || started.elapsed() >= timeout {
                 break;
             }
         }
@@ -1390,22 +1420,12 @@ pub async fn workflow_show(q: &Queue, caller: &Caller, id: &str) -> Result<RunSh
 /// `baton status`: the dispatcher, counts by state, the database path.
 pub async fn status(q: &Queue) -> Result<Status> {
     let mut conn = q.store.conn().await?;
-    let lease = store::lease::get(&mut conn).await?;
-    let alive = queue::leading(q, lease.clone())?.is_some();
+    let dispatcher = dispatcher_of(q, &mut conn).await?;
     let counts = store::jobs::counts(&mut conn).await?;
     let jobs = job::JobState::ALL
         .iter()
         .map(|st| (st.as_str(), counts.iter().find(|(s, _)| s == st).map_or(0, |(_, n)| *n)))
         .collect();
-    let dispatcher = match (&lease, alive) {
-        (Some(l), true) => DispatcherStatus {
-            alive: true,
-            epoch: Some(l.epoch),
-            pid: Some(l.pid),
-            since: Some(job::iso(l.started_ms)),
-        },
-        _ => DispatcherStatus { alive: false, epoch: lease.as_ref().map(|l| l.epoch), pid: None, since: None },
-    };
     let paused = store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect();
     Ok(Status {
         database: q.store.path().display().to_string(),
@@ -1441,6 +1461,26 @@ fn paused_profile(q: &Queue, profile: Option<&str>) -> Result<String> {
 
 /// `baton pause`: the dispatcher claims no job of `profile` (or of any profile) until resumed;
 /// running jobs go on. Answers every pause now in force.
+/// Whether a dispatcher leads the queue now (the lease row and the lock; no job is read).
+pub async fn dispatcher_status(q: &Queue) -> Result<DispatcherStatus> {
+    let mut conn = q.store.conn().await?;
+    dispatcher_of(q, &mut conn).await
+}
+
+async fn dispatcher_of(q: &Queue, conn: &mut store::Conn) -> Result<DispatcherStatus> {
+    let lease = store::lease::get(conn).await?;
+    let alive = queue::leading(q, lease.clone())?.is_some();
+    Ok(match (&lease, alive) {
+        (Some(l), true) => DispatcherStatus {
+            alive: true,
+            epoch: Some(l.epoch),
+            pid: Some(l.pid),
+            since: Some(job::iso(l.started_ms)),
+        },
+        _ => DispatcherStatus { alive: false, epoch: lease.as_ref().map(|l| l.epoch), pid: None, since: None },
+    })
+}
+
 pub async fn pause(q: &Queue, caller: &Caller, profile: Option<&str>) -> Result<Vec<Paused>> {
     let profile = paused_profile(q, profile)?;
     let mut conn = q.store.conn().await.map_err(|e| q.store.explain(e))?;
@@ -1483,6 +1523,14 @@ pub struct EventShown {
     pub kind: crate::state::EventKind,
     pub text: String,
     pub payload: Option<serde_json::Value>,
+}
+
+impl EventShown {
+    /// The event as one line of text: sequence, time of day, kind, text.
+    pub fn line(&self) -> String {
+        let at = self.at.get(11..23).unwrap_or(&self.at);
+        format!("{:>5} {at} {:<11} {}", self.seq, self.kind.as_str(), self.text.replace('\n', " "))
+    }
 }
 
 /// A task's activity events after `after` (oldest first, at most `limit`), and its state now.

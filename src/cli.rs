@@ -51,6 +51,22 @@ pub enum Command {
         #[arg(long, hide = true)]
         auto: bool,
     },
+    /// A full-screen live view: running tasks with their activity, the queue, workflow runs and
+    /// workers; open a task's log or events, cancel, retry, filter. Keys are shown at the bottom.
+    Watch {
+        /// Only tasks in this state (waiting, queued, running, succeeded, failed, canceled).
+        #[arg(long, value_name = "STATE")]
+        status: Option<String>,
+        /// Only tasks of this profile.
+        #[arg(long = "worker", visible_alias = "profile", value_name = "ID")]
+        worker: Option<String>,
+        /// Only tasks with this label: key=value, or key for any value (repeatable; all match).
+        #[arg(long = "label", value_name = "KEY[=VALUE]")]
+        labels: Vec<String>,
+        /// Only tasks of this session id.
+        #[arg(long = "of-session", value_name = "ID")]
+        of_session: Option<String>,
+    },
     /// Is a dispatcher alive? Counts by state and the database path.
     Status {
         #[arg(long)]
@@ -438,6 +454,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
 async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode> {
     match command {
         Command::Task(t) => task_command(&q, &caller, *t).await,
+        Command::Watch { status, worker, labels, of_session } => {
+            let filter = crate::watch::Filter::new(status, worker, labels, of_session).map_err(Error::Invalid)?;
+            crate::watch::run(q, caller, filter).await
+        }
         Command::Status { json } => {
             let s = api::status(&q).await?;
             if json {
@@ -965,12 +985,7 @@ async fn events(q: &Queue, caller: &Caller, id: &str, mut after: i64, follow: bo
     loop {
         let (batch, state) = api::events(q, caller, id, after, 500).await?;
         for e in &batch {
-            let line = if json {
-                serde_json::to_string(e).unwrap_or_default()
-            } else {
-                let at = e.at.get(11..23).unwrap_or(&e.at);
-                format!("{:>5} {at} {:<11} {}", e.seq, e.kind.as_str(), e.text.replace('\n', " "))
-            };
+            let line = if json { serde_json::to_string(e).unwrap_or_default() } else { e.line() };
             if writeln!(so, "{line}").is_err() {
                 return Ok(ExitCode::Ok);
             }

@@ -9,8 +9,9 @@
 //!
 //! # Layout
 //!
-//! - The faces: [`cli`] (the command line) and [`mcp`] (the MCP server on stdio, with
-//!   `mcp::stdio`, the line filter in front of rmcp). Both only format what [`api`] answers.
+//! - The faces: [`cli`] (the command line), [`watch`] (`baton watch`, the live full-screen
+//!   view) and [`mcp`] (the MCP server on stdio, with `mcp::stdio`, the line filter in front of
+//!   rmcp). Both only format what [`api`] answers.
 //! - [`api`]: the operations (start, await, peek, list, cancel, status, retry, workers stop,
 //!   workflow runs), their validation and typed answers; `api::attach` (attachment checks),
 //!   `api::format` (markdown tables).
@@ -62,6 +63,7 @@ pub mod mcp;
 mod queue;
 pub mod state;
 pub mod store;
+pub mod watch;
 pub mod workflow;
 pub mod worktree;
 

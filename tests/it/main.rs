@@ -23,5 +23,6 @@ mod schema;
 mod servers;
 mod streaming;
 mod terminal;
+mod watch;
 mod workflow;
 mod worktrees;

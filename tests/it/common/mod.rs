@@ -251,7 +251,7 @@ fn merge(base: &mut serde_json::Value, over: &serde_json::Value) {
     }
 }
 
-fn now_nanos() -> u128 {
+pub fn now_nanos() -> u128 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
 }
 
