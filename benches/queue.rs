@@ -18,6 +18,7 @@
 //!     `opencode run` per task, task start -> first activity event and -> answer
 //! (k) a task in a git worktree of a repository of K_FILES files vs. the same task in the
 //!     checkout, start -> finished, beside raw `git worktree add` + `remove` of the same repository
+//! (l) claim+finish throughput of queued jobs beside 0, 10 000 and 100 000 `waiting` ones
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -1187,6 +1188,79 @@ fn bench_backlog(rt: &Runtime) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (l) the claim beside a deep backlog of waiting tasks (`--after`): the claim's index holds
+// queued jobs only, so thousands waiting behind an unfinished dependency should not slow it.
+
+const L_WAITING: [usize; 3] = [0, 10_000, 100_000];
+const L_DRAIN: usize = 5_000;
+
+/// One (l) run: a dependency claimed and left running, `waiting` jobs behind it, then L_DRAIN
+/// queued jobs drained (claim 64 + grouped finish). Returns (enqueue of the waiting, drain).
+fn waiting_once(rt: &Runtime, waiting: usize) -> (Duration, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let store = open_store(dir.path()).await;
+        let dep = new_jobs(1).remove(0);
+        let mut conn = store.pool().acquire().await.unwrap();
+        jobs::insert(&mut conn, &dep).await.expect("insert the dependency");
+        let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(1)).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "(l): the dependency runs");
+        drop(conn);
+        let after = serde_json::to_string(&[&dep.id]).unwrap();
+        let t = Instant::now();
+        let mut left = waiting;
+        while left > 0 {
+            let n = left.min(10_000);
+            let mut batch = new_jobs(n);
+            let mut tx = store.pool().begin().await.unwrap();
+            for j in &mut batch {
+                j.after = Some(after.clone());
+                jobs::insert(&mut tx, j).await.expect("insert a waiting job");
+            }
+            tx.commit().await.unwrap();
+            left -= n;
+        }
+        let enq = t.elapsed();
+        let mut tx = store.pool().begin().await.unwrap();
+        for j in &new_jobs(L_DRAIN) {
+            jobs::insert(&mut tx, j).await.expect("insert");
+        }
+        tx.commit().await.unwrap();
+        let d = drain(&store, L_DRAIN).await;
+        let mut conn = store.pool().acquire().await.unwrap();
+        let still: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'waiting'")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(still as usize, waiting, "(l): the waiting jobs still wait");
+        drop(conn);
+        store.close().await;
+        (enq, d)
+    })
+}
+
+fn bench_waiting(rt: &Runtime) {
+    let (mut rates, mut parts, mut enq) = (Vec::new(), Vec::new(), Vec::new());
+    for w in L_WAITING {
+        let (e, d) = waiting_once(rt, w);
+        let r = rate(L_DRAIN, d);
+        rates.push(r);
+        parts.push(format!("{}: {} jobs/s", group(w as f64), group(r)));
+        if w > 0 {
+            enq.push(format!("{}: {} jobs/s", group(w as f64), group(rate(w, e))));
+        }
+    }
+    println!(
+        "(l) drain of {} queued (claim 64 + grouped finish) beside a waiting backlog ->  {} | {}/0 {:.2}x (should stay near 1)",
+        group(L_DRAIN as f64),
+        parts.join(" ; "),
+        group(*L_WAITING.last().unwrap() as f64),
+        rates[rates.len() - 1] / rates[0]
+    );
+    println!("    waiting enqueue through the library (10 000 per tx, one dependency each): {}", enq.join(" | "));
+}
+
+// ---------------------------------------------------------------------------------------------
 // (i) one long-lived server worker vs. oneshot spawns of the same program.
 
 /// The (i) worker, one bash script for both kinds. With `--server [DELAY]` it is a no-op ACP
@@ -1741,6 +1815,9 @@ fn main() {
     drop(c_queue);
     if want("g") {
         bench_backlog(&rt);
+    }
+    if want("l") {
+        bench_waiting(&rt);
     }
     if want("i") {
         bench_server(&rt, &bin);
