@@ -439,6 +439,67 @@ fn raw_lifecycles(c: &rusqlite::Connection, batch: &[NewJob]) -> Steps {
     steps
 }
 
+/// The simplest correct SQLite queue, for (a)'s floor: one table, one partial index, a claim by
+/// `UPDATE ... RETURNING`, WAL and synchronous=NORMAL, through rusqlite. No transitions table,
+/// no triggers, no worker rows, no lease fence: what a queue costs before it guards anything.
+fn open_minimal(path: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(path).expect("open minimal");
+    let mode: String = c.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    c.execute_batch(
+        "PRAGMA synchronous = NORMAL;
+         CREATE TABLE q (
+             id TEXT PRIMARY KEY NOT NULL, state TEXT NOT NULL, task TEXT NOT NULL,
+             priority INTEGER NOT NULL, run_after_ms INTEGER NOT NULL, owner TEXT,
+             response TEXT, exit_code INTEGER, created_ms INTEGER NOT NULL,
+             started_ms INTEGER, finished_ms INTEGER
+         );
+         CREATE INDEX q_ready ON q (priority DESC, run_after_ms) WHERE state = 'queued';",
+    )
+    .unwrap();
+    c
+}
+
+fn minimal_lifecycles(c: &rusqlite::Connection, batch: &[NewJob]) -> Steps {
+    let mut steps = [Duration::ZERO; 3];
+    for j in batch {
+        let t = Instant::now();
+        c.prepare_cached(
+            "INSERT INTO q (id, state, task, priority, run_after_ms, created_ms) VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+        )
+        .unwrap()
+        .execute(rusqlite::params![j.id, j.task, j.priority, j.run_after_ms, j.created_ms])
+        .unwrap();
+        let t1 = Instant::now();
+        let now = now_ms();
+        let id: String = c
+            .prepare_cached(
+                "UPDATE q SET state = 'running', owner = ?1, started_ms = ?2
+                  WHERE id = (SELECT id FROM q WHERE state = 'queued' AND run_after_ms <= ?2
+                               ORDER BY priority DESC, run_after_ms LIMIT 1)
+                 RETURNING id",
+            )
+            .unwrap()
+            .query_row(rusqlite::params![OWNER, now], |r| r.get(0))
+            .expect("minimal claim");
+        let t2 = Instant::now();
+        let n = c
+            .prepare_cached(
+                "UPDATE q SET state = 'succeeded', response = 'ok', exit_code = 0, finished_ms = ?3
+                  WHERE id = ?1 AND state = 'running' AND owner = ?2",
+            )
+            .unwrap()
+            .execute(rusqlite::params![id, OWNER, now_ms()])
+            .unwrap();
+        assert_eq!(n, 1, "minimal finish");
+        let t3 = Instant::now();
+        steps[0] += t1 - t;
+        steps[1] += t2 - t1;
+        steps[2] += t3 - t2;
+    }
+    steps
+}
+
 fn total(s: &Steps) -> Duration {
     s.iter().sum()
 }
@@ -446,6 +507,7 @@ fn total(s: &Steps) -> Duration {
 fn bench_lifecycle(rt: &Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let raw = open_raw(&dir.path().join("raw.db"));
+    let minimal = open_minimal(&dir.path().join("minimal.db"));
     rt.block_on(async {
         let store = open_store(dir.path()).await;
         trace_pool(&store).await;
@@ -453,7 +515,9 @@ fn bench_lifecycle(rt: &Runtime) {
         // Warm both sides (statement caches, file growth).
         baton_lifecycles(&mut conn, &new_jobs(200)).await;
         raw_lifecycles(&raw, &new_jobs(200));
+        minimal_lifecycles(&minimal, &new_jobs(200));
         let (mut b_runs, mut r_runs): (Vec<Steps>, Vec<Steps>) = (Vec::new(), Vec::new());
+        let mut m_runs: Vec<Steps> = Vec::new();
         let (mut b_stmts, mut r_stmts) = (0, 0);
         for _ in 0..ROUNDS {
             let batch = new_jobs(A_JOBS);
@@ -464,15 +528,23 @@ fn bench_lifecycle(rt: &Runtime) {
             let s0 = RAW_STMTS.load(Ordering::Relaxed);
             r_runs.push(raw_lifecycles(&raw, &batch));
             r_stmts += RAW_STMTS.load(Ordering::Relaxed) - s0;
+            m_runs.push(minimal_lifecycles(&minimal, &new_jobs(A_JOBS)));
         }
         let b = median(b_runs.iter().map(|s| rate(A_JOBS, total(s))).collect());
         let r = median(r_runs.iter().map(|s| rate(A_JOBS, total(s))).collect());
+        let m = median(m_runs.iter().map(|s| rate(A_JOBS, total(s))).collect());
         let per = |n: u64| n as f64 / (ROUNDS * A_JOBS) as f64;
         println!(
             "(a) lifecycle, one tx per step:  baton {} jobs/s | raw rusqlite {} jobs/s | ratio {:.2}x (target >= 0.35x)",
             group(b),
             group(r),
             b / r
+        );
+        println!(
+            "    minimal queue (one table, one index, UPDATE ... RETURNING claim) {} jobs/s | baton/minimal {:.2}x (goal >= 0.5x) | baton's SQL/minimal {:.2}x",
+            group(m),
+            b / m,
+            r / m
         );
         println!(
             "    SQLite statements (round trips) per lifecycle: baton {:.2} | raw {:.2}  [insert, claim batch 1, finish; one pooled connection held]",
@@ -483,13 +555,16 @@ fn bench_lifecycle(rt: &Runtime) {
             runs.iter().map(|s| s[k]).sum::<Duration>().as_secs_f64() * 1e6 / (ROUNDS * A_JOBS) as f64
         };
         println!(
-            "    mean us per step (insert / claim / finish): baton {:.0} / {:.0} / {:.0} | raw {:.0} / {:.0} / {:.0}",
+            "    mean us per step (insert / claim / finish): baton {:.0} / {:.0} / {:.0} | raw {:.0} / {:.0} / {:.0} | minimal {:.0} / {:.0} / {:.0}",
             us(&b_runs, 0),
             us(&b_runs, 1),
             us(&b_runs, 2),
             us(&r_runs, 0),
             us(&r_runs, 1),
-            us(&r_runs, 2)
+            us(&r_runs, 2),
+            us(&m_runs, 0),
+            us(&m_runs, 1),
+            us(&m_runs, 2)
         );
         drop(conn);
         store.close().await;
