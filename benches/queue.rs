@@ -500,6 +500,56 @@ fn minimal_lifecycles(c: &rusqlite::Connection, batch: &[NewJob]) -> Steps {
     steps
 }
 
+/// What the schema's guards cost, group by group: baton's SQL through rusqlite on a fresh file
+/// with one group of triggers (or indexes) dropped, beside the same with everything kept.
+const A_GROUPS: [(&str, &[&str]); 7] = [
+    ("transitions", &["jobs_insert_guard", "jobs_state_guard"]),
+    (
+        "hand-edit guards",
+        &[
+            "jobs_id_guard",
+            "jobs_owner_guard",
+            "jobs_link_guard",
+            "jobs_labels_guard",
+            "jobs_finished_guard",
+            "jobs_waiting_guard",
+        ],
+    ),
+    ("worker release", &["jobs_release_worker", "jobs_release_server_worker"]),
+    ("workflow cancel", &["jobs_cancel_workflow"]),
+    ("dependencies", &["jobs_deps_insert", "jobs_dependents_fail", "jobs_dependents_queue"]),
+    ("finish hooks", &["jobs_finish_hook", "jobs_finish_hook_insert"]),
+    (
+        "secondary indexes",
+        &["jobs_finished", "jobs_session", "jobs_workflow_run", "jobs_worktree", "jobs_waiting", "jobs_dedup"],
+    ),
+];
+
+fn guard_costs(dir: &Path) {
+    let run = |name: &str, drops: &[&str]| {
+        let c = open_raw(&dir.join(format!("guards-{}.db", name.replace(' ', "-"))));
+        for d in drops {
+            let kind = if A_GROUPS[6].1.contains(d) { "INDEX" } else { "TRIGGER" };
+            c.execute_batch(&format!("DROP {kind} {d}")).unwrap_or_else(|e| panic!("drop {d}: {e}"));
+        }
+        raw_lifecycles(&c, &new_jobs(200));
+        median((0..ROUNDS).map(|_| rate(A_JOBS, total(&raw_lifecycles(&c, &new_jobs(A_JOBS))))).collect())
+    };
+    let all = run("all", &[]);
+    let parts: Vec<String> = A_GROUPS
+        .iter()
+        .map(|(name, drops)| {
+            let r = run(name, drops);
+            format!("{name} {} ({:+.0} %)", group(r), (r / all - 1.0) * 100.0)
+        })
+        .collect();
+    println!(
+        "    baton's SQL with one group dropped (jobs/s, change vs all kept {}): {}",
+        group(all),
+        parts.join(" | ")
+    );
+}
+
 fn total(s: &Steps) -> Duration {
     s.iter().sum()
 }
@@ -569,6 +619,7 @@ fn bench_lifecycle(rt: &Runtime) {
         drop(conn);
         store.close().await;
     });
+    guard_costs(dir.path());
 }
 
 // ---------------------------------------------------------------------------------------------
