@@ -841,16 +841,7 @@ async fn answers(
     let isolated = q.config.config.security.session_isolation;
     let cap = (!full).then_some(q.config.config.ui.max_response_chars as usize);
     let now = now_ms();
-    // What each running job's agent is doing (one small read per running job).
-    let mut activity = std::collections::HashMap::new();
-    if live {
-        for row in rows.iter().filter(|r| r.state == JobState::Running) {
-            let latest = store::events::latest_by_kind(&mut conn, &row.id, row.attempt).await?;
-            if let Some(a) = job::Activity::of(&latest) {
-                activity.insert(row.id.clone(), a);
-            }
-        }
-    }
+    let mut activity = if live { activities(&mut conn, &rows).await? } else { Default::default() };
     Ok(resolved
         .iter()
         .map(|r| {
@@ -874,6 +865,21 @@ async fn answers(
             Answer::Record(Box::new(record))
         })
         .collect())
+}
+
+/// What each running job's agent is doing, by job id (one small read per running job).
+async fn activities(
+    conn: &mut store::Conn,
+    rows: &[JobRow],
+) -> Result<std::collections::HashMap<String, job::Activity>> {
+    let mut activity = std::collections::HashMap::new();
+    for row in rows.iter().filter(|r| r.state == JobState::Running) {
+        let latest = store::events::latest_by_kind(conn, &row.id, row.attempt).await?;
+        if let Some(a) = job::Activity::of(&latest) {
+            activity.insert(row.id.clone(), a);
+        }
+    }
+    Ok(activity)
 }
 
 /// `task_peek`: the records as they are now. Never blocks, never changes anything.
@@ -1282,7 +1288,9 @@ pub async fn list<'q>(q: &'q Queue, caller: &Caller, p: &ListParams, default_sco
             filter.session = if scope == "session" && session.is_none() { Some(String::new()) } else { session };
             filter.limit = limit;
             let rows = store::jobs::list(&mut conn, &filter, now).await?;
-            let records: Vec<Record> = rows.iter().map(|r| q.record(r, true, false)).collect();
+            let mut activity = activities(&mut conn, &rows).await?;
+            let records: Vec<Record> =
+                rows.iter().map(|r| Record { activity: activity.remove(&r.id), ..q.record(r, true, false) }).collect();
             Ok(Listing { markdown: crate::api::format::tasks_table(&records), data: ListData::Tasks(records) })
         }
         "workers" => {

@@ -31,6 +31,9 @@ const RUNS_SHOWN: i64 = 6;
 const LOG_TAIL_BYTES: u64 = 256 * 1024;
 /// Redraw at least this often (elapsed times), without reading the queue unless it changed.
 const TICK: Duration = Duration::from_secs(1);
+/// Commits closer together than this are read as one: a busy queue commits thousands of times a
+/// second, and a screen needs no more than a few pictures of it.
+const READ_GAP: Duration = Duration::from_millis(150);
 
 /// What the view shows: tasks whose status, profile, labels and session match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,17 +130,6 @@ async fn snapshot(q: &Queue, caller: &Caller, filter: &Filter) -> Result<Snapsho
         _ => 2,
     };
     let (mut open, finished): (Vec<Record>, Vec<Record>) = listed.into_iter().partition(|r| rank(r.status) < 2);
-    // The running ones with what their agents are doing (peek reads the activity).
-    let running: Vec<String> = open.iter().filter(|r| r.status == JobState::Running).map(|r| r.id.clone()).collect();
-    if !running.is_empty() {
-        for answer in api::peek(q, caller, &running, false).await? {
-            if let api::Answer::Record(rec) = answer
-                && let Some(slot) = open.iter_mut().find(|r| r.id == rec.id)
-            {
-                *slot = *rec;
-            }
-        }
-    }
     open.sort_by(|a, b| {
         rank(a.status).cmp(&rank(b.status)).then(b.priority.cmp(&a.priority)).then(a.created_at.cmp(&b.created_at))
     });
@@ -700,6 +692,7 @@ pub async fn run(q: Queue, caller: Caller, filter: Filter) -> Result<ExitCode> {
         }
     });
     let (done_tx, mut done) = mpsc::unbounded_channel::<(String, bool)>();
+    let mut last_read = Instant::now();
     loop {
         screen.0.draw(|f| app.draw(f)).map_err(|e| Error::io("drawing the screen", e))?;
         let mut reread = false;
@@ -749,6 +742,9 @@ pub async fn run(q: Queue, caller: Caller, filter: Filter) -> Result<ExitCode> {
             }
             changed = changes.next(TICK) => {
                 reread = changed?;
+                if reread {
+                    tokio::time::sleep(READ_GAP.saturating_sub(last_read.elapsed())).await;
+                }
                 // A dispatcher that dies or starts commits nothing at that moment: its lease and
                 // lock are looked at on the clock's tick (one row, no job read).
                 if !reread
@@ -773,6 +769,7 @@ pub async fn run(q: Queue, caller: Caller, filter: Filter) -> Result<ExitCode> {
             _ = sighup.recv() => break,
         }
         if reread {
+            last_read = Instant::now();
             match snapshot(&q, &caller, &app.filter).await {
                 Ok(s) => app.snap = Some(s),
                 // The queue busy or briefly unreadable: say so and keep the last picture.

@@ -341,7 +341,7 @@ impl Dispatcher {
             if self.running.is_empty() {
                 let mut conn = self.queue.store.conn().await?;
                 let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
-                let busy = busy || self.hooks.busy(&self.queue).await?;
+                let busy = busy || self.hooks.in_flight() > 0;
                 st.next_due = next;
                 st.idle_since = if busy { None } else { st.idle_since.or(Some(Instant::now())) };
             } else {

@@ -49,11 +49,6 @@ impl Hooks {
         Hooks { synced: None, running: HashSet::new(), tx, rx }
     }
 
-    /// Whether a hook is configured (as last synced).
-    pub fn configured(&self) -> bool {
-        matches!(self.synced, Some(Some(_)))
-    }
-
     /// Hooks running now.
     pub fn in_flight(&self) -> usize {
         self.running.len()
@@ -75,19 +70,9 @@ impl Hooks {
         Ok(())
     }
 
-    /// Whether this dispatcher has hook work: running, or rows waiting for it.
-    pub async fn busy(&self, q: &Queue) -> Result<bool> {
-        if !self.running.is_empty() {
-            return Ok(true);
-        }
-        if !self.configured() {
-            return Ok(false);
-        }
-        let mut conn = q.store.conn().await?;
-        store::hooks::any_pending(&mut conn).await
-    }
-
-    /// Start hooks for pending rows while fewer than `hooks.maxConcurrent` run.
+    /// Start hooks for pending rows while fewer than `hooks.maxConcurrent` run. Every pending
+    /// row it leaves waits for a hook in flight: rows it cannot run are closed instead, so
+    /// "hooks in flight" is all an idle dispatcher needs to know.
     pub async fn start_pending(&mut self, q: &Queue, owner: &str, epoch: i64) -> Result<()> {
         let Some(Some(argv)) = self.synced.clone() else { return Ok(()) };
         let cfg = &q.config.config.hooks;

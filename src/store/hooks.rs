@@ -88,13 +88,6 @@ pub async fn pending(conn: &mut SqliteConnection, limit: i64) -> Result<Vec<Pend
     .await?)
 }
 
-/// Whether any hook is not run yet (an idle dispatcher waits for them before it exits).
-pub async fn any_pending(conn: &mut SqliteConnection) -> Result<bool> {
-    Ok(sqlx::query_scalar!("SELECT EXISTS (SELECT 1 FROM finish_hooks WHERE done_ms IS NULL) AS \"b!: bool\"")
-        .fetch_one(conn)
-        .await?)
-}
-
 /// Count an attempt before the hook process starts; false when the row is done already or this
 /// dispatcher no longer leads. A row out of attempts is closed with the reason instead.
 pub async fn begin(conn: &mut SqliteConnection, task_id: &str, owner: &str, epoch: i64, now: i64) -> Result<bool> {
