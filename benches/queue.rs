@@ -1912,6 +1912,9 @@ fn main() {
             std::env::remove_var(v);
         }
     }
+    // baton's SQLite and allocator settings, before any connection (the rusqlite baselines share
+    // the process's SQLite, so every contender runs with the same ones).
+    baton::store::tune_memory();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let bin = baton_bin();
     header(&rt, &bin);
