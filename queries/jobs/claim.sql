@@ -4,22 +4,28 @@
 -- A oneshot job needs a new worker, so the worker limits hold it back here (it stays queued);
 -- a server job runs on its profile's server worker, whose spawn checks those limits itself.
 -- A paused profile's jobs (pauses: the profile, or '*' for all) stay queued.
-WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROUP BY profile),
-     rs AS (SELECT session, count(*) AS n FROM workers
-             WHERE state IN ('starting', 'ready', 'busy') AND session IS NOT NULL GROUP BY session),
-     cand AS (
-        SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit, j.worker_kind = 'server' AS srv,
-               coalesce(rp.n, 0) AS p0, coalesce(rs.n, 0) AS s0
-          FROM jobs j
-          LEFT JOIN rp ON rp.profile = j.profile
-          LEFT JOIN rs ON rs.session = j.session
-         WHERE j.state = 'queued' AND j.run_after_ms <= ?3
-           AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.profile = j.profile)
-           AND (j.profile_limit IS NULL OR coalesce(rp.n, 0) < j.profile_limit)
-           AND (j.session IS NULL OR j.worker_kind = 'server' OR coalesce(rs.n, 0) < ?6)
-         ORDER BY j.priority DESC, j.seq
+-- The first 256 candidates in queue order come off the jobs_queue index; a candidate's running
+-- count (profile limit) and live-worker count (session limit) are looked up for it alone, and
+-- only when it has such a limit, so a claim costs the same beside 10 or 1 000 000 queued.
+WITH cand AS (
+        SELECT seq, priority, profile, session, profile_limit, srv, p0, s0
+          FROM (SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit, j.worker_kind = 'server' AS srv,
+                       CASE WHEN j.profile_limit IS NULL THEN 0
+                            ELSE (SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.profile = j.profile) END AS p0,
+                       CASE WHEN j.session IS NULL THEN 0
+                            ELSE (SELECT count(*) FROM workers w WHERE w.session = j.session
+                                     AND w.state IN ('starting', 'ready', 'busy')) END AS s0
+                  FROM jobs j
+                 WHERE j.state = 'queued' AND j.run_after_ms <= ?3
+                   AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.profile = j.profile))
+         WHERE (profile_limit IS NULL OR p0 < profile_limit)
+           AND (session IS NULL OR srv OR s0 < ?6)
+         ORDER BY priority DESC, seq
          -- Paused as a whole ('*'): not even a scan.
          LIMIT CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE profile = '*') THEN 0 ELSE 256 END),
+     -- Each candidate's place among this claim's candidates of its profile (pn), its session
+     -- (sn) and its worker kind (wn), on top of what already runs (p0 and s0 are 0 where no
+     -- limit reads them).
      ranked AS (
         SELECT seq, priority, session, profile_limit, srv,
                p0 + row_number() OVER (PARTITION BY profile ORDER BY priority DESC, seq) AS pn,
@@ -36,6 +42,7 @@ WITH rp AS (SELECT profile, count(*) AS n FROM jobs WHERE state = 'running' GROU
 UPDATE jobs
    SET state = 'running', attempt = attempt + 1, owner = ?1, epoch = ?2, started_ms = ?3,
        finished_ms = NULL, error = NULL, exit_code = NULL, output_tail = NULL
- WHERE seq IN pick AND state = 'queued'
+  FROM pick
+ WHERE jobs.seq = pick.seq AND jobs.state = 'queued'
    AND EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?1 AND epoch = ?2)
 RETURNING *

@@ -230,8 +230,8 @@ pub struct ClaimLimits {
 /// (not waited on); the global limits cap the count. The attempt is recorded here, before any
 /// spawn. One statement, so two dispatchers can never claim the same job.
 ///
-/// Too dynamic for the checked macros (window functions and a computed LIMIT); covered by
-/// `claim_respects_limits` in the tests.
+/// Too dynamic for the checked macros (window functions and a computed LIMIT); checked against
+/// a model of these rules on random queues by the `claim` tests.
 #[tracing::instrument(skip_all, err)]
 pub async fn claim(
     conn: &mut SqliteConnection,

@@ -8,6 +8,7 @@ mod acp;
 mod acp_agents;
 mod acp_sessions;
 mod agents;
+mod claim;
 mod cli;
 mod deps;
 mod durability;
