@@ -183,7 +183,9 @@ impl Store {
     /// A connection of its own (for a `data_version` watcher: a connection never sees its own
     /// writes change `data_version`).
     pub async fn dedicated_connection(&self) -> Result<Dedicated> {
-        Ok(Dedicated(SqliteConnection::connect_with(&self.options).await?))
+        let mut conn = SqliteConnection::connect_with(&self.options).await?;
+        wait_briefly_when_busy(&mut conn, self.settings.busy_timeout).await?;
+        Ok(Dedicated(conn))
     }
 
     /// Close the pool (checkpoints and releases the file).
@@ -263,13 +265,60 @@ async fn open(path: &Path, migrate_lock: &Path, settings: Settings, create: bool
             migrate(path, &migrate_options(path, settings)).await?;
         }
     }
+    let budget = settings.busy_timeout;
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(60))
+        .after_connect(move |conn, _| Box::pin(async move { wait_briefly_when_busy(conn, budget).await }))
         .connect_with(options.clone())
         .await?;
     Ok(Store { pool, path: path.to_path_buf(), options, settings })
+}
+
+/// The waits before each retry of a statement that found the write lock taken, in
+/// microseconds; the last repeats until the busy timeout is spent.
+const BUSY_WAITS_US: [u64; 12] = [20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
+
+/// A write that finds the write lock taken waits and retries, within `budget` (the busy
+/// timeout), but first in steps of microseconds rather than SQLite's own, whose first wait is a
+/// whole millisecond: a commit holds the lock for tens of microseconds, and the dispatcher's
+/// tasks (a worker's row, its events, a claim, a finish) meet each other's commits all the time.
+async fn wait_briefly_when_busy(conn: &mut SqliteConnection, budget: Duration) -> std::result::Result<(), sqlx::Error> {
+    let budget_us = usize::try_from(budget.as_micros()).unwrap_or(usize::MAX);
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is this connection's open sqlite3 (held locked for the call); the
+    // callback reads its argument as a number, not a pointer, and cannot unwind.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(
+            handle.as_raw_handle().as_ptr(),
+            Some(busy_wait),
+            budget_us as *mut std::ffi::c_void,
+        )
+    };
+    if rc != libsqlite3_sys::SQLITE_OK {
+        return Err(sqlx::Error::Configuration(format!("sqlite3_busy_handler failed ({rc})").into()));
+    }
+    Ok(())
+}
+
+/// SQLite's busy callback: `n` waits so far; 0 gives up (the statement fails with SQLITE_BUSY).
+extern "C" fn busy_wait(budget_us: *mut std::ffi::c_void, n: std::ffi::c_int) -> std::ffi::c_int {
+    let budget = budget_us as usize as u64;
+    let n = usize::try_from(n).unwrap_or(0);
+    let last = BUSY_WAITS_US[BUSY_WAITS_US.len() - 1];
+    let (waited, next) = match BUSY_WAITS_US.get(n) {
+        Some(&next) => (BUSY_WAITS_US[..n].iter().sum::<u64>(), next),
+        None => {
+            let beyond = (n - BUSY_WAITS_US.len()) as u64;
+            (BUSY_WAITS_US.iter().sum::<u64>().saturating_add(beyond.saturating_mul(last)), last)
+        }
+    };
+    if waited >= budget {
+        return 0;
+    }
+    std::thread::sleep(Duration::from_micros(next.min(budget - waited)));
+    1
 }
 
 /// The SQLite result code of a database error (the extended code, as SQLite reports it).

@@ -4,9 +4,10 @@
 -- A oneshot job needs a new worker, so the worker limits hold it back here (it stays queued);
 -- a server job runs on its profile's server worker, whose spawn checks those limits itself.
 -- A paused profile's jobs (pauses: the profile, or '*' for all) stay queued.
--- The first 256 candidates in queue order come off the jobs_queue index; a candidate's running
--- count (profile limit) and live-worker count (session limit) are looked up for it alone, and
--- only when it has such a limit, so a claim costs the same beside 10 or 1 000 000 queued.
+-- The first candidates in queue order come off the jobs_queue index, as many as the look-ahead
+-- below; a candidate's running count (profile limit) and live-worker count (session limit) are
+-- looked up for it alone, and only when it has such a limit, so a claim costs the same beside 10
+-- or 1 000 000 queued, and a claim for one free place ranks a few dozen rows, not hundreds.
 WITH cand AS (
         SELECT seq, priority, profile, session, profile_limit, srv, p0, s0
           FROM (SELECT j.seq, j.priority, j.profile, j.session, j.profile_limit, j.worker_kind = 'server' AS srv,
@@ -21,8 +22,11 @@ WITH cand AS (
          WHERE (profile_limit IS NULL OR p0 < profile_limit)
            AND (session IS NULL OR srv OR s0 < ?6)
          ORDER BY priority DESC, seq
-         -- Paused as a whole ('*'): not even a scan.
-         LIMIT CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE profile = '*') THEN 0 ELSE 256 END),
+         -- Paused as a whole ('*'): not even a scan. Otherwise a look-ahead past the jobs this
+         -- claim can take, for the ones the limits skip: 16 + 8 per free place, at most 256.
+         LIMIT CASE WHEN EXISTS (SELECT 1 FROM pauses WHERE profile = '*') THEN 0
+                    ELSE min(256, 16 + 8 * max(0, min(?7, ?4 - (SELECT count(*) FROM jobs WHERE state = 'running'))))
+               END),
      -- Each candidate's place among this claim's candidates of its profile (pn), its session
      -- (sn) and its worker kind (wn), on top of what already runs (p0 and s0 are 0 where no
      -- limit reads them).

@@ -483,7 +483,8 @@ impl Dispatcher {
             max_running: i64::from(lim.max_concurrency),
             max_workers: i64::from(lim.max_workers),
             max_per_session: i64::from(lim.max_workers_per_session),
-            batch: 64,
+            // As many as there are free places (the claim looks ahead in proportion).
+            batch: (lim.max_concurrency as usize - self.running.len()).min(64) as i64,
         };
         let mut conn = self.queue.store.conn().await?;
         let claimed = store::jobs::claim(&mut conn, &self.owner, self.epoch, now_ms(), limits).await?;

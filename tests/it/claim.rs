@@ -57,7 +57,7 @@ fn queued() -> impl Strategy<Value = Queued> {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop::collection::vec(queued(), 0..30),
+        prop::collection::vec(queued(), 0..48),
         prop::collection::vec((0..3usize, prop::option::weighted(0.6, 0..3usize)), 0..6),
         0..3usize,
         prop::option::weighted(0.15, 0..4usize),
@@ -68,7 +68,7 @@ fn case() -> impl Strategy<Value = Case> {
 
 /// What the claim promises, from the rows alone: the due, unpaused queued jobs in queue order
 /// (higher priority, then older), skipping those whose profile or session is already at its
-/// limit; of those, each profile and session gets as many as its limit leaves room for, oneshot
+/// limit, up to the look-ahead; of those, each profile and session gets as many as its limit leaves room for, oneshot
 /// jobs as many as free workers; then the sessions take turns (a session's first job before any
 /// session's second) within a priority, and the global limits cap the count.
 fn model(c: &Case, seqs: &[i64]) -> BTreeSet<i64> {
@@ -99,10 +99,13 @@ fn model(c: &Case, seqs: &[i64]) -> BTreeSet<i64> {
                     || live_in.get(&q.session.unwrap()).copied().unwrap_or(0) < per_session)
         })
         .collect();
+    // The look-ahead: 16 + 8 per free place, at most 256.
+    let room = batch.min(max_running - c.running.len() as i64).max(0);
+    let cand = &cand[..cand.len().min((16 + 8 * room).min(256) as usize)];
     // Places among the candidates, in queue order.
     let (mut pn, mut sn, mut wn) = (HashMap::new(), HashMap::new(), HashMap::new());
     let mut picked: Vec<(i64, i64, i64)> = Vec::new();
-    for &i in &cand {
+    for &i in cand {
         let q = &c.queued[i];
         let p = pn.entry(q.profile).or_insert(running_in.get(&q.profile).copied().unwrap_or(0));
         *p += 1;
@@ -118,8 +121,7 @@ fn model(c: &Case, seqs: &[i64]) -> BTreeSet<i64> {
         }
     }
     picked.sort();
-    let room = batch.min(max_running - c.running.len() as i64).max(0) as usize;
-    picked.into_iter().take(room).map(|(_, _, seq)| seq).collect()
+    picked.into_iter().take(room as usize).map(|(_, _, seq)| seq).collect()
 }
 
 /// A queue file with the case's rows; the seq of each queued job, in the case's order.
@@ -232,4 +234,46 @@ fn a_replaced_leader_claims_nothing() {
         assert!(store::jobs::claim(&mut conn, "me", 0, NOW, limits).await.unwrap().is_empty());
         assert_eq!(store::jobs::claim(&mut conn, "me", 1, NOW, limits).await.unwrap().len(), 3);
     });
+}
+
+/// A claim looks 16 + 8 per free place past the head of the queue: two free places, 40 queued
+/// jobs of a profile limited to one at a time, then one of another profile. The first claim
+/// takes one of the first profile (the rest it skips, and the other job is past its look-ahead);
+/// the next claim skips the whole profile at its limit and takes the other one.
+#[test]
+fn a_profile_at_its_limit_is_skipped_by_the_next_claim() {
+    let limited = Queued { priority: 0, profile: 0, limit: Some(1), session: None, server: false, due: true };
+    let mut queued = vec![limited; 40];
+    queued.push(Queued { priority: 0, profile: 1, limit: None, session: None, server: false, due: true });
+    let c = Case { queued, running: vec![], servers: 0, paused: None, limits: (2, 8, 2, 2) };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("baton.db");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let st = rt.block_on(store::Store::open(&db, &dir.path().join("migrate.lock"), Durability::Normal)).unwrap();
+    let seqs = fill(&db, &c);
+    let (first, second) = rt.block_on(async {
+        let mut conn = st.conn().await.unwrap();
+        let first = store::jobs::claim(
+            &mut conn,
+            "me",
+            1,
+            NOW,
+            ClaimLimits { max_running: 2, max_workers: 8, max_per_session: 2, batch: 2 },
+        )
+        .await
+        .unwrap();
+        let second = store::jobs::claim(
+            &mut conn,
+            "me",
+            1,
+            NOW,
+            ClaimLimits { max_running: 2, max_workers: 8, max_per_session: 2, batch: 1 },
+        )
+        .await
+        .unwrap();
+        (first, second)
+    });
+    assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![seqs[0]]);
+    assert_eq!(second.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![seqs[40]]);
+    assert_eq!(model(&c, &seqs), BTreeSet::from([seqs[0]]));
 }
