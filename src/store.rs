@@ -176,7 +176,7 @@ impl Store {
 
     /// A transaction: the store's statements run in it commit together, or not at all (a
     /// transaction dropped without [`Tx::commit`] rolls back).
-    pub async fn begin(&self) -> Result<Tx> {
+    pub async fn begin(&self) -> Result<Tx<'static>> {
         Ok(Tx(self.pool.begin().await?))
     }
 
@@ -198,15 +198,23 @@ impl Store {
 /// what it is made of stays inside `store`.
 pub struct Conn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
 
-/// An open transaction on the queue (see [`Store::begin`]).
-pub struct Tx(sqlx::Transaction<'static, sqlx::Sqlite>);
+/// An open transaction on the queue (see [`Store::begin`] and [`Dedicated::begin`]).
+pub struct Tx<'c>(sqlx::Transaction<'c, sqlx::Sqlite>);
 
 /// A connection outside the pool (see [`Store::dedicated_connection`]).
 pub struct Dedicated(SqliteConnection);
 
-impl Tx {
+impl Tx<'_> {
     pub async fn commit(self) -> Result<()> {
         Ok(self.0.commit().await?)
+    }
+}
+
+impl Dedicated {
+    /// A transaction on this connection: its commit, like any write here, leaves this
+    /// connection's `data_version` where it was.
+    pub async fn begin(&mut self) -> Result<Tx<'_>> {
+        Ok(Tx(sqlx::Connection::begin(&mut self.0).await?))
     }
 }
 
@@ -225,12 +233,12 @@ macro_rules! to_connection {
         }
     )*};
 }
-to_connection!(Conn, Tx, Dedicated);
+to_connection!(Conn, Tx<'_>, Dedicated);
 
 /// Any of the three: what a caller can hand a statement it runs on whichever it holds.
 pub trait Handle: std::ops::DerefMut<Target = SqliteConnection> + Send {}
 impl Handle for Conn {}
-impl Handle for Tx {}
+impl Handle for Tx<'_> {}
 impl Handle for Dedicated {}
 
 /// Database errors a long-lived process outlives: a write lock held too long by another

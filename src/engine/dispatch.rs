@@ -146,10 +146,18 @@ struct JobContext {
     grace: Duration,
     kill_stragglers: bool,
     leaders: Leaders,
-    done: mpsc::UnboundedSender<Finished>,
+    done: mpsc::UnboundedSender<Report>,
     servers: Arc<server::Pool>,
     spawn_limits: SpawnLimits,
     event_caps: store::events::EventCaps,
+}
+
+/// What a job's task tells the dispatcher, in order: its oneshot worker's process once spawned,
+/// then the worker's end. The dispatcher writes them in batches on its own connection, a row
+/// always with or before its job's result.
+enum Report {
+    Spawned(store::jobs::NewWorker),
+    Finished(Box<Finished>),
 }
 
 /// A worker's end, as the watcher task reports it (with what a oneshot worker's logs say).
@@ -182,17 +190,21 @@ struct Dispatcher {
     owner: String,
     epoch: i64,
     running: HashMap<String, Running>,
-    tx: mpsc::UnboundedSender<Finished>,
-    rx: mpsc::UnboundedReceiver<Finished>,
-    watch: store::Dedicated,
+    tx: mpsc::UnboundedSender<Report>,
+    rx: mpsc::UnboundedReceiver<Report>,
+    /// The dispatcher's own connection: the loop's claims, results and lease renewals are
+    /// written here, and since a connection never sees its own commits move its
+    /// `data_version`, a change read here is another connection's commit (a new task, a
+    /// cancel, a job task's events), the only kind the loop must look into.
+    own: store::Dedicated,
     waker: crate::engine::wake::Waker,
     spawn_env: SpawnEnv,
     leaders: Leaders,
     servers: Arc<server::Pool>,
     /// Modification times of the config files, to reload them when they change.
     config_stamp: Vec<Option<std::time::SystemTime>>,
-    /// Ends of workers whose results could not be written yet (the database refused).
-    unwritten: Vec<Finished>,
+    /// Reports that could not be written yet (the database refused), in their order.
+    unwritten: Vec<Report>,
     /// The finish hook: its row in sync with the configuration, the hooks in flight.
     hooks: hooks::Hooks,
 }
@@ -204,7 +216,11 @@ struct LoopState {
     last_prune: Instant,
     idle_since: Option<Instant>,
     next_due: Option<i64>,
+    /// Claim (and look into due times) on this turn: a result freed a place, or another
+    /// connection committed.
     dirty: bool,
+    /// Another connection committed since the cancels were last looked for.
+    foreign: bool,
     recovered: bool,
 }
 
@@ -224,9 +240,9 @@ fn config_stamp(queue: &Queue) -> Vec<Option<std::time::SystemTime>> {
 impl Dispatcher {
     async fn new(queue: Queue, mode: Mode, owner: String, epoch: i64) -> Result<Dispatcher> {
         tracing::info!(%owner, epoch, db = %queue.store.path().display(), "dispatcher leads the queue");
-        let mut watch = queue.store.dedicated_connection().await?;
-        // A read on the watch connection makes sure the -wal file exists before it is watched.
-        store::lease::data_version(&mut watch).await?;
+        let mut own = queue.store.dedicated_connection().await?;
+        // A read on the connection makes sure the -wal file exists before it is watched.
+        store::lease::data_version(&mut own).await?;
         let waker = crate::engine::wake::Waker::new(queue.store.path());
         let (tx, rx) = mpsc::unbounded_channel();
         let spawn_env = SpawnEnv {
@@ -252,7 +268,7 @@ impl Dispatcher {
             running: HashMap::new(),
             tx,
             rx,
-            watch,
+            own,
             waker,
             spawn_env,
             leaders,
@@ -274,6 +290,7 @@ impl Dispatcher {
             idle_since: None,
             next_due: None,
             dirty: true,
+            foreign: true,
             recovered: false,
         };
         // An episode of database errors: logged when it begins and when it ends.
@@ -301,6 +318,7 @@ impl Dispatcher {
                         tracing::warn!("database error; retrying with backoff, workers keep running: {e}");
                     }
                     st.dirty = true;
+                    st.foreign = true;
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         _ = tokio::signal::ctrl_c() => return self.drain().await,
@@ -327,7 +345,7 @@ impl Dispatcher {
             st.recovered = true;
         }
         if st.last_version.is_none() {
-            st.last_version = Some(store::lease::data_version(&mut self.watch).await?);
+            st.last_version = Some(store::lease::data_version(&mut self.own).await?);
         }
         if !self.unwritten.is_empty() {
             let batch = std::mem::take(&mut self.unwritten);
@@ -335,12 +353,13 @@ impl Dispatcher {
         }
         if st.dirty || st.next_due.is_some_and(|t| t <= now_ms()) {
             st.dirty = false;
-            self.check_cancels().await?;
+            if std::mem::take(&mut st.foreign) {
+                self.check_cancels().await?;
+            }
             self.claim_and_spawn().await?;
             self.hooks.start_pending(&self.queue, &self.owner, self.epoch).await?;
             if self.running.is_empty() {
-                let mut conn = self.queue.store.conn().await?;
-                let (busy, next) = store::jobs::pending(&mut conn, now_ms()).await?;
+                let (busy, next) = store::jobs::pending(&mut self.own, now_ms()).await?;
                 let busy = busy || self.hooks.in_flight() > 0;
                 st.next_due = next;
                 st.idle_since = if busy { None } else { st.idle_since.or(Some(Instant::now())) };
@@ -373,12 +392,13 @@ impl Dispatcher {
             }
         }
         tokio::select! {
-            Some(done) = self.rx.recv() => {
-                let mut batch = vec![done];
+            Some(report) = self.rx.recv() => {
+                let mut batch = vec![report];
                 while let Ok(more) = self.rx.try_recv() {
                     batch.push(more);
                 }
-                st.dirty = true;
+                // A result frees a place; a worker's row alone changes nothing to claim.
+                st.dirty |= batch.iter().any(|r| matches!(r, Report::Finished(_)));
                 self.finish(batch).await?;
             }
             Some(end) = self.hooks.rx.recv() => {
@@ -386,10 +406,11 @@ impl Dispatcher {
                 self.hooks.record_end(&self.queue, end, &self.owner, self.epoch).await?;
             }
             _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
-                let v = store::lease::data_version(&mut self.watch).await?;
+                let v = store::lease::data_version(&mut self.own).await?;
                 if Some(v) != st.last_version {
                     st.last_version = Some(v);
                     st.dirty = true;
+                    st.foreign = true;
                 }
             }
             _ = tokio::signal::ctrl_c() => return Ok(Turn::Drain),
@@ -400,12 +421,11 @@ impl Dispatcher {
 
     /// Renew the lease and re-check the schema. False: stop leading.
     async fn heartbeat(&mut self) -> Result<bool> {
-        let mut conn = self.queue.store.conn().await?;
-        if !store::lease::renew(&mut conn, &self.owner, self.epoch, now_ms()).await? {
+        if !store::lease::renew(&mut self.own, &self.owner, self.epoch, now_ms()).await? {
             tracing::error!("lost the dispatcher lease to another dispatcher");
             return Ok(false);
         }
-        let version = store::lease::schema_version(&mut conn).await?;
+        let version = store::lease::schema_version(&mut self.own).await?;
         if version > SCHEMA_VERSION {
             tracing::error!(version, "a newer baton migrated this queue; exiting");
             return Ok(false);
@@ -442,9 +462,10 @@ impl Dispatcher {
         let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
         while !self.running.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => {
+                Ok(Some(Report::Finished(done))) => {
                     self.running.remove(&done.job.id);
                 }
+                Ok(Some(Report::Spawned(_))) => {}
                 _ => break,
             }
         }
@@ -486,9 +507,7 @@ impl Dispatcher {
             // As many as there are free places (the claim looks ahead in proportion).
             batch: (lim.max_concurrency as usize - self.running.len()).min(64) as i64,
         };
-        let mut conn = self.queue.store.conn().await?;
-        let claimed = store::jobs::claim(&mut conn, &self.owner, self.epoch, now_ms(), limits).await?;
-        drop(conn);
+        let claimed = store::jobs::claim(&mut self.own, &self.owner, self.epoch, now_ms(), limits).await?;
         if claimed.is_empty() {
             return Ok(());
         }
@@ -523,8 +542,7 @@ impl Dispatcher {
         if self.running.is_empty() && !servers {
             return Ok(());
         }
-        let mut conn = self.queue.store.conn().await?;
-        let (cancels, stops) = store::workers::owner_requests(&mut conn, &self.owner, self.epoch).await?;
+        let (cancels, stops) = store::workers::owner_requests(&mut self.own, &self.owner, self.epoch).await?;
         for id in cancels {
             if let Some(tx) = self.running.get_mut(&id).and_then(|r| r.cancel.take()) {
                 tracing::info!(task_id = %id, "canceling");
@@ -563,17 +581,26 @@ impl Dispatcher {
         }
     }
 
-    /// Write the results of finished workers, grouped in one transaction. When the database
-    /// refuses, the batch waits in `unwritten` for the next turn.
-    async fn finish(&mut self, batch: Vec<Finished>) -> Result<()> {
-        let written = match self.write_results(&batch).await {
+    /// Write what job tasks reported: the workers' rows and the finished workers' results,
+    /// together. When the database refuses, the batch waits in `unwritten` for the next turn.
+    async fn finish(&mut self, batch: Vec<Report>) -> Result<()> {
+        let (mut spawned, mut ended) = (Vec::new(), Vec::new());
+        for r in batch {
+            match r {
+                Report::Spawned(w) => spawned.push(w),
+                Report::Finished(f) => ended.push(*f),
+            }
+        }
+        let written = match self.write_results(&spawned, &ended).await {
             Ok(written) => written,
             Err(e) => {
-                self.unwritten.extend(batch);
+                // Rows before results, as they came.
+                self.unwritten.extend(spawned.into_iter().map(Report::Spawned));
+                self.unwritten.extend(ended.into_iter().map(|f| Report::Finished(Box::new(f))));
                 return Err(e);
             }
         };
-        for f in &batch {
+        for f in &ended {
             if !written.contains(&f.job.id) {
                 tracing::warn!(task_id = %f.job.id, "result dropped: the job was no longer ours or already finished");
             }
@@ -582,9 +609,9 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn write_results(&self, batch: &[Finished]) -> Result<Vec<String>> {
+    async fn write_results(&mut self, spawned: &[store::jobs::NewWorker], ended: &[Finished]) -> Result<Vec<String>> {
         let logs = self.queue.loc.logs_dir();
-        let outcomes: Vec<Outcome> = batch
+        let outcomes: Vec<Outcome> = ended
             .iter()
             .map(|f| {
                 let mut o = outcome(&f.job, &f.ending, f.read.as_ref());
@@ -596,15 +623,26 @@ impl Dispatcher {
             .collect();
         let now = now_ms();
         let steps: Vec<&str> =
-            batch.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
-        // One statement for the whole batch; a transaction only when workflow steps must advance
-        // with it (the step's end, the new carry and the next step's job commit with the result).
-        if steps.is_empty() {
-            let mut conn = self.queue.store.conn().await?;
-            return store::jobs::finish_many(&mut conn, &outcomes, &self.owner, self.epoch, now).await;
+            ended.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
+        let (owner, epoch) = (self.owner.as_str(), self.epoch);
+        // One statement when it is all there is; a transaction when workers' rows and results
+        // or workflow steps must commit together (a step's end, the new carry and the next
+        // step's job commit with the result), so a batch written again after a refusal is
+        // written whole or not at all.
+        if steps.is_empty() && (spawned.is_empty() || outcomes.is_empty()) {
+            if !spawned.is_empty() {
+                store::jobs::insert_oneshot_workers(&mut self.own, spawned, owner, epoch).await?;
+            }
+            if outcomes.is_empty() {
+                return Ok(Vec::new());
+            }
+            return store::jobs::finish_many(&mut self.own, &outcomes, owner, epoch, now).await;
         }
-        let mut tx = self.queue.store.begin().await?;
-        let written = store::jobs::finish_many(&mut tx, &outcomes, &self.owner, self.epoch, now).await?;
+        let mut tx = self.own.begin().await?;
+        if !spawned.is_empty() {
+            store::jobs::insert_oneshot_workers(&mut tx, spawned, owner, epoch).await?;
+        }
+        let written = store::jobs::finish_many(&mut tx, &outcomes, owner, epoch, now).await?;
         for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
             crate::workflow::runs::advance(&mut tx, id, &logs, now).await?;
         }
@@ -707,8 +745,8 @@ impl Dispatcher {
                 }
             }
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(done)) => {
-                    if let Err(e) = self.finish(vec![done]).await {
+                Ok(Some(report)) => {
+                    if let Err(e) = self.finish(vec![report]).await {
                         tracing::warn!("could not write a result while draining: {e}");
                     }
                 }
@@ -745,11 +783,16 @@ async fn run_job(ctx: JobContext, job: JobRow, mut cancel: oneshot::Receiver<()>
         Some(id) => match tokio::select! { r = ready_worktree(&ctx, id, &job) => Some(r), _ = &mut cancel => None } {
             Some(Ok(row)) => Some(row),
             Some(Err(e)) => {
-                let _ = ctx.done.send(Finished { job, ending: Ending::Unprepared(e.to_string()), read: None });
+                let _ = ctx.done.send(Report::Finished(Box::new(Finished {
+                    job,
+                    ending: Ending::Unprepared(e.to_string()),
+                    read: None,
+                })));
                 return;
             }
             None => {
-                let _ = ctx.done.send(Finished { job, ending: Ending::Canceled, read: None });
+                let _ =
+                    ctx.done.send(Report::Finished(Box::new(Finished { job, ending: Ending::Canceled, read: None })));
                 return;
             }
         },
@@ -769,7 +812,7 @@ async fn run_job(ctx: JobContext, job: JobRow, mut cancel: oneshot::Receiver<()>
             Err(e) => tracing::warn!(task_id = %job.id, "could not commit the worker's changes in its worktree: {e}"),
         }
     }
-    let _ = ctx.done.send(Finished { job, ending, read });
+    let _ = ctx.done.send(Report::Finished(Box::new(Finished { job, ending, read })));
 }
 
 /// Make a job's worktree ready before its worker starts: created on the first attempt (setup
@@ -886,28 +929,19 @@ async fn start_worker(ctx: &JobContext, job: &JobRow) -> Result<worker::Spawned>
         .map_err(|e| Error::io("preparing logs", std::io::Error::other(e)))??;
     let spawned = worker::spawn(job, &ctx.spawn_env, logs, &ctx.leaders)?;
     worker::spawn_window().await;
-    let worker_id = uuid::Uuid::new_v4().to_string();
-    let row = store::jobs::NewWorker {
-        id: &worker_id,
-        profile: &job.profile,
+    // Its row goes with the dispatcher's next write; until then recovery finds the worker by
+    // its attempt tag.
+    let _ = ctx.done.send(Report::Spawned(store::jobs::NewWorker {
+        id: uuid::Uuid::new_v4().to_string(),
+        profile: job.profile.clone(),
         pid: i64::from(spawned.pid),
         pid_start: spawned.start as i64,
-        owner: &ctx.owner,
-        epoch: ctx.epoch,
-        session: job.session.as_deref(),
-        job_id: &job.id,
+        session: job.session.clone(),
+        job_id: job.id.clone(),
         attempt: job.attempt,
-        model: job.model.as_deref(),
-        now: now_ms(),
-    };
-    let recorded = match ctx.store.conn().await {
-        Ok(mut conn) => store::jobs::insert_oneshot_worker(&mut conn, &row).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = recorded {
-        // The worker runs on; recovery can still find it by its attempt tag.
-        tracing::warn!(task_id = %job.id, "could not record the worker row: {e}");
-    }
+        model: job.model.clone(),
+        started_ms: now_ms(),
+    }));
     Ok(spawned)
 }
 

@@ -257,40 +257,41 @@ pub async fn claim(
 
 /// A oneshot worker's row, written once its process exists (the job's attempt was recorded by
 /// the claim, before the spawn).
-#[derive(Debug, Clone)]
-pub struct NewWorker<'a> {
-    pub id: &'a str,
-    pub profile: &'a str,
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NewWorker {
+    pub id: String,
+    pub profile: String,
     pub pid: i64,
     pub pid_start: i64,
-    pub owner: &'a str,
-    pub epoch: i64,
-    pub session: Option<&'a str>,
-    pub job_id: &'a str,
+    pub session: Option<String>,
+    pub job_id: String,
     pub attempt: i64,
-    pub model: Option<&'a str>,
-    pub now: i64,
+    pub model: Option<String>,
+    pub started_ms: i64,
 }
 
-/// Record a oneshot worker's process, while its owner holds the lease.
-#[tracing::instrument(skip_all, fields(task_id = %w.job_id, pid = w.pid), err)]
-pub async fn insert_oneshot_worker(conn: &mut SqliteConnection, w: &NewWorker<'_>) -> Result<()> {
+/// Record oneshot workers' processes in one statement, while `owner` holds the lease under
+/// `epoch` (a leader that was replaced records nothing).
+#[tracing::instrument(skip_all, fields(workers = workers.len()), err)]
+pub async fn insert_oneshot_workers(
+    conn: &mut SqliteConnection,
+    workers: &[NewWorker],
+    owner: &str,
+    epoch: i64,
+) -> Result<()> {
+    let batch = serde_json::to_string(workers)?;
     sqlx::query!(
         "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, session, job_id,
                               attempt, model, started_ms, last_activity_ms)
-         SELECT ?1, ?2, 'oneshot', 'busy', ?3, ?4, ?3, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11
-          WHERE EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?5 AND epoch = ?6)",
-        w.id,
-        w.profile,
-        w.pid,
-        w.pid_start,
-        w.owner,
-        w.epoch,
-        w.session,
-        w.job_id,
-        w.attempt,
-        w.model,
-        w.now
+         SELECT w.value ->> 'id', w.value ->> 'profile', 'oneshot', 'busy', w.value ->> 'pid',
+                w.value ->> 'pid_start', w.value ->> 'pid', ?2, ?3, w.value ->> 'session',
+                w.value ->> 'job_id', w.value ->> 'attempt', w.value ->> 'model',
+                w.value ->> 'started_ms', w.value ->> 'started_ms'
+           FROM json_each(?1) AS w
+          WHERE EXISTS (SELECT 1 FROM dispatcher_lease WHERE singleton = 1 AND owner = ?2 AND epoch = ?3)",
+        batch,
+        owner,
+        epoch
     )
     .execute(conn)
     .await?;

@@ -17,7 +17,7 @@ use crate::store::workflow::{RunRow, StepRow};
 use crate::workflow::handoff;
 
 /// Queue the job of step `idx` with the current carry, and mark the step running.
-async fn enqueue_step(conn: &mut store::Tx, run: &RunRow, step: &StepRow, carry: &str, now: i64) -> Result<()> {
+async fn enqueue_step(conn: &mut store::Tx<'_>, run: &RunRow, step: &StepRow, carry: &str, now: i64) -> Result<()> {
     let job_id = uuid::Uuid::new_v4().to_string();
     let prompt = handoff::template(&step.prompt, &run.task, carry);
     let launch = Launch {
@@ -57,7 +57,7 @@ async fn enqueue_step(conn: &mut store::Tx, run: &RunRow, step: &StepRow, carry:
 
 /// Start a run whose rows (run + pending steps) the caller inserted in this transaction: queue
 /// step 0, or finish an empty workflow at once.
-pub async fn begin(conn: &mut store::Tx, run_id: &str, now: i64) -> Result<()> {
+pub async fn begin(conn: &mut store::Tx<'_>, run_id: &str, now: i64) -> Result<()> {
     let run = store::workflow::get_run(conn, run_id).await?.ok_or_else(|| Error::UnknownTask(run_id.into()))?;
     let steps = store::workflow::steps(conn, run_id).await?;
     match steps.first() {
@@ -73,7 +73,7 @@ pub async fn begin(conn: &mut store::Tx, run_id: &str, now: i64) -> Result<()> {
 /// grow the carry, and queue the next step or finish the run. Cancellation is handled by the
 /// `jobs_cancel_workflow` trigger. Idempotent: a step no longer running is left alone.
 #[tracing::instrument(skip_all, fields(task_id = %job_id), err)]
-pub async fn advance(conn: &mut store::Tx, job_id: &str, logs_dir: &Path, now: i64) -> Result<()> {
+pub async fn advance(conn: &mut store::Tx<'_>, job_id: &str, logs_dir: &Path, now: i64) -> Result<()> {
     let Some(job) = store::jobs::get(conn, job_id).await? else { return Ok(()) };
     let (Some(run_id), Some(idx)) = (job.workflow_run_id.clone(), job.workflow_step) else { return Ok(()) };
     if !matches!(job.state, JobState::Succeeded | JobState::Failed) {
