@@ -44,6 +44,8 @@ const B_JOBS: usize = 10_000;
 /// (c) jobs through the real dispatcher, and its concurrency.
 const C_JOBS: usize = 300;
 const C_CONCURRENCY: usize = 4;
+/// (c) runs at each of these concurrencies.
+const C_LEVELS: [usize; 3] = [1, C_CONCURRENCY, 16];
 /// (d) await samples.
 const D_SAMPLES: usize = 40;
 /// (e) `baton task start` runs.
@@ -786,8 +788,20 @@ struct Dispatcher {
 
 impl Dispatcher {
     fn start(p: &Project, bin: &Path) -> Dispatcher {
+        Dispatcher::start_logging(p, bin, "warn")
+    }
+
+    /// With `filter` as its `BATON_LOG`, logging to `dispatcher.log` in the project's temp dir.
+    fn start_logging(p: &Project, bin: &Path, filter: &str) -> Dispatcher {
         let log = std::fs::File::create(p.dir.path().join("dispatcher.log")).unwrap();
-        let child = p.cmd(bin).arg("run").stdout(Stdio::null()).stderr(log).spawn().expect("spawn dispatcher");
+        let child = p
+            .cmd(bin)
+            .arg("run")
+            .env("BATON_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dispatcher");
         Dispatcher { child }
     }
 
@@ -966,14 +980,14 @@ fn bench_workflows(rt: &Runtime, bin: &Path) {
 // ---------------------------------------------------------------------------------------------
 // (c) end to end with /bin/true workers.
 
-/// The (c) baseline: C_CONCURRENCY threads each spawning `/bin/true` and waiting for it, C_JOBS
+/// The (c) baseline: `concurrency` threads each spawning `/bin/true` and waiting for it, C_JOBS
 /// in all. With `logs`, each run first gets its own directory and two log files as stdout and
 /// stderr, as a baton worker does.
-fn spawn_loop(logs: Option<&Path>) -> Duration {
+fn spawn_loop(concurrency: usize, logs: Option<&Path>) -> Duration {
     let next = AtomicUsize::new(0);
     let t = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..C_CONCURRENCY {
+        for _ in 0..concurrency {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -1001,12 +1015,38 @@ fn spawn_loop(logs: Option<&Path>) -> Duration {
     t.elapsed()
 }
 
-fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
+/// One (c) run: C_JOBS `/bin/true` jobs queued while the queue is paused, a dispatcher started
+/// and leading, then `baton resume`: from there to the last job's end, and what the dispatcher
+/// spent on it (its start-up excluded).
+struct E2e {
+    project: Project,
+    wall: Duration,
+    /// First claim -> last finish, from the rows.
+    steady: Duration,
+    mean_job_ms: f64,
+    cpu: Duration,
+    /// SQL statements the dispatcher ran (a run with sqlx's statement log on).
+    statements: Option<u64>,
+    rss_kb: u64,
+    enqueue: Duration,
+}
+
+/// Lines of sqlx's statement log in a dispatcher's log.
+fn logged_statements(log: &Path) -> u64 {
+    std::fs::read_to_string(log).unwrap_or_default().lines().filter(|l| l.contains(" sqlx::query: ")).count() as u64
+}
+
+fn e2e_run(rt: &Runtime, bin: &Path, concurrency: usize, count_statements: bool) -> E2e {
     let p = Project::new(serde_json::json!({
         "runner": ["/bin/true"],
         "autoSpawn": false,
-        "limits": {"maxConcurrency": C_CONCURRENCY},
+        "limits": {"maxConcurrency": concurrency},
     }));
+    let ok = |args: &[&str]| {
+        let o = p.cmd(bin).args(args).output().expect("run baton");
+        assert!(o.status.success(), "baton {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    ok(&["pause"]);
     let enqueue = rt.block_on(async {
         let q = p.queue().await;
         let t = Instant::now();
@@ -1019,63 +1059,85 @@ fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
         d
     });
     let raw = p.raw();
+    let log = p.dir.path().join("dispatcher.log");
+    let filter = if count_statements { "warn,sqlx::query=debug" } else { "warn" };
+    let d = Dispatcher::start_logging(&p, bin, filter);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let pid = i64::from(d.pid());
+    while raw.query_row("SELECT count(*) FROM dispatcher_lease WHERE pid = ?1", [pid], |r| r.get::<_, i64>(0)).unwrap()
+        == 0
+    {
+        assert!(Instant::now() < deadline, "(c): the dispatcher does not lead after 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let its start-up end (recovery, the first look at the queue), then count from here.
+    std::thread::sleep(Duration::from_millis(200));
+    let (cpu0, st0) = (cpu_ns(d.pid()), logged_statements(&log));
+    let t = Instant::now();
+    ok(&["resume"]);
     let open = |c: &rusqlite::Connection| -> i64 {
         c.query_row("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')", [], |r| r.get(0)).unwrap()
     };
-    let t = Instant::now();
-    let d = Dispatcher::start(&p, bin);
-    let deadline = t + Duration::from_secs(120);
     while open(&raw) > 0 {
         assert!(Instant::now() < deadline, "(c): jobs still unfinished after 120 s");
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(2));
     }
     let wall = t.elapsed();
+    let cpu = Duration::from_nanos(cpu_ns(d.pid()).saturating_sub(cpu0));
     let rss_kb = status_kb(d.pid(), "VmRSS");
-    let hwm_kb = status_kb(d.pid(), "VmHWM");
     d.stop();
-    let (ok, first_start, last_finish): (i64, i64, i64) = raw
+    let statements = count_statements.then(|| logged_statements(&log).saturating_sub(st0));
+    let (done, first_start, last_finish, mean_job_ms): (i64, i64, i64, f64) = raw
         .query_row(
-            "SELECT count(*) FILTER (WHERE state = 'succeeded'), min(started_ms), max(finished_ms) FROM jobs",
+            "SELECT count(*) FILTER (WHERE state = 'succeeded'), min(started_ms), max(finished_ms),
+                    avg(finished_ms - started_ms) FROM jobs",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
-    assert_eq!(ok as usize, C_JOBS, "(c): not every job succeeded (see {})", p.dir.path().display());
+    assert_eq!(done as usize, C_JOBS, "(c): not every job succeeded (see {})", p.dir.path().display());
     let steady = Duration::from_millis((last_finish - first_start).max(1) as u64);
+    E2e { project: p, wall, steady, mean_job_ms, cpu, statements, rss_kb, enqueue }
+}
 
-    let mean_job_ms: f64 = raw.query_row("SELECT avg(finished_ms - started_ms) FROM jobs", [], |r| r.get(0)).unwrap();
-
-    let base = spawn_loop(None);
-    let logs_dir = p.dir.path().join("baseline-logs");
-    std::fs::create_dir_all(&logs_dir).unwrap();
-    let base_logs = spawn_loop(Some(&logs_dir));
-    let (b, r) = (rate(C_JOBS, wall), rate(C_JOBS, base));
-    println!(
-        "(c) end-to-end /bin/true, {C_JOBS} jobs, concurrency {C_CONCURRENCY}:  baton {} jobs/s | raw spawn+wait loop {} jobs/s | ratio {:.2}x (target >= 0.8x)",
-        group(b),
-        group(r),
-        b / r
-    );
-    println!(
-        "    baton wall {:.0} ms from dispatcher spawn to all terminal (first claim -> last finish: {} ms, {} jobs/s, ratio {:.2}x); mean claim -> finish per job {:.1} ms",
-        ms(wall),
-        steady.as_millis(),
-        group(rate(C_JOBS, steady)),
-        rate(C_JOBS, steady) / r,
-        mean_job_ms
-    );
-    println!(
-        "    extra baseline, spawn+wait with a per-job log dir and 2 log files as stdout/stderr (what a worker needs): {} jobs/s (baton ratio {:.2}x); enqueue via api::start {} jobs/s",
-        group(rate(C_JOBS, base_logs)),
-        b / rate(C_JOBS, base_logs),
-        group(rate(C_JOBS, enqueue))
-    );
-    println!(
-        "    dispatcher after {C_JOBS} jobs: VmRSS {:.1} MiB, VmHWM {:.1} MiB",
-        rss_kb as f64 / 1024.0,
-        hwm_kb as f64 / 1024.0
-    );
-    p
+fn bench_end_to_end(rt: &Runtime, bin: &Path) -> Project {
+    let mut kept = None;
+    for concurrency in C_LEVELS {
+        let run = e2e_run(rt, bin, concurrency, false);
+        let counted = e2e_run(rt, bin, concurrency, true);
+        let base = spawn_loop(concurrency, None);
+        let logs_dir = run.project.dir.path().join("baseline-logs");
+        std::fs::create_dir_all(&logs_dir).unwrap();
+        let base_logs = spawn_loop(concurrency, Some(&logs_dir));
+        let (b, r, rl) = (rate(C_JOBS, run.wall), rate(C_JOBS, base), rate(C_JOBS, base_logs));
+        println!(
+            "(c) end-to-end /bin/true, {C_JOBS} jobs, concurrency {concurrency}:  baton {} jobs/s | raw spawn+wait loop {} jobs/s | ratio {:.2}x (target >= 0.8x)",
+            group(b),
+            group(r),
+            b / r
+        );
+        println!(
+            "    resume -> all terminal {:.0} ms (first claim -> last finish {} ms, {} jobs/s); mean claim -> finish per job {:.2} ms; raw with a log dir and 2 log files per job {} jobs/s (ratio {:.2}x)",
+            ms(run.wall),
+            run.steady.as_millis(),
+            group(rate(C_JOBS, run.steady)),
+            run.mean_job_ms,
+            group(rl),
+            b / rl
+        );
+        println!(
+            "    dispatcher per job: CPU {:.0} us (start-up excluded), SQL statements {:.2} (a second run with the statement log on: {:.0} ms); VmRSS {:.1} MiB; enqueue via api::start {} jobs/s",
+            run.cpu.as_secs_f64() * 1e6 / C_JOBS as f64,
+            counted.statements.unwrap_or(0) as f64 / C_JOBS as f64,
+            ms(counted.wall),
+            run.rss_kb as f64 / 1024.0,
+            group(rate(C_JOBS, run.enqueue))
+        );
+        if concurrency == C_CONCURRENCY {
+            kept = Some(run.project);
+        }
+    }
+    kept.expect("C_LEVELS holds C_CONCURRENCY")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1800,7 +1862,7 @@ fn header(rt: &Runtime, bin: &Path) {
         if open_writes { "YES" } else { "no" }
     );
     println!(
-        "sizes: (a) {} lifecycles x {ROUNDS} rounds per side, median | (b) {} jobs x {ROUNDS} rounds, median | (c) {C_JOBS} jobs at concurrency {C_CONCURRENCY} | (d) {D_SAMPLES} samples | (e) {E_RUNS} runs | (f) {} s idle | (g) backlogs {:?}, drain {} | (i) {I_JOBS} jobs per run",
+        "sizes: (a) {} lifecycles x {ROUNDS} rounds per side, median | (b) {} jobs x {ROUNDS} rounds, median | (c) {C_JOBS} jobs at concurrency {C_LEVELS:?} | (d) {D_SAMPLES} samples | (e) {E_RUNS} runs | (f) {} s idle | (g) backlogs {:?}, drain {} | (i) {I_JOBS} jobs per run",
         A_JOBS,
         B_JOBS,
         F_IDLE.as_secs(),
