@@ -19,6 +19,8 @@
 //! (k) a task in a git worktree of a repository of K_FILES files vs. the same task in the
 //!     checkout, start -> finished, beside raw `git worktree add` + `remove` of the same repository
 //! (l) claim+finish throughput of queued jobs beside 0, 10 000 and 100 000 `waiting` ones
+//! (s) scale of the file: one claim beside 1 000 and 1 000 000 queued, `baton task list` and the
+//!     dispatcher's RSS at 1 000 000, file size per 100 000 finished jobs before and after pruning
 
 use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
 use std::path::{Path, PathBuf};
@@ -67,6 +69,13 @@ const I_TURN: &str = "0.05";
 /// (k) files in the repository, tasks per side (alternating), raw worktree adds.
 const K_FILES: usize = 3000;
 const K_TASKS: usize = 10;
+
+/// (s) queued jobs in the small and the large file; single claims timed in each; finished jobs.
+const S_QUEUED: [usize; 2] = [1000, 1_000_000];
+const S_CLAIMS: usize = 300;
+const S_FINISHED: usize = 100_000;
+const S_LIST_RUNS: usize = 5;
+const S_RUN_FOR: Duration = Duration::from_secs(5);
 
 const OWNER: &str = "bench-owner";
 const EPOCH: i64 = 1;
@@ -1449,6 +1458,190 @@ fn bench_waiting(rt: &Runtime) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// (s) scale of the file.
+
+/// `n` queued jobs for `p` (runnable there: `/bin/true` in its project), through the library,
+/// 10 000 per transaction, under the bench's lease. The wall time of the inserts.
+async fn fill_queued(store: &Store, p: &Project, n: usize) -> Duration {
+    let t = Instant::now();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        let mut batch = new_jobs(k);
+        for j in &mut batch {
+            j.project_dir = p.project.display().to_string();
+        }
+        let mut tx = store.pool().begin().await.unwrap();
+        for j in &batch {
+            jobs::insert(&mut tx, j).await.expect("insert");
+        }
+        tx.commit().await.unwrap();
+        left -= k;
+    }
+    t.elapsed()
+}
+
+/// Median of S_CLAIMS single claims (each job then finished), in microseconds.
+async fn single_claims(store: &Store) -> f64 {
+    let mut v = Vec::with_capacity(S_CLAIMS);
+    for _ in 0..S_CLAIMS {
+        let mut conn = store.pool().acquire().await.unwrap();
+        let t = Instant::now();
+        let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(1)).await.expect("claim");
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(claimed.len(), 1, "(s): the claim found no job");
+        jobs::finish_many(&mut conn, &[outcome(&claimed[0].id)], OWNER, EPOCH, now_ms()).await.expect("finish");
+    }
+    median(v)
+}
+
+fn file_bytes(db: &Path) -> u64 {
+    let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let name = db.file_name().unwrap().to_string_lossy().into_owned();
+    size(db.to_path_buf()) + size(db.with_file_name(format!("{name}-wal")))
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn bench_scale(rt: &Runtime, bin: &Path) {
+    let config = serde_json::json!({
+        "runner": ["/bin/true"],
+        "autoSpawn": false,
+        "limits": {"maxConcurrency": C_CONCURRENCY},
+        "retention": {"minAgeMs": 0},
+    });
+    // One claim beside each backlog.
+    let mut claims = Vec::new();
+    let mut large = None;
+    for n in S_QUEUED {
+        let p = Project::new(config.clone());
+        let (fill, claim) = rt.block_on(async {
+            let store = open_store(p.db.parent().unwrap()).await;
+            let fill = fill_queued(&store, &p, n).await;
+            let claim = single_claims(&store).await;
+            store.close().await;
+            (fill, claim)
+        });
+        claims.push((n, claim, fill));
+        large = Some(p);
+    }
+    let p = large.expect("the large file");
+    let parts: Vec<String> =
+        claims.iter().map(|(n, c, _)| format!("{} queued: {:.0} us", group(*n as f64), c)).collect();
+    let (n_last, c_last, fill_last) = claims[claims.len() - 1];
+    println!(
+        "(s) one claim (median of {S_CLAIMS}, each job then finished) ->  {} | {}/{} {:.2}x (goal < 2)",
+        parts.join(" ; "),
+        group(n_last as f64),
+        group(claims[0].0 as f64),
+        c_last / claims[0].1
+    );
+    println!(
+        "    {} queued through the library in {:.1} s ({} jobs/s); file {:.0} MiB",
+        group(n_last as f64),
+        fill_last.as_secs_f64(),
+        group(rate(n_last, fill_last)),
+        mib(file_bytes(&p.db))
+    );
+    // `baton task list` on the large file, no dispatcher.
+    let mut list: Vec<Duration> = (0..=S_LIST_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let o = p.cmd(bin).args(["task", "list"]).output().expect("baton task list");
+            assert!(o.status.success(), "baton task list: {}", String::from_utf8_lossy(&o.stderr));
+            t.elapsed()
+        })
+        .skip(1)
+        .collect();
+    list.sort_unstable();
+    let mut list_all: Vec<Duration> = (0..=S_LIST_RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let o = p
+                .cmd(bin)
+                .args(["task", "list", "--status", "queued", "--limit", "50"])
+                .output()
+                .expect("baton task list");
+            assert!(o.status.success(), "baton task list: {}", String::from_utf8_lossy(&o.stderr));
+            t.elapsed()
+        })
+        .skip(1)
+        .collect();
+    list_all.sort_unstable();
+    println!(
+        "    `baton task list` with {} rows: p50 {:.1} ms | max {:.1} ms; `--status queued --limit 50`: p50 {:.1} ms (median of {S_LIST_RUNS} after one warm-up)",
+        group(n_last as f64 + S_CLAIMS as f64),
+        ms(pct(&list, 50.0)),
+        ms(list[list.len() - 1]),
+        ms(pct(&list_all, 50.0))
+    );
+    // The dispatcher running jobs off the large file.
+    let raw = p.raw();
+    let done = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM jobs WHERE state = 'succeeded'", [], |r| r.get(0)).unwrap()
+    };
+    let before = done(&raw);
+    let d = Dispatcher::start(&p, bin);
+    let t = Instant::now();
+    let mut rss_max = 0;
+    while t.elapsed() < S_RUN_FOR {
+        rss_max = rss_max.max(status_kb(d.pid(), "VmRSS"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hwm = status_kb(d.pid(), "VmHWM");
+    d.stop();
+    let ran = done(&raw) - before;
+    println!(
+        "    dispatcher on {} queued, {:.0} s running /bin/true at concurrency {C_CONCURRENCY}: RSS max {:.1} MiB (high-water {:.1} MiB; goal < 50 MB), {} jobs run ({} jobs/s)",
+        group(n_last as f64),
+        S_RUN_FOR.as_secs_f64(),
+        rss_max as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        group(ran as f64),
+        group(ran as f64 / S_RUN_FOR.as_secs_f64())
+    );
+    drop(raw);
+    drop(p);
+    // File size per S_FINISHED finished jobs, before and after `baton prune`.
+    let p = Project::new(config);
+    rt.block_on(async {
+        let store = open_store(p.db.parent().unwrap()).await;
+        fill_queued(&store, &p, S_FINISHED).await;
+        drain(&store, S_FINISHED).await;
+        store.close().await;
+    });
+    let checkpoint = |c: &rusqlite::Connection| {
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    };
+    let raw = p.raw();
+    checkpoint(&raw);
+    let before = file_bytes(&p.db);
+    let t = Instant::now();
+    let o = p.cmd(bin).arg("prune").output().expect("baton prune");
+    let prune = t.elapsed();
+    assert!(o.status.success(), "baton prune: {}", String::from_utf8_lossy(&o.stderr));
+    checkpoint(&raw);
+    let after = file_bytes(&p.db);
+    let (left, free): (i64, i64) = raw
+        .query_row("SELECT (SELECT count(*) FROM jobs), (SELECT freelist_count FROM pragma_freelist_count)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    println!(
+        "    {} finished jobs: file {:.1} MiB ({:.0} bytes/job); `baton prune` {:.1} s -> {:.2} MiB with {} jobs kept (retention.maxJobs), {} free pages",
+        group(S_FINISHED as f64),
+        mib(before),
+        before as f64 / S_FINISHED as f64,
+        prune.as_secs_f64(),
+        mib(after),
+        left,
+        free
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // (i) one long-lived server worker vs. oneshot spawns of the same program.
 
 /// The (i) worker, one bash script for both kinds. With `--server [DELAY]` it is a no-op ACP
@@ -2009,6 +2202,9 @@ fn main() {
     }
     if want("l") {
         bench_waiting(&rt);
+    }
+    if want("s") {
+        bench_scale(&rt, &bin);
     }
     if want("i") {
         bench_server(&rt, &bin);
