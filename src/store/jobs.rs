@@ -90,7 +90,7 @@ pub async fn fail_queued(conn: &mut SqliteConnection, id: &str, error: &str, now
 /// `query_as!` into [`JobRow`]: every column listed once, state words decoded as enums. The
 /// argument is the rest of the statement after `FROM jobs`.
 macro_rules! select_jobs {
-    ($rest:tt $(, $arg:expr)* $(,)?) => {
+    ($($rest:literal)+ $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             JobRow,
             r#"SELECT seq, id, state AS "state: JobState", kind, profile, task, session, requested_by,
@@ -101,7 +101,7 @@ macro_rules! select_jobs {
                  worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens,
                  system_prompt, permissions, worktree_id, labels, after,
                  after_any AS "after_any: bool"
-                 FROM jobs "# + $rest
+                 FROM jobs "# $(+ $rest)+
             $(, $arg)*
         )
     };
@@ -161,32 +161,44 @@ pub struct ListFilter {
 }
 
 /// Jobs by `f`; `now` is the end of a running job's duration so far.
+///
+/// One statement per order, so that newest and oldest walk the primary key and stop after
+/// `limit` matches instead of sorting every row (a `CASE` in `ORDER BY` forces the full sort).
 pub async fn list(conn: &mut SqliteConnection, f: &ListFilter, now: i64) -> Result<Vec<JobRow>> {
     let labels = serde_json::to_string(&f.labels)?;
-    Ok(select_jobs!(
-        "WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
-           AND (?4 IS NULL OR created_ms >= ?4) AND (?5 IS NULL OR created_ms < ?5)
-           AND NOT EXISTS (SELECT 1 FROM json_each(?6) f
-                            WHERE NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) l
-                                               WHERE l.key = f.value ->> 0
-                                                 AND (f.value ->> 1 IS NULL OR l.value = f.value ->> 1)))
-          ORDER BY CASE ?7 WHEN 'priority' THEN priority END DESC,
-                   CASE ?7 WHEN 'duration' THEN coalesce(finished_ms, ?8) - coalesce(started_ms, coalesce(finished_ms, ?8)) END DESC,
-                   CASE ?7 WHEN 'oldest' THEN seq END ASC,
-                   seq DESC
-          LIMIT ?9",
-        f.profile,
-        f.state,
-        f.session,
-        f.since_ms,
-        f.until_ms,
-        labels,
-        f.sort,
-        now,
-        f.limit
-    )
-    .fetch_all(conn)
-    .await?)
+    macro_rules! list_by {
+        ($order:literal $(, $extra:expr)*) => {
+            select_jobs!(
+                "WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
+                   AND (?4 IS NULL OR created_ms >= ?4) AND (?5 IS NULL OR created_ms < ?5)
+                   AND (?6 = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(?6) f
+                                    WHERE NOT EXISTS (SELECT 1 FROM json_each(jobs.labels) l
+                                                       WHERE l.key = f.value ->> 0
+                                                         AND (f.value ->> 1 IS NULL OR l.value = f.value ->> 1))))
+                 "
+                $order,
+                f.profile,
+                f.state,
+                f.session,
+                f.since_ms,
+                f.until_ms,
+                labels,
+                f.limit
+                $(, $extra)*
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        };
+    }
+    Ok(match f.sort.as_str() {
+        "oldest" => list_by!("ORDER BY seq ASC LIMIT ?7"),
+        "priority" => list_by!("ORDER BY priority DESC, seq DESC LIMIT ?7"),
+        "duration" => list_by!(
+            "ORDER BY coalesce(finished_ms, ?8) - coalesce(started_ms, coalesce(finished_ms, ?8)) DESC, seq DESC LIMIT ?7",
+            now
+        ),
+        _ => list_by!("ORDER BY seq DESC LIMIT ?7"),
+    })
 }
 
 /// Job counts by state.

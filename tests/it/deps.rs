@@ -157,6 +157,9 @@ fn labels_filters_and_sorting() {
     assert_eq!(ids(&["--worker", "docs"]), [b.as_str()]);
     assert_eq!(ids(&["--sort", "oldest"]), [a.clone(), b.clone(), c.clone()]);
     assert_eq!(ids(&["--sort", "priority"]), [b.clone(), a.clone(), c.clone()]);
+    // Nothing has run: every duration is 0, and ties go newest first.
+    assert_eq!(ids(&["--sort", "duration"]), [c.clone(), b.clone(), a.clone()]);
+    assert_eq!(ids(&["--sort", "newest", "--limit", "1"]), [c.as_str()]);
     assert_eq!(ids(&["--since", "1h"]).len(), 3);
     assert_eq!(ids(&["--until", "1h"]).len(), 0);
     assert_eq!(ids(&["--since", "2000-01-01", "--status", "queued", "--limit", "2"]), [c.clone(), b.clone()]);
