@@ -209,6 +209,32 @@ struct Dispatcher {
     hooks: hooks::Hooks,
 }
 
+/// SIGINT and SIGTERM, each listened to for the whole run. A listener made afresh for every
+/// wait (`tokio::signal::ctrl_c()` in the select) misses a signal that arrives while the loop is
+/// claiming or writing, and once tokio has taken SIGINT over nothing else ends the process: a
+/// busy dispatcher ignored Ctrl-C.
+struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt()).map_err(|e| Error::io("installing the SIGINT handler", e))?;
+        let term = signal(SignalKind::terminate()).map_err(|e| Error::io("installing the SIGTERM handler", e))?;
+        Ok(StopSignals { int, term })
+    }
+
+    /// Either signal, including one that arrived since the last call.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
 /// The loop's clocks and flags, kept across turns (and across database errors).
 struct LoopState {
     last_version: Option<i64>,
@@ -281,8 +307,7 @@ impl Dispatcher {
 
     async fn run_loop(&mut self) -> Result<()> {
         let prune_every = Duration::from_millis(self.queue.config.config.retention.interval_ms.max(1000));
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| Error::io("installing SIGTERM handler", e))?;
+        let mut stop = StopSignals::new()?;
         let mut st = LoopState {
             last_version: None,
             last_heartbeat: Instant::now(),
@@ -297,7 +322,7 @@ impl Dispatcher {
         let mut trouble: Option<Instant> = None;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.turn(&mut st, &mut sigterm).await {
+            match self.turn(&mut st, &mut stop).await {
                 Ok(turn) => {
                     if let Some(since) = trouble.take() {
                         tracing::info!(
@@ -321,8 +346,7 @@ impl Dispatcher {
                     st.foreign = true;
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
-                        _ = tokio::signal::ctrl_c() => return self.drain().await,
-                        _ = sigterm.recv() => return self.drain().await,
+                        () = stop.recv() => return self.drain().await,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -333,7 +357,7 @@ impl Dispatcher {
 
     /// One turn: write what is pending, claim and spawn, keep the lease, prune, then wait for
     /// a worker's end, a commit, or a signal.
-    async fn turn(&mut self, st: &mut LoopState, sigterm: &mut tokio::signal::unix::Signal) -> Result<Turn> {
+    async fn turn(&mut self, st: &mut LoopState, stop: &mut StopSignals) -> Result<Turn> {
         let cfg = self.queue.config.config.clone();
         let heartbeat = Duration::from_millis(cfg.dispatcher.heartbeat_ms.max(10));
         let idle_exit = Duration::from_millis(cfg.dispatcher.idle_exit_ms);
@@ -413,8 +437,7 @@ impl Dispatcher {
                     st.foreign = true;
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok(Turn::Drain),
-            _ = sigterm.recv() => return Ok(Turn::Drain),
+            () = stop.recv() => return Ok(Turn::Drain),
         }
         Ok(Turn::Go)
     }

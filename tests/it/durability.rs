@@ -610,6 +610,45 @@ fn sigterm_drains_the_running_job() {
     assert_eq!(v["responseText"], "done");
 }
 
+/// SIGINT to a busy dispatcher (thousands of short jobs, so the loop is mostly claiming and
+/// writing rather than waiting): it stops claiming, drains and exits 0, leaving the rest queued.
+/// A signal arriving between two waits was once lost, and the dispatcher ran on.
+#[test]
+fn sigint_stops_a_busy_dispatcher() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({"runner": ["/bin/true"], "limits": {"maxConcurrency": 4}}));
+    let seed = q.start(&["seed"]);
+    let copies = q
+        .raw()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
+                               prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                               run_after_ms, timeout_ms, profile_limit, created_ms, labels)
+             SELECT printf('%s-%05d', substr(id, 1, 30), i), state, kind, profile, task, session, requested_by,
+                    project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                    run_after_ms, timeout_ms, profile_limit, created_ms + i, labels
+               FROM jobs, n WHERE jobs.id = ?1",
+            [&seed],
+        )
+        .unwrap();
+    assert_eq!(copies, 5000);
+    let succeeded = || q.scalar_i64("SELECT count(*) FROM jobs WHERE state = 'succeeded'");
+    let (mut d, log) = spawn_dispatcher(&q, "busy", &[]);
+    wait_for(60, "the dispatcher busy", || succeeded() >= 100);
+    signal(d.pid(), Signal::SIGINT);
+    let mut status = None;
+    wait_for(15, "the dispatcher exits on SIGINT", || {
+        status = d.exited();
+        status.is_some()
+    });
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(status.unwrap().success(), "dispatcher exit {status:?}: {log}");
+    assert!(log.contains("draining"), "{log}");
+    assert_eq!(q.scalar_i64("SELECT count(*) FROM jobs WHERE state = 'running'"), 0, "{log}");
+    assert!(q.scalar_i64("SELECT count(*) FROM jobs WHERE state = 'queued'") > 0, "it ran on to the end: {log}");
+}
+
 // 11 -----------------------------------------------------------------------------------------
 
 /// A second `baton run` stands by and leads (new epoch) once the first is SIGKILLed.
