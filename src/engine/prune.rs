@@ -11,6 +11,9 @@ use crate::worktree;
 /// Deletes go in batches this small so writers are never blocked for long.
 const BATCH: i64 = 100;
 
+/// Directory names looked up per statement when sweeping.
+const SWEEP_CHUNK: usize = 500;
+
 /// What a prune did (or, dry, would do).
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -109,27 +112,29 @@ fn remove_files(q: &Queue, id: &str) {
 }
 
 /// Remove log and attachment directories whose job row is gone (a crash between delete and
-/// unlink).
+/// unlink). The directories are read and looked up a chunk at a time, so a queue with a
+/// million logs is never held in memory.
 async fn sweep(q: &Queue, conn: &mut store::Conn) -> Result<usize> {
-    let mut dirs = Vec::new();
-    for parent in [q.loc.logs_dir(), q.loc.state_dir.join("attachments")] {
-        if let Ok(rd) = std::fs::read_dir(&parent) {
-            dirs.extend(rd.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()));
-        }
-    }
-    if dirs.is_empty() {
-        return Ok(0);
-    }
-    let ids: std::collections::HashSet<String> = store::jobs::all_ids(conn).await?.into_iter().collect();
     let mut swept = 0;
-    for d in dirs {
-        // A job's attachments are written just before its row: leave young directories alone.
-        let young = std::fs::metadata(q.loc.attachments_dir(&d))
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 60));
-        if !ids.contains(&d) && uuid::Uuid::parse_str(&d).is_ok() && !young {
-            remove_files(q, &d);
-            swept += 1;
+    for parent in [q.loc.logs_dir(), q.loc.state_dir.join("attachments")] {
+        let Ok(rd) = std::fs::read_dir(&parent) else { continue };
+        // Only names that could be ids are looked up; others (server workers' logs) are not ours.
+        let mut names = rd
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|d| uuid::Uuid::parse_str(d).is_ok())
+            .peekable();
+        while names.peek().is_some() {
+            let chunk: Vec<String> = names.by_ref().take(SWEEP_CHUNK).collect();
+            for d in store::jobs::without_row(conn, &chunk).await? {
+                // A job's attachments are written just before its row: leave young directories alone.
+                let young = std::fs::metadata(q.loc.attachments_dir(&d))
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 60));
+                if !young {
+                    remove_files(q, &d);
+                    swept += 1;
+                }
+            }
         }
     }
     Ok(swept)

@@ -508,12 +508,18 @@ pub async fn delete(conn: &mut SqliteConnection, ids: &[String]) -> Result<u64> 
     Ok(r.rows_affected())
 }
 
-/// Ids of every job and workflow run (to find log and attachment directories left without a row).
-pub async fn all_ids(conn: &mut SqliteConnection) -> Result<Vec<String>> {
-    // UNION ALL columns come back as nullable to sqlx: both are NOT NULL columns.
-    Ok(sqlx::query_scalar!(r#"SELECT id AS "id!" FROM jobs UNION ALL SELECT id FROM workflow_runs"#)
-        .fetch_all(conn)
-        .await?)
+/// Those of `ids` that name neither a job nor a workflow run (to find log and attachment
+/// directories left without a row); looked up by the unique indexes, so a large queue is not read.
+pub async fn without_row(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<String>> {
+    let ids = serde_json::to_string(ids)?;
+    Ok(sqlx::query_scalar!(
+        r#"SELECT CAST(d.value AS TEXT) AS "id!: String" FROM json_each(?1) d
+            WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = d.value)
+              AND NOT EXISTS (SELECT 1 FROM workflow_runs WHERE id = d.value)"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Give free pages back and fold the WAL into the file.

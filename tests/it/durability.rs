@@ -578,6 +578,28 @@ fn prune_keeps_max_jobs_removes_logs_and_frees_pages() {
         "worker rows of pruned jobs left"
     );
     assert_eq!(q.scalar_i64("PRAGMA freelist_count"), 0);
+
+    // Files a crash left without a row (more than one lookup's worth) are swept; those of a
+    // kept job, a young attachments directory and names that are not ids stay.
+    let orphans: Vec<String> = (0..1200).map(|i| format!("00000000-0000-4000-8000-{i:012}")).collect();
+    for id in &orphans {
+        std::fs::create_dir_all(logs.join(id)).unwrap();
+        std::fs::write(logs.join(id).join("1.out"), "left over").unwrap();
+    }
+    let attachments = q.project.join(".baton/attachments");
+    let young = "00000000-0000-4000-8000-999999999999";
+    std::fs::create_dir_all(attachments.join(young)).unwrap();
+    std::fs::create_dir_all(attachments.join(&orphans[0])).unwrap();
+    let touched = Command::new("touch").args(["-d", "2 hours ago"]).arg(attachments.join(&orphans[0])).status();
+    assert!(touched.unwrap().success());
+    std::fs::write(logs.join("not-an-id.log"), "x").unwrap();
+    let keep = kept.iter().find(|id| logs.join(id).is_dir()).unwrap().clone();
+    let out = q.ok(&["prune"]);
+    assert!(out.contains("Deleted 0 finished task(s); swept 1200 orphaned file set(s)"), "{out}");
+    assert!(orphans.iter().all(|id| !logs.join(id).exists()), "an orphaned log dir left");
+    assert!(!attachments.join(&orphans[0]).exists(), "orphaned attachments left");
+    assert!(attachments.join(young).is_dir(), "a young attachments dir (its row may be coming) swept");
+    assert!(logs.join("not-an-id.log").exists() && logs.join(&keep).is_dir());
 }
 
 // 10 -----------------------------------------------------------------------------------------
