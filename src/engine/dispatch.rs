@@ -178,6 +178,11 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
     let _lock = lead.lock;
     let mut d = Dispatcher::new(queue, mode, lead.owner, lead.epoch).await?;
     let result = d.run_loop().await;
+    // A prune stops at its next await: each batch's delete commits whole, and files whose row
+    // went before their unlink are swept by the next prune.
+    if let Some(h) = d.pruning.take() {
+        h.abort();
+    }
     // Server workers live only as long as the dispatcher that holds their pipes.
     d.servers.shutdown(Duration::from_millis(d.queue.config.config.jobs.kill_grace_ms)).await;
     d.queue.store.close().await;
@@ -207,6 +212,10 @@ struct Dispatcher {
     unwritten: Vec<Report>,
     /// The finish hook: its row in sync with the configuration, the hooks in flight.
     hooks: hooks::Hooks,
+    /// The scheduled prune, in a task of its own: deleting a large backlog of finished jobs
+    /// and their logs takes seconds, and the loop goes on claiming, writing results and
+    /// renewing its lease meanwhile. At most one at a time.
+    pruning: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// SIGINT and SIGTERM, each listened to for the whole run. A listener made afresh for every
@@ -302,6 +311,7 @@ impl Dispatcher {
             config_stamp,
             unwritten: Vec::new(),
             hooks: hooks::Hooks::new(),
+            pruning: None,
         })
     }
 
@@ -396,6 +406,7 @@ impl Dispatcher {
             && st.idle_since.is_some_and(|t| t.elapsed() >= idle_exit)
             && self.running.is_empty()
             && self.hooks.in_flight() == 0
+            && !self.is_pruning()
         {
             tracing::info!("idle; exiting");
             return Ok(Turn::Exit);
@@ -409,11 +420,14 @@ impl Dispatcher {
             // Running jobs that no live leader owns (SPEC 3: recovery runs periodically too).
             self.recover().await?;
         }
-        if st.last_prune.elapsed() >= prune_every {
+        if st.last_prune.elapsed() >= prune_every && !self.is_pruning() {
             st.last_prune = Instant::now();
-            if let Err(e) = crate::engine::prune::prune(&self.queue, now_ms(), false).await {
-                tracing::warn!("pruning failed: {e}");
-            }
+            let queue = self.queue.clone();
+            self.pruning = Some(tokio::spawn(async move {
+                if let Err(e) = crate::engine::prune::prune(&queue, now_ms(), false).await {
+                    tracing::warn!("pruning failed: {e}");
+                }
+            }));
         }
         tokio::select! {
             Some(report) = self.rx.recv() => {
@@ -440,6 +454,10 @@ impl Dispatcher {
             () = stop.recv() => return Ok(Turn::Drain),
         }
         Ok(Turn::Go)
+    }
+
+    fn is_pruning(&self) -> bool {
+        self.pruning.as_ref().is_some_and(|h| !h.is_finished())
     }
 
     /// Renew the lease and re-check the schema. False: stop leading.

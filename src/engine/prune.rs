@@ -49,9 +49,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
         let mut tx = q.store.begin().await?;
         let jobs = store::workflow::delete_runs(&mut tx, &runs).await?;
         tx.commit().await?;
-        for id in jobs.iter().chain(&runs) {
-            remove_files(q, id);
-        }
+        remove_all(q, jobs.into_iter().chain(runs.iter().cloned()).collect(), false).await;
         report.runs.extend(runs);
     }
     loop {
@@ -60,9 +58,7 @@ pub async fn prune(q: &Queue, now: i64, dry_run: bool) -> Result<PruneReport> {
             break;
         }
         store::jobs::delete(&mut conn, &ids).await?;
-        for id in &ids {
-            remove_files(q, id);
-        }
+        remove_all(q, ids.clone(), false).await;
         report.jobs.extend(ids);
     }
     store::worktrees::delete_unused(&mut conn).await?;
@@ -111,6 +107,23 @@ fn remove_files(q: &Queue, id: &str) {
     let _ = std::fs::remove_dir_all(q.loc.attachments_dir(id));
 }
 
+/// Remove the logs and attachments of `ids` on a blocking thread (a dispatcher prunes beside
+/// its loop); `unless_young` keeps a set whose attachments directory is under a minute old (its
+/// row may be on its way). How many sets went.
+async fn remove_all(q: &Queue, ids: Vec<String>, unless_young: bool) -> usize {
+    let q = q.clone();
+    let removed = tokio::task::spawn_blocking(move || {
+        let young = |id: &str| {
+            std::fs::metadata(q.loc.attachments_dir(id))
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 60))
+        };
+        ids.iter().filter(|id| !(unless_young && young(id))).map(|id| remove_files(&q, id)).count()
+    })
+    .await;
+    removed.unwrap_or(0)
+}
+
 /// Remove log and attachment directories whose job row is gone (a crash between delete and
 /// unlink). The directories are read and looked up a chunk at a time, so a queue with a
 /// million logs is never held in memory.
@@ -125,16 +138,8 @@ async fn sweep(q: &Queue, conn: &mut store::Conn) -> Result<usize> {
             .peekable();
         while names.peek().is_some() {
             let chunk: Vec<String> = names.by_ref().take(SWEEP_CHUNK).collect();
-            for d in store::jobs::without_row(conn, &chunk).await? {
-                // A job's attachments are written just before its row: leave young directories alone.
-                let young = std::fs::metadata(q.loc.attachments_dir(&d))
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 60));
-                if !young {
-                    remove_files(q, &d);
-                    swept += 1;
-                }
-            }
+            let orphans = store::jobs::without_row(conn, &chunk).await?;
+            swept += remove_all(q, orphans, true).await;
         }
     }
     Ok(swept)
