@@ -135,8 +135,7 @@ fn open_log(path: &Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(format!("opening log {}", path.display()), e))
 }
 
-/// The attempt's open log files, made ready before the spawn (blocking filesystem work, done
-/// off the runtime's threads).
+/// The attempt's open log files, made ready before the spawn.
 pub struct Logs {
     out: std::fs::File,
     err: std::fs::File,
