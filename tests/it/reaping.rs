@@ -23,8 +23,16 @@ fn escaped_grandchildren_are_adopted_and_reaped() {
     let d = q.dispatcher();
     let out = q.dir.path().join("gc.stat");
     // The grandchild starts its own session (leaving the worker's group), outlives the worker,
-    // records its parent, then exits.
-    let task = format!("setsid sh -c 'sleep 0.5; cat /proc/$$/stat > {}' & echo started", out.display());
+    // records its parent, then exits. The worker ends only once the grandchild has left its
+    // group: until then it is the worker's straggler, and killing those is the point of
+    // `jobs.killStragglers`.
+    let left = q.dir.path().join("gc.left");
+    let task = format!(
+        "setsid sh -c 'touch {left}; sleep 0.5; cat /proc/$$/stat > {out}' & \
+         while [ ! -e {left} ]; do sleep 0.01; done; echo started",
+        left = left.display(),
+        out = out.display()
+    );
     let id = q.start(&[&task]);
     let (v, code) = q.json(&["task", "await", &id, "--timeout", "30000"]);
     assert_eq!((v["status"].as_str(), code), (Some("succeeded"), 0), "{v}");
