@@ -120,10 +120,20 @@ struct Snapshot {
 
 async fn snapshot(q: &Queue, caller: &Caller, filter: &Filter) -> Result<Snapshot> {
     let status = api::status(q).await?;
-    let listed = match api::list(q, caller, &filter.params(), "all").await?.data {
-        ListData::Tasks(t) => t,
-        _ => Vec::new(),
+    let tasks = |p: ListParams| async move {
+        Ok::<_, crate::error::Error>(match api::list(q, caller, &p, "all").await?.data {
+            ListData::Tasks(t) => t,
+            _ => Vec::new(),
+        })
     };
+    let mut listed = tasks(filter.params()).await?;
+    // Behind a backlog deeper than TASKS_READ the running tasks are not among the newest:
+    // they are read on their own (by their index, however deep the queue).
+    if filter.status.is_none() {
+        let seen: std::collections::HashSet<String> = listed.iter().map(|r| r.id.clone()).collect();
+        let running = tasks(ListParams { status: Some("running".into()), ..filter.params() }).await?;
+        listed.extend(running.into_iter().filter(|r| !seen.contains(&r.id)));
+    }
     let rank = |s: JobState| match s {
         JobState::Running => 0,
         JobState::Waiting | JobState::Queued => 1,

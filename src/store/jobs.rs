@@ -164,11 +164,14 @@ pub struct ListFilter {
 ///
 /// One statement per order, so that newest and oldest walk the primary key and stop after
 /// `limit` matches instead of sorting every row (a `CASE` in `ORDER BY` forces the full sort).
+/// Running jobs are few however deep the queue: they are read by their partial index, which
+/// the planner would not choose over the walk (`INDEXED BY`).
 pub async fn list(conn: &mut SqliteConnection, f: &ListFilter, now: i64) -> Result<Vec<JobRow>> {
     let labels = serde_json::to_string(&f.labels)?;
     macro_rules! list_by {
-        ($order:literal $(, $extra:expr)*) => {
+        ($from:literal, $($order:literal)+ $(, $extra:expr)*) => {
             select_jobs!(
+                $from
                 "WHERE (?1 IS NULL OR profile = ?1) AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR session = ?3)
                    AND (?4 IS NULL OR created_ms >= ?4) AND (?5 IS NULL OR created_ms < ?5)
                    AND (?6 = '[]' OR NOT EXISTS (SELECT 1 FROM json_each(?6) f
@@ -176,7 +179,7 @@ pub async fn list(conn: &mut SqliteConnection, f: &ListFilter, now: i64) -> Resu
                                                        WHERE l.key = f.value ->> 0
                                                          AND (f.value ->> 1 IS NULL OR l.value = f.value ->> 1))))
                  "
-                $order,
+                $($order)+,
                 f.profile,
                 f.state,
                 f.session,
@@ -190,14 +193,24 @@ pub async fn list(conn: &mut SqliteConnection, f: &ListFilter, now: i64) -> Resu
             .await?
         };
     }
-    Ok(match f.sort.as_str() {
-        "oldest" => list_by!("ORDER BY seq ASC LIMIT ?7"),
-        "priority" => list_by!("ORDER BY priority DESC, seq DESC LIMIT ?7"),
-        "duration" => list_by!(
-            "ORDER BY coalesce(finished_ms, ?8) - coalesce(started_ms, coalesce(finished_ms, ?8)) DESC, seq DESC LIMIT ?7",
-            now
-        ),
-        _ => list_by!("ORDER BY seq DESC LIMIT ?7"),
+    macro_rules! by_order {
+        ($from:literal, $only:literal) => {
+            match f.sort.as_str() {
+                "oldest" => list_by!($from, $only "ORDER BY seq ASC LIMIT ?7"),
+                "priority" => list_by!($from, $only "ORDER BY priority DESC, seq DESC LIMIT ?7"),
+                "duration" => list_by!(
+                    $from,
+                    $only "ORDER BY coalesce(finished_ms, ?8) - coalesce(started_ms, coalesce(finished_ms, ?8)) DESC, seq DESC LIMIT ?7",
+                    now
+                ),
+                _ => list_by!($from, $only "ORDER BY seq DESC LIMIT ?7"),
+            }
+        };
+    }
+    Ok(if f.state == Some(JobState::Running) {
+        by_order!("INDEXED BY jobs_running ", "AND state = 'running' ")
+    } else {
+        by_order!("", "")
     })
 }
 

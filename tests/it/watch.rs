@@ -239,6 +239,45 @@ fn the_terminal_is_restored_after_a_panic_and_after_sigterm() {
     assert_sane(&stty);
 }
 
+/// A running task behind a backlog deeper than what the view reads of the newest tasks is
+/// still shown, first.
+#[test]
+fn watch_shows_the_running_task_behind_a_deep_backlog() {
+    let _g = common::heavy();
+    let q = TestQueue::with_overrides(json!({"limits": {"maxConcurrency": 1}}));
+    let a = q.start(&["echo running-a; sleep 60"]);
+    q.dispatcher();
+    wait_for(20, "a to run", || q.state(&a) == "running");
+    let seed = q.start(&["true"]);
+    let copies = q
+        .raw()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+             INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
+                               prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                               run_after_ms, timeout_ms, profile_limit, created_ms, labels)
+             SELECT printf('%s-%05d', substr(id, 1, 30), i), state, kind, profile, task, session, requested_by,
+                    project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                    run_after_ms, timeout_ms, profile_limit, created_ms + i, labels
+               FROM jobs, n WHERE jobs.id = ?1",
+            [&seed],
+        )
+        .unwrap();
+    assert_eq!(copies, 400);
+    assert_eq!(q.state(&a), "running");
+    for sort in ["newest", "oldest", "priority", "duration"] {
+        let (v, code) = q.json(&["task", "list", "--status", "running", "--sort", sort]);
+        let ids: Vec<&str> = v.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!((ids, code), (vec![a.as_str()], 0), "--sort {sort}");
+    }
+    let (script, _, _) = watch_then_stty(q.dir.path(), "");
+    let Some(t) = Tmux::start(&q, &script) else { return };
+    let s = t.wait(20, "the running task", |s| row(s, &a).is_some_and(|r| r.contains("running")));
+    assert!(s.contains("running 1") && s.contains("queued 401"), "{s}");
+    t.keys(&["q"]);
+    t.shows("WATCH-EXITED 0");
+}
+
 #[test]
 fn watch_on_a_pipe_is_refused_with_what_to_use_instead() {
     let q = TestQueue::new();
