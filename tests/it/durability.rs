@@ -640,21 +640,7 @@ fn sigint_stops_a_busy_dispatcher() {
     let _g = common::heavy();
     let q = TestQueue::with_overrides(json!({"runner": ["/bin/true"], "limits": {"maxConcurrency": 4}}));
     let seed = q.start(&["seed"]);
-    let copies = q
-        .raw()
-        .execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
-             INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
-                               prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
-                               run_after_ms, timeout_ms, profile_limit, created_ms, labels)
-             SELECT printf('%s-%05d', substr(id, 1, 30), i), state, kind, profile, task, session, requested_by,
-                    project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
-                    run_after_ms, timeout_ms, profile_limit, created_ms + i, labels
-               FROM jobs, n WHERE jobs.id = ?1",
-            [&seed],
-        )
-        .unwrap();
-    assert_eq!(copies, 5000);
+    q.copy_queued(&seed, 5000);
     let succeeded = || q.scalar_i64("SELECT count(*) FROM jobs WHERE state = 'succeeded'");
     let (mut d, log) = spawn_dispatcher(&q, "busy", &[]);
     wait_for(60, "the dispatcher busy", || succeeded() >= 100);

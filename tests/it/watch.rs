@@ -249,21 +249,7 @@ fn watch_shows_the_running_task_behind_a_deep_backlog() {
     q.dispatcher();
     wait_for(20, "a to run", || q.state(&a) == "running");
     let seed = q.start(&["true"]);
-    let copies = q
-        .raw()
-        .execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
-             INSERT INTO jobs (id, state, kind, profile, task, session, requested_by, project_dir, argv,
-                               prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
-                               run_after_ms, timeout_ms, profile_limit, created_ms, labels)
-             SELECT printf('%s-%05d', substr(id, 1, 30), i), state, kind, profile, task, session, requested_by,
-                    project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
-                    run_after_ms, timeout_ms, profile_limit, created_ms + i, labels
-               FROM jobs, n WHERE jobs.id = ?1",
-            [&seed],
-        )
-        .unwrap();
-    assert_eq!(copies, 400);
+    q.copy_queued(&seed, 400);
     assert_eq!(q.state(&a), "running");
     for sort in ["newest", "oldest", "priority", "duration"] {
         let (v, code) = q.json(&["task", "list", "--status", "running", "--sort", sort]);
