@@ -21,6 +21,7 @@ use crate::store::jobs::{ClaimLimits, Outcome};
 use crate::store::workers::SpawnLimits;
 use crate::store::{self, SCHEMA_VERSION};
 use crate::workflow::handoff;
+use crate::workflow::runs::StepEnd;
 
 /// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
 /// wakes it on every commit, only as a safety net; without inotify, the whole mechanism.
@@ -663,14 +664,13 @@ impl Dispatcher {
             })
             .collect();
         let now = now_ms();
-        let steps: Vec<&str> =
-            ended.iter().filter(|f| f.job.workflow_run_id.is_some()).map(|f| f.job.id.as_str()).collect();
+        let steps = ended.iter().any(|f| f.job.workflow_run_id.is_some());
         let (owner, epoch) = (self.owner.as_str(), self.epoch);
         // One statement when it is all there is; a transaction when workers' rows and results
         // or workflow steps must commit together (a step's end, the new carry and the next
         // step's job commit with the result), so a batch written again after a refusal is
         // written whole or not at all.
-        if steps.is_empty() && (spawned.is_empty() || outcomes.is_empty()) {
+        if !steps && (spawned.is_empty() || outcomes.is_empty()) {
             if !spawned.is_empty() {
                 store::jobs::insert_oneshot_workers(&mut self.own, spawned, owner, epoch).await?;
             }
@@ -684,8 +684,14 @@ impl Dispatcher {
             store::jobs::insert_oneshot_workers(&mut tx, spawned, owner, epoch).await?;
         }
         let written = store::jobs::finish_many(&mut tx, &outcomes, owner, epoch, now).await?;
-        for id in steps.iter().filter(|id| written.iter().any(|w| w == *id)) {
-            crate::workflow::runs::advance(&mut tx, id, &logs, now).await?;
+        for (f, o) in ended.iter().zip(&outcomes) {
+            let Some(end) = StepEnd::of(&f.job) else { continue };
+            if !written.contains(&o.id) {
+                continue;
+            }
+            // The result just written, not the row as it was claimed.
+            let end = StepEnd { state: o.state, response: o.response.as_deref(), error: o.error.as_deref(), ..end };
+            crate::workflow::runs::advance(&mut tx, &end, &logs, now).await?;
         }
         tx.commit().await?;
         Ok(written)
@@ -750,8 +756,12 @@ impl Dispatcher {
         let now = now_ms();
         let mut tx = self.queue.store.begin().await?;
         let to = store::jobs::requeue_lost(&mut tx, &job.id, owner, epoch, by, now, backoff, error).await?;
-        if to.is_some() && job.workflow_run_id.is_some() {
-            crate::workflow::runs::advance(&mut tx, &job.id, &self.queue.loc.logs_dir(), now).await?;
+        if to.is_some()
+            && job.workflow_run_id.is_some()
+            && let Some(row) = store::jobs::get(&mut tx, &job.id).await?
+            && let Some(end) = StepEnd::of(&row)
+        {
+            crate::workflow::runs::advance(&mut tx, &end, &self.queue.loc.logs_dir(), now).await?;
         }
         tx.commit().await?;
         Ok(to)

@@ -203,6 +203,11 @@ pub async fn steps(conn: &mut SqliteConnection, run_id: &str) -> Result<Vec<Step
     Ok(select_steps!("WHERE run_id = ?1 ORDER BY idx", run_id).fetch_all(conn).await?)
 }
 
+/// At most `n` steps of a run from step `idx` on, in order.
+pub async fn steps_from(conn: &mut SqliteConnection, run_id: &str, idx: i64, n: i64) -> Result<Vec<StepRow>> {
+    Ok(select_steps!("WHERE run_id = ?1 AND idx >= ?2 ORDER BY idx LIMIT ?3", run_id, idx, n).fetch_all(conn).await?)
+}
+
 /// Runs, newest first.
 pub async fn list_runs(conn: &mut SqliteConnection, session: Option<&str>, limit: i64) -> Result<Vec<RunRow>> {
     Ok(select_runs!("WHERE (?1 IS NULL OR session = ?1) ORDER BY seq DESC LIMIT ?2", session, limit)
@@ -218,7 +223,8 @@ pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Resul
         .await?)
 }
 
-/// `pending -> running`: the step's job exists now.
+/// `pending -> running`: the step's job exists now; the run's current step and carry (what the
+/// step started with) follow.
 pub async fn start_step(
     conn: &mut SqliteConnection,
     run_id: &str,
@@ -238,9 +244,14 @@ pub async fn start_step(
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query!("UPDATE workflow_runs SET current_step = ?2 WHERE id = ?1 AND state = 'running'", run_id, idx)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE workflow_runs SET current_step = ?2, carry = ?3 WHERE id = ?1 AND state = 'running'",
+        run_id,
+        idx,
+        carry_in
+    )
+    .execute(conn)
+    .await?;
     Ok(r.rows_affected() == 1)
 }
 

@@ -59,8 +59,8 @@ async fn enqueue_step(conn: &mut store::Tx<'_>, run: &RunRow, step: &StepRow, ca
 /// step 0, or finish an empty workflow at once.
 pub async fn begin(conn: &mut store::Tx<'_>, run_id: &str, now: i64) -> Result<()> {
     let run = store::workflow::get_run(conn, run_id).await?.ok_or_else(|| Error::UnknownTask(run_id.into()))?;
-    let steps = store::workflow::steps(conn, run_id).await?;
-    match steps.first() {
+    let first = store::workflow::steps_from(conn, run_id, 0, 1).await?;
+    match first.first() {
         Some(first) => enqueue_step(conn, &run, first, "", now).await,
         None => {
             store::workflow::end_run(conn, run_id, RunState::Succeeded, None, None, now).await?;
@@ -69,32 +69,59 @@ pub async fn begin(conn: &mut store::Tx<'_>, run_id: &str, now: i64) -> Result<(
     }
 }
 
+/// What [`advance`] needs of a step's job that just ended: the result the caller wrote in this
+/// same transaction, so nothing is read back.
+#[derive(Debug, Clone, Copy)]
+pub struct StepEnd<'a> {
+    pub job_id: &'a str,
+    pub run_id: &'a str,
+    pub idx: i64,
+    pub state: JobState,
+    pub attempt: i64,
+    pub response: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+impl<'a> StepEnd<'a> {
+    /// A job row's end, when the job is a workflow step.
+    pub fn of(job: &'a job::JobRow) -> Option<StepEnd<'a>> {
+        Some(StepEnd {
+            job_id: &job.id,
+            run_id: job.workflow_run_id.as_deref()?,
+            idx: job.workflow_step?,
+            state: job.state,
+            attempt: job.attempt,
+            response: job.response.as_deref(),
+            error: job.error.as_deref(),
+        })
+    }
+}
+
 /// A step's job has reached a terminal state (written in this same transaction): end the step,
 /// grow the carry, and queue the next step or finish the run. Cancellation is handled by the
 /// `jobs_cancel_workflow` trigger. Idempotent: a step no longer running is left alone.
-#[tracing::instrument(skip_all, fields(task_id = %job_id), err)]
-pub async fn advance(conn: &mut store::Tx<'_>, job_id: &str, logs_dir: &Path, now: i64) -> Result<()> {
-    let Some(job) = store::jobs::get(conn, job_id).await? else { return Ok(()) };
-    let (Some(run_id), Some(idx)) = (job.workflow_run_id.clone(), job.workflow_step) else { return Ok(()) };
-    if !matches!(job.state, JobState::Succeeded | JobState::Failed) {
+#[tracing::instrument(skip_all, fields(task_id = %end.job_id), err)]
+pub async fn advance(conn: &mut store::Tx<'_>, end: &StepEnd<'_>, logs_dir: &Path, now: i64) -> Result<()> {
+    if !matches!(end.state, JobState::Succeeded | JobState::Failed) {
         return Ok(());
     }
-    let Some(run) = store::workflow::get_run(conn, &run_id).await? else { return Ok(()) };
-    let steps = store::workflow::steps(conn, &run_id).await?;
+    let (run_id, idx) = (end.run_id, end.idx);
+    let Some(run) = store::workflow::get_run(conn, run_id).await? else { return Ok(()) };
+    // This step and the next, if any.
+    let steps = store::workflow::steps_from(conn, run_id, idx, 2).await?;
     let Some(step) = steps.iter().find(|s| s.idx == idx && s.state == StepState::Running) else { return Ok(()) };
-    if job.state == JobState::Failed {
-        let error = job.error.clone().unwrap_or_else(|| "failed".into());
-        store::workflow::end_step(conn, &run_id, idx, StepState::Failed, None, Some(&error), now).await?;
-        store::workflow::skip_pending(conn, &run_id, now).await?;
+    if end.state == JobState::Failed {
+        let error = end.error.unwrap_or("failed");
+        store::workflow::end_step(conn, run_id, idx, StepState::Failed, None, Some(error), now).await?;
+        store::workflow::skip_pending(conn, run_id, now).await?;
         let run_error = format!("Step \"{}\" failed: {error}", step.title);
-        store::workflow::end_run(conn, &run_id, RunState::Failed, job.response.as_deref(), Some(&run_error), now)
-            .await?;
+        store::workflow::end_run(conn, run_id, RunState::Failed, end.response, Some(&run_error), now).await?;
         return Ok(());
     }
     // The full response is in the log; the row holds at most 1 MiB of it.
-    let response = match &job.response {
-        Some(r) => r.clone(),
-        None => output::read_response(&job::log_file(logs_dir, &job.id, job.attempt, "out")).0,
+    let response = match end.response {
+        Some(r) => r.to_string(),
+        None => output::read_response(&job::log_file(logs_dir, end.job_id, end.attempt, "out")).0,
     };
     let mut carry = run.carry.clone();
     let mut warning = None;
@@ -117,16 +144,19 @@ pub async fn advance(conn: &mut store::Tx<'_>, job_id: &str, logs_dir: &Path, no
             ));
         }
         carry = appended.text;
-        store::workflow::set_carry(conn, &run_id, &carry).await?;
     }
-    store::workflow::end_step(conn, &run_id, idx, StepState::Succeeded, warning.as_deref(), None, now).await?;
+    store::workflow::end_step(conn, run_id, idx, StepState::Succeeded, warning.as_deref(), None, now).await?;
     match steps.iter().find(|s| s.idx == idx + 1) {
+        // The new carry is stored with the next step's start.
         Some(next) => {
             let run = RunRow { carry: carry.clone(), ..run };
             enqueue_step(conn, &run, next, &carry, now).await
         }
         None => {
-            store::workflow::end_run(conn, &run_id, RunState::Succeeded, Some(&response), None, now).await?;
+            if step.carry != 0 {
+                store::workflow::set_carry(conn, run_id, &carry).await?;
+            }
+            store::workflow::end_run(conn, run_id, RunState::Succeeded, Some(&response), None, now).await?;
             Ok(())
         }
     }
