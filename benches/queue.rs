@@ -87,12 +87,12 @@ const INSERT_SQL: &str = include_str!("../queries/jobs/insert.sql");
 const CLAIM_SQL: &str = include_str!("../queries/jobs/claim.sql");
 const FINISH_SQL: &str = include_str!("../queries/jobs/finish_many.sql");
 
-/// The migration files baton applies, in order (`migrations/*.sql`): the raw baseline gets the
+/// The migration files baton applies, in order (`migrations/sqlite/*.sql`): the raw baseline gets the
 /// very same schema, whatever version the crate is at.
 fn migration_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("read migrations/")
+        .expect("read migrations/sqlite/")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();

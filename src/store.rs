@@ -24,7 +24,7 @@ pub const APPLICATION_ID: i64 = 0x4241_544E;
 /// The schema version this baton writes (`user_version`); the last migration sets it.
 pub const SCHEMA_VERSION: i64 = 12;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How durable commits are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
