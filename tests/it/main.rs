@@ -18,6 +18,7 @@ mod inputs;
 mod leadership;
 mod mcp;
 mod mcp_malformed;
+mod pg_schema;
 mod presets;
 mod reaping;
 mod schema;

@@ -1,0 +1,262 @@
+//! The PostgreSQL schema (`migrations/postgres/`) on a real, throwaway server: the same state
+//! machines and guards as the SQLite file, refused from `psql` as they are from `sqlite3`, the
+//! same tables and columns (plus the nodes that share a queue), and a notification per change.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::common::TestQueue;
+use crate::common::pg::Pg;
+
+const MIGRATION: &str = include_str!("../../migrations/postgres/0001_queue.sql");
+
+/// A cluster with one migrated database, `q`; None when PostgreSQL is not installed.
+fn migrated() -> Option<Pg> {
+    let pg = Pg::start()?;
+    pg.create_db("q");
+    let out = pg.psql("q", &format!("BEGIN;\n{MIGRATION}\nCOMMIT;\n"));
+    assert!(out.status.success(), "migration failed: {}", String::from_utf8_lossy(&out.stderr));
+    Some(pg)
+}
+
+const JOB_COLUMNS: &str =
+    "id, state, profile, task, requested_by, project_dir, argv, max_attempts, run_after_ms, timeout_ms, created_ms";
+
+/// An INSERT of a job with the given id and state, plus extra `column = value` pairs.
+fn job(id: &str, state: &str, extra: &[(&str, &str)]) -> String {
+    let cols: String = extra.iter().map(|(c, _)| format!(", {c}")).collect();
+    let vals: String = extra.iter().map(|(_, v)| format!(", {v}")).collect();
+    format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}{cols}) VALUES ('{id}', '{state}', 'coder', 'task {id}', 'cli', '/p', '[]', 1, 0, 60000, 1{vals});"
+    )
+}
+
+/// `sql` must fail with an error whose message contains `expect`, and leave `check` (a query)
+/// answering as before.
+fn refused(pg: &Pg, sql: &str, expect: &str, check: &str) {
+    let before = pg.psql_ok("q", check);
+    let out = pg.psql("q", sql);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted, should be refused: {sql}");
+    assert!(err.contains(expect), "{sql}: expected an error with {expect:?}, got {err}");
+    assert_eq!(pg.psql_ok("q", check), before, "{sql} changed {check}");
+}
+
+fn state(pg: &Pg, id: &str) -> String {
+    pg.psql_ok("q", &format!("SELECT state || coalesce(':' || error, '') FROM jobs WHERE id = '{id}'"))
+}
+
+#[test]
+fn jobs_move_only_along_their_transitions_and_finished_ones_never_change() {
+    let Some(pg) = migrated() else { return };
+    let all = "SELECT id, state, owner, epoch, attempt, task, finished_ms FROM jobs ORDER BY seq";
+    pg.psql_ok("q", "INSERT INTO nodes VALUES ('n1', 1, 'o1', 'host', 1, NULL, 1, 1, NULL);");
+    refused(&pg, &job("a", "running", &[]), "illegal job state for a new job", all);
+    refused(&pg, &job("a", "waiting", &[]), "a job starts waiting exactly when it has dependencies", all);
+    pg.psql_ok("q", &job("a", "queued", &[]));
+    refused(&pg, "UPDATE jobs SET state = 'succeeded', finished_ms = 5 WHERE id = 'a'", "illegal job transition", all);
+    refused(
+        &pg,
+        "UPDATE jobs SET state = 'running', owner = 'n1', epoch = 1, attempt = 2, started_ms = 2 WHERE id = 'a'",
+        "attempt changes only when it is claimed",
+        all,
+    );
+    refused(&pg, "UPDATE jobs SET owner = 'n1', epoch = 1 WHERE id = 'a'", "owner and epoch change only", all);
+    refused(&pg, "UPDATE jobs SET state = 'running', attempt = 1 WHERE id = 'a'", "jobs_running_have_an_owner", all);
+    refused(&pg, "UPDATE jobs SET profile = 'docs' WHERE id = 'a'", "never change", all);
+    refused(&pg, "DELETE FROM jobs WHERE id = 'a'", "an unfinished job cannot be deleted", all);
+    // The claim, then the result: both legal; with an onFinish hook configured, the result
+    // queues the hook's run.
+    pg.psql_ok("q", "INSERT INTO hooks VALUES ('onFinish', '[\"notify-send\", \"{taskId}\"]', 1)");
+    pg.psql_ok(
+        "q",
+        "UPDATE jobs SET state = 'running', owner = 'n1', epoch = 1, attempt = 1, started_ms = 2 WHERE id = 'a'",
+    );
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM finish_hooks"), "0");
+    pg.psql_ok("q", "UPDATE jobs SET state = 'succeeded', finished_ms = 5, response = 'ok' WHERE id = 'a'");
+    assert_eq!(state(&pg, "a"), "succeeded");
+    assert_eq!(pg.psql_ok("q", "SELECT task_id, finished_ms, attempts FROM finish_hooks"), "a|5|0");
+    refused(
+        &pg,
+        "UPDATE finish_hooks SET finished_ms = 6",
+        "task and finishing time never change",
+        "SELECT * FROM finish_hooks",
+    );
+    refused(&pg, "UPDATE jobs SET response = 'edited' WHERE id = 'a'", "a finished job never changes", all);
+    refused(&pg, "UPDATE jobs SET state = 'queued' WHERE id = 'a'", "illegal job transition", all);
+    // Writing the same values is no change.
+    pg.psql_ok("q", "UPDATE jobs SET response = 'ok' WHERE id = 'a'");
+    // The state machine itself is fixed, whichever way one tries.
+    let transitions = "SELECT from_state, to_state FROM job_transitions ORDER BY 1, 2";
+    for sql in [
+        "INSERT INTO job_transitions VALUES ('succeeded', 'queued')",
+        "UPDATE job_transitions SET to_state = 'succeeded' WHERE from_state = 'queued'",
+        "DELETE FROM job_transitions",
+        "TRUNCATE job_transitions",
+    ] {
+        refused(&pg, sql, "job_transitions is a state machine", transitions);
+    }
+    // Pruning deletes a finished job, and its links go with it.
+    pg.psql_ok("q", "DELETE FROM jobs WHERE id = 'a'");
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM jobs"), "0");
+}
+
+#[test]
+fn dedup_keys_dependencies_and_workflows_are_kept_by_the_database() {
+    let Some(pg) = migrated() else { return };
+    let all = "SELECT id, state, coalesce(error, '') FROM jobs ORDER BY seq";
+    // One unfinished task per dedup key.
+    pg.psql_ok("q", &job("k1", "queued", &[("dedup_key", "'nightly'")]));
+    refused(&pg, &job("k2", "queued", &[("dedup_key", "'nightly'")]), "jobs_dedup", all);
+    pg.psql_ok("q", "UPDATE jobs SET state = 'canceled', finished_ms = 3 WHERE id = 'k1'");
+    pg.psql_ok("q", &job("k2", "queued", &[("dedup_key", "'nightly'")]));
+
+    // Dependencies: written with their job, resolved as their dependencies end.
+    pg.psql_ok("q", &job("d1", "queued", &[]));
+    pg.psql_ok("q", &job("w1", "waiting", &[("after", "'[\"d1\"]'")]));
+    pg.psql_ok("q", &job("w2", "waiting", &[("after", "'[\"w1\"]'")]));
+    pg.psql_ok("q", &job("w3", "waiting", &[("after", "'[\"d1\"]'"), ("after_any", "1")]));
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM job_deps"), "3");
+    refused(&pg, "UPDATE jobs SET state = 'queued' WHERE id = 'w1'", "only once its dependencies are met", all);
+    refused(&pg, "INSERT INTO job_deps VALUES ('w1', 'w2', 'succeeded')", "an older task", all);
+    refused(&pg, "DELETE FROM job_deps WHERE job_id = 'w1'", "a dependency goes only with its job", all);
+    refused(&pg, "DELETE FROM jobs WHERE id = 'k2'", "an unfinished job cannot be deleted", all);
+    // d1 fails: w1 fails, and w2 behind it; w3 only needed d1 to finish, so it is queued.
+    pg.psql_ok("q", "UPDATE jobs SET state = 'failed', finished_ms = 9, error = 'boom' WHERE id = 'd1'");
+    assert_eq!(state(&pg, "w1"), "failed:Dependency d1 failed");
+    assert_eq!(state(&pg, "w2"), "failed:Dependency w1 failed");
+    assert_eq!(state(&pg, "w3"), "queued");
+    // A dependency already met when the job is written: queued at once.
+    pg.psql_ok("q", &job("w4", "waiting", &[("after", "'[\"k1\"]'"), ("after_any", "1")]));
+    assert_eq!(state(&pg, "w4"), "queued");
+    // One already failed: failed at once.
+    pg.psql_ok("q", &job("w5", "waiting", &[("after", "'[\"d1\"]'")]));
+    assert_eq!(state(&pg, "w5"), "failed:Dependency d1 failed");
+
+    // A workflow run: its steps follow the run's state machine, and canceling the running
+    // step's job cancels the run with its pending steps. The finish hook is the run's, not
+    // its steps'.
+    pg.psql_ok("q", "INSERT INTO hooks VALUES ('onFinish', '[\"true\"]', 1);");
+    pg.psql_ok(
+        "q",
+        "INSERT INTO workflow_runs (id, workflow_id, name, state, task, requested_by, project_dir, max_attempts,
+                                    max_carry_chars, created_ms)
+         VALUES ('r1', 'two', 'Two', 'running', 't', 'cli', '/p', 1, 1000, 1);
+         INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, state)
+         VALUES ('r1', 0, 'a', 'A', 'coder', '{task}', 1, 60000, '[]', 'pending'),
+                ('r1', 1, 'b', 'B', 'coder', '{carry}', 1, 60000, '[]', 'pending');",
+    );
+    let steps = "SELECT idx, state, coalesce(job_id, '') FROM workflow_steps ORDER BY idx";
+    refused(
+        &pg,
+        "UPDATE workflow_steps SET state = 'succeeded' WHERE idx = 0",
+        "illegal workflow step transition",
+        steps,
+    );
+    refused(&pg, "DELETE FROM workflow_runs WHERE id = 'r1'", "a running workflow run cannot be deleted", steps);
+    pg.psql_ok("q", &job("s0", "queued", &[("workflow_run_id", "'r1'"), ("workflow_step", "0")]));
+    pg.psql_ok("q", "UPDATE workflow_steps SET state = 'running', job_id = 's0', started_ms = 2 WHERE idx = 0");
+    refused(&pg, "UPDATE workflow_steps SET job_id = 'other' WHERE idx = 0", "job is set once", steps);
+    pg.psql_ok("q", "UPDATE jobs SET state = 'canceled', finished_ms = 4, error = 'Canceled: by hand' WHERE id = 's0'");
+    assert_eq!(pg.psql_ok("q", steps), "0|canceled|s0\n1|canceled|");
+    assert_eq!(
+        pg.psql_ok("q", "SELECT state, error, finished_ms FROM workflow_runs WHERE id = 'r1'"),
+        "canceled|Canceled: by hand|4"
+    );
+    assert_eq!(pg.psql_ok("q", "SELECT task_id FROM finish_hooks"), "r1");
+    refused(
+        &pg,
+        "UPDATE workflow_runs SET carry = 'x' WHERE id = 'r1'",
+        "a finished workflow run never changes",
+        steps,
+    );
+    // A finished run goes whole: its jobs and steps with it.
+    pg.psql_ok("q", "DELETE FROM workflow_runs WHERE id = 'r1'");
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM jobs WHERE workflow_run_id = 'r1'"), "0");
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM workflow_steps"), "0");
+}
+
+#[test]
+fn nodes_fence_their_workers_and_every_change_notifies() {
+    let Some(pg) = migrated() else { return };
+    let nodes = "SELECT id, epoch, owner FROM nodes ORDER BY id";
+    pg.psql_ok("q", "INSERT INTO nodes VALUES ('n1', 1, 'o1', 'host', 1, NULL, 1, 1, NULL);");
+    refused(&pg, "UPDATE nodes SET epoch = 0 WHERE id = 'n1'", "epoch only increases", nodes);
+    refused(&pg, "UPDATE nodes SET owner = 'o2', pid = 2 WHERE id = 'n1'", "only with a higher epoch", nodes);
+    // A take-over raises the epoch.
+    pg.psql_ok("q", "UPDATE nodes SET owner = 'o2', pid = 2, epoch = 2 WHERE id = 'n1'");
+    assert_eq!(pg.psql_ok("q", nodes), "n1|2|o2");
+
+    // One live server worker per profile on each node; a second node may run its own.
+    let workers = "SELECT id, owner, state FROM workers ORDER BY seq";
+    let server = |id: &str, node: &str| {
+        format!(
+            "INSERT INTO workers (id, profile, kind, state, owner, epoch, started_ms, last_activity_ms)
+             VALUES ('{id}', 'coder', 'server', 'starting', '{node}', 2, 1, 1);"
+        )
+    };
+    pg.psql_ok("q", &server("s1", "n1"));
+    refused(&pg, &server("s2", "n1"), "workers_one_server", workers);
+    pg.psql_ok("q", &server("s3", "n2"));
+    refused(&pg, "UPDATE workers SET state = 'busy' WHERE id = 's1'", "illegal worker transition", workers);
+    refused(&pg, "UPDATE workers SET owner = 'n2' WHERE id = 's1'", "never change", workers);
+    refused(&pg, "DELETE FROM workers WHERE id = 's1'", "a live worker's row cannot be deleted", workers);
+    refused(&pg, "DELETE FROM nodes WHERE id = 'n1'", "live workers is not deleted", nodes);
+
+    // Events only for the running attempt; every write to the queue notifies channel `baton`.
+    pg.psql_ok("q", &job("e1", "queued", &[]));
+    refused(
+        &pg,
+        "INSERT INTO job_events VALUES ('e1', 1, 1, 1, 'message', 'hi', NULL)",
+        "only for the running attempt",
+        "SELECT count(*) FROM job_events",
+    );
+    let listened = pg.psql_ok("q", &format!("LISTEN baton;\n{}\nSELECT 'done';\n", job("e2", "queued", &[])));
+    assert!(listened.contains("notification \"baton\" with payload \"jobs\""), "no notification: {listened}");
+}
+
+/// Table and column names of the SQLite schema, as `sqlite3` sees a fresh queue, and its
+/// schema version.
+fn sqlite_columns() -> (BTreeMap<String, BTreeSet<String>>, i64) {
+    let q = TestQueue::new();
+    q.ok(&["init"]);
+    let c = q.raw();
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_schema m, pragma_table_info(m.name) p
+              WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '_sqlx_migrations'",
+        )
+        .unwrap();
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).unwrap() {
+        let (t, c) = row.unwrap();
+        out.entry(t).or_default().insert(c);
+    }
+    (out, version)
+}
+
+#[test]
+fn both_schemas_hold_the_same_tables_and_columns() {
+    let Some(pg) = migrated() else { return };
+    let rows = pg.psql_ok(
+        "q",
+        "SELECT table_name, column_name FROM information_schema.columns
+          WHERE table_schema = 'public' AND table_name IN
+                (SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE')",
+    );
+    let mut pg_cols: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in rows.lines() {
+        let (t, c) = line.split_once('|').expect("table|column");
+        pg_cols.entry(t.to_string()).or_default().insert(c.to_string());
+    }
+    let (mut lite, version) = sqlite_columns();
+    // What only one side has: one SQLite file has one leader (its lease row); PostgreSQL has
+    // nodes, a task's node constraint, and its schema version in a table (SQLite keeps it in the
+    // file header).
+    assert!(lite.remove("dispatcher_lease").is_some(), "the SQLite schema has dispatcher_lease");
+    assert!(pg_cols.remove("nodes").is_some(), "the PostgreSQL schema has nodes");
+    assert!(pg_cols.remove("baton_schema").is_some(), "the PostgreSQL schema has baton_schema");
+    assert!(pg_cols.get_mut("jobs").is_some_and(|c| c.remove("node")), "jobs.node on PostgreSQL");
+    assert_eq!(pg_cols, lite, "tables and columns differ between migrations/postgres and migrations/sqlite");
+    assert_eq!(pg.psql_ok("q", "SELECT application, version FROM baton_schema"), format!("baton|{version}"));
+}
