@@ -18,16 +18,33 @@ fn migrated() -> Option<Pg> {
     Some(pg)
 }
 
-const JOB_COLUMNS: &str =
-    "id, state, profile, task, requested_by, project_dir, argv, max_attempts, run_after_ms, timeout_ms, created_ms";
-
-/// An INSERT of a job with the given id and state, plus extra `column = value` pairs.
+/// An INSERT of a job with the given id and state, and `column, value` pairs added to or
+/// replacing the defaults (profile coder, project /p, due at once).
 fn job(id: &str, state: &str, extra: &[(&str, &str)]) -> String {
-    let cols: String = extra.iter().map(|(c, _)| format!(", {c}")).collect();
-    let vals: String = extra.iter().map(|(_, v)| format!(", {v}")).collect();
-    format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}{cols}) VALUES ('{id}', '{state}', 'coder', 'task {id}', 'cli', '/p', '[]', 1, 0, 60000, 1{vals});"
-    )
+    let task = format!("'task {id}'");
+    let (id, state) = (format!("'{id}'"), format!("'{state}'"));
+    let mut cols: Vec<(&str, &str)> = vec![
+        ("id", &id),
+        ("state", &state),
+        ("profile", "'coder'"),
+        ("task", &task),
+        ("requested_by", "'cli'"),
+        ("project_dir", "'/p'"),
+        ("argv", "'[]'"),
+        ("max_attempts", "1"),
+        ("run_after_ms", "0"),
+        ("timeout_ms", "60000"),
+        ("created_ms", "1"),
+    ];
+    for &(c, v) in extra {
+        match cols.iter_mut().find(|(name, _)| *name == c) {
+            Some(col) => col.1 = v,
+            None => cols.push((c, v)),
+        }
+    }
+    let names: Vec<&str> = cols.iter().map(|(c, _)| *c).collect();
+    let values: Vec<&str> = cols.iter().map(|(_, v)| *v).collect();
+    format!("INSERT INTO jobs ({}) VALUES ({});\n", names.join(", "), values.join(", "))
 }
 
 /// `sql` must fail with an error whose message contains `expect`, and leave `check` (a query)
@@ -259,4 +276,132 @@ fn both_schemas_hold_the_same_tables_and_columns() {
     assert!(pg_cols.get_mut("jobs").is_some_and(|c| c.remove("node")), "jobs.node on PostgreSQL");
     assert_eq!(pg_cols, lite, "tables and columns differ between migrations/postgres and migrations/sqlite");
     assert_eq!(pg.psql_ok("q", "SELECT application, version FROM baton_schema"), format!("baton|{version}"));
+}
+
+const CLAIM: &str = include_str!("../../queries/postgres/claim.sql");
+
+/// The lock every claim takes first (see queries/postgres/claim.sql).
+const CLAIM_LOCK: &str = "SELECT pg_advisory_xact_lock(1111577678);";
+
+/// A psql script that prepares the claim as `claim(node, epoch, now, maxConcurrency,
+/// maxWorkers, maxWorkersPerSession, batch, dirs)`.
+fn prepare_claim() -> String {
+    format!("PREPARE claim(text, bigint, bigint, bigint, bigint, bigint, bigint, text) AS\n{CLAIM};\n")
+}
+
+/// One claim in its own transaction; the ids claimed, sorted.
+fn claim(pg: &Pg, node: &str, epoch: i64, max_running: i64, batch: i64, dirs: &str) -> Vec<String> {
+    let out = pg.psql_ok(
+        "q",
+        &format!(
+            "{}BEGIN;\n{CLAIM_LOCK}\nEXECUTE claim('{node}', {epoch}, 100, {max_running}, 100, 2, {batch}, '{dirs}');\nCOMMIT;\n",
+            prepare_claim()
+        ),
+    );
+    // RETURNING jobs.*: seq, then id; in no particular order (the store sorts them), so sorted.
+    let mut ids: Vec<String> = out.lines().filter_map(|l| l.split('|').nth(1)).map(str::to_string).collect();
+    ids.sort();
+    ids
+}
+
+fn node(pg: &Pg, id: &str, epoch: i64) {
+    pg.psql_ok("q", &format!("INSERT INTO nodes VALUES ('{id}', {epoch}, '{id}-1', 'host', 1, NULL, 1, 1, NULL);"));
+}
+
+#[test]
+fn a_claim_keeps_node_project_pause_and_limit_rules_and_a_taken_over_node_claims_nothing() {
+    let Some(pg) = migrated() else { return };
+    node(&pg, "n1", 1);
+    node(&pg, "n2", 1);
+    let mut script = String::new();
+    for i in 0..4 {
+        script.push_str(&job(&format!("any{i}"), "queued", &[("priority", &i.to_string())]));
+    }
+    script.push_str(&job("n2only", "queued", &[("node", "'n2'"), ("priority", "10")]));
+    script.push_str(&job("elsewhere", "queued", &[("project_dir", "'/q'"), ("priority", "10")]));
+    script.push_str(&job("paused", "queued", &[("profile", "'docs'"), ("priority", "10")]));
+    script.push_str(&job("later", "queued", &[("run_after_ms", "1000"), ("priority", "10")]));
+    script.push_str("INSERT INTO pauses VALUES ('docs', 1, 'cli');");
+    pg.psql_ok("q", &script);
+    // A node taken over (epoch raised) claims nothing.
+    pg.psql_ok("q", "UPDATE nodes SET epoch = 2, owner = 'n1-2' WHERE id = 'n1'");
+    assert_eq!(claim(&pg, "n1", 1, 10, 10, "[\"/p\"]"), Vec::<String>::new());
+    // n1 (epoch 2): by priority, only its own projects, never n2's task, the paused profile or
+    // a task not yet due; at most maxConcurrency running.
+    assert_eq!(claim(&pg, "n1", 2, 3, 10, "[\"/p\"]"), ["any1", "any2", "any3"]);
+    assert_eq!(claim(&pg, "n1", 2, 3, 10, "[\"/p\"]"), Vec::<String>::new(), "maxConcurrency 3 is reached");
+    assert_eq!(claim(&pg, "n2", 1, 5, 10, "[\"/p\"]"), ["any0", "n2only"]);
+    assert_eq!(
+        pg.psql_ok("q", "SELECT id, owner, epoch, attempt FROM jobs WHERE state = 'running' ORDER BY id"),
+        "any0|n2|1|1\nany1|n1|2|1\nany2|n1|2|1\nany3|n1|2|1\nn2only|n2|1|1"
+    );
+    assert_eq!(claim(&pg, "n2", 1, 10, 10, "[\"/p\", \"/q\"]"), ["elsewhere"]);
+    assert_eq!(state(&pg, "paused"), "queued");
+    assert_eq!(state(&pg, "later"), "queued");
+}
+
+#[test]
+fn concurrent_claims_from_three_nodes_never_share_a_job_or_pass_a_limit() {
+    let Some(pg) = migrated() else { return };
+    for n in ["n1", "n2", "n3"] {
+        node(&pg, n, 1);
+    }
+    let mut script = String::from("BEGIN;\n");
+    for i in 0..120 {
+        // Every fourth task is the `docs` profile's, limited to one running at a time.
+        let extra: Vec<(&str, &str)> =
+            if i % 4 == 0 { vec![("profile", "'docs'"), ("profile_limit", "1")] } else { vec![] };
+        script.push_str(&job(&format!("j{i:03}"), "queued", &extra));
+    }
+    script.push_str("COMMIT;\n");
+    pg.psql_ok("q", &script);
+    // Each node claims two at a time, reports what runs inside its claim's transaction, and
+    // finishes what it runs after each claim; all three at once, until the queue is empty.
+    let max_running = 5;
+    let rounds = 80;
+    let per_node = |n: &str| {
+        let mut s = prepare_claim();
+        s.push_str(&format!(
+            "PREPARE finish AS UPDATE jobs SET state = 'succeeded', finished_ms = 200 WHERE owner = '{n}' AND state = 'running';\n"
+        ));
+        for _ in 0..rounds {
+            s.push_str(&format!(
+                "BEGIN;\n{CLAIM_LOCK}\nEXECUTE claim('{n}', 1, 100, {max_running}, 100, 2, 2, '[\"/p\"]');\n\
+                 SELECT 'running ' || count(*) || ' docs ' || count(*) FILTER (WHERE profile = 'docs') FROM jobs WHERE state = 'running';\n\
+                 COMMIT;\nEXECUTE finish;\n"
+            ));
+        }
+        s
+    };
+    let outputs: Vec<(String, String)> = std::thread::scope(|sc| {
+        let handles: Vec<_> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|n| {
+                let script = per_node(n);
+                let pg = &pg;
+                sc.spawn(move || (n.to_string(), pg.psql_ok("q", &script)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
+    let mut reports = 0;
+    for (n, out) in &outputs {
+        for line in out.lines() {
+            if let Some(counts) = line.strip_prefix("running ") {
+                let (running, docs) = counts.split_once(" docs ").unwrap();
+                let (running, docs): (i64, i64) = (running.parse().unwrap(), docs.parse().unwrap());
+                assert!(running <= max_running, "{n} saw {running} running (maxConcurrency {max_running})");
+                assert!(docs <= 1, "{n} saw {docs} docs tasks running (its limit is 1)");
+                reports += 1;
+            } else if let Some(id) = line.split('|').nth(1) {
+                let before = claimed.insert(id.to_string(), n.clone());
+                assert!(before.is_none(), "{id} claimed by {} and by {n}", before.unwrap());
+            }
+        }
+    }
+    assert_eq!(reports, 3 * rounds, "every claim reported");
+    assert_eq!(claimed.len(), 120, "every task claimed once");
+    assert!(["n1", "n2", "n3"].iter().all(|n| claimed.values().any(|v| v == n)), "every node took part: {claimed:?}");
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM jobs WHERE state = 'succeeded' AND attempt = 1"), "120");
 }
