@@ -61,7 +61,7 @@ mod location;
 pub mod logging;
 pub mod mcp;
 mod queue;
-pub mod state;
+pub use baton_rows::state;
 pub mod store;
 pub mod watch;
 pub mod workflow;

@@ -8,14 +8,7 @@ use sqlx::SqliteConnection;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, JobState, NewJob};
 use crate::state::WorkerKind;
-
-/// Outcome of an insert that may hit the dedup key of an unfinished job.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Inserted {
-    New,
-    /// An unfinished job already holds this dedup key.
-    Duplicate(String),
-}
+pub use baton_rows::jobs::{ClaimLimits, Inserted, Leader, ListFilter, NewWorker, Outcome};
 
 /// Insert a job: queued, or waiting when it has dependencies (the schema's triggers then queue
 /// or fail it at once if they are already decided). The `jobs_dedup` partial unique index, not a check-then-insert, decides
@@ -144,22 +137,6 @@ pub async fn ids_with_prefix(conn: &mut SqliteConnection, prefix: &str) -> Resul
         .await?)
 }
 
-/// Filters for listing jobs, and their order.
-#[derive(Debug, Default, Clone)]
-pub struct ListFilter {
-    pub profile: Option<String>,
-    pub state: Option<JobState>,
-    pub session: Option<String>,
-    /// (key, value): the task has the label with that value, or with any value for None.
-    pub labels: Vec<(String, Option<String>)>,
-    /// Created at or after / before.
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-    /// `newest` (also the default for anything else), `oldest`, `priority`, `duration`.
-    pub sort: String,
-    pub limit: i64,
-}
-
 /// Jobs by `f`; `now` is the end of a running job's duration so far.
 ///
 /// One statement per order, so that newest and oldest walk the primary key and stop after
@@ -237,19 +214,6 @@ pub async fn pending(conn: &mut SqliteConnection, now: i64) -> Result<(bool, Opt
     Ok((r.busy, r.next))
 }
 
-/// Limits the claim applies, all in the same statement.
-#[derive(Debug, Clone, Copy)]
-pub struct ClaimLimits {
-    /// `limits.maxConcurrency`: running jobs in the whole queue.
-    pub max_running: i64,
-    /// `limits.maxWorkers`: live workers in the whole queue.
-    pub max_workers: i64,
-    /// `limits.maxWorkersPerSession`.
-    pub max_per_session: i64,
-    /// How many to claim at most in this statement.
-    pub batch: i64,
-}
-
 /// Atomically claim up to `batch` runnable jobs: higher priority first, then the session with
 /// fewer running jobs, then oldest; jobs whose profile or session is at its limit are skipped
 /// (not waited on); the global limits cap the count. The attempt is recorded here, before any
@@ -280,21 +244,6 @@ pub async fn claim(
     Ok(rows)
 }
 
-/// A oneshot worker's row, written once its process exists (the job's attempt was recorded by
-/// the claim, before the spawn).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NewWorker {
-    pub id: String,
-    pub profile: String,
-    pub pid: i64,
-    pub pid_start: i64,
-    pub session: Option<String>,
-    pub job_id: String,
-    pub attempt: i64,
-    pub model: Option<String>,
-    pub started_ms: i64,
-}
-
 /// Record oneshot workers' processes in one statement, while `owner` holds the lease under
 /// `epoch` (a leader that was replaced records nothing).
 #[tracing::instrument(skip_all, fields(workers = workers.len()), err)]
@@ -323,26 +272,6 @@ pub async fn insert_oneshot_workers(
     Ok(())
 }
 
-/// How a running job ended, as its owner saw it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Outcome {
-    pub id: String,
-    /// `succeeded`, `failed` or `canceled`.
-    pub state: JobState,
-    pub response: Option<String>,
-    pub response_chars: Option<i64>,
-    pub error: Option<String>,
-    pub report: Option<String>,
-    pub exit_code: Option<i64>,
-    pub output_tail: Option<String>,
-    /// The total.
-    pub tokens: Option<i64>,
-    pub input_tokens: Option<i64>,
-    pub output_tokens: Option<i64>,
-    pub cached_tokens: Option<i64>,
-    pub cost_usd: Option<f64>,
-}
-
 /// Write a running job's result, fenced by its owner and epoch. False when the job was not ours
 /// any more (recovered by a newer leader, or already terminal): the first terminal state wins.
 pub async fn finish(conn: &mut SqliteConnection, o: &Outcome, owner: &str, epoch: i64, now: i64) -> Result<bool> {
@@ -362,13 +291,6 @@ pub async fn finish_many(
 ) -> Result<Vec<String>> {
     let batch = serde_json::to_string(outcomes)?;
     Ok(sqlx::query_file_scalar!("queries/jobs/finish_many.sql", batch, now, owner, epoch).fetch_all(conn).await?)
-}
-
-/// Who writes: the leader (`owner`, `epoch`) that must hold the lease for the write to happen.
-#[derive(Debug, Clone, Copy)]
-pub struct Leader<'a> {
-    pub owner: &'a str,
-    pub epoch: i64,
 }
 
 /// A running job whose worker was lost or stopped: back to `queued` after `backoff_ms` while

@@ -3,16 +3,7 @@
 use sqlx::SqliteConnection;
 
 use crate::error::Result;
-
-/// The lease as stored.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Lease {
-    pub owner: String,
-    pub epoch: i64,
-    pub pid: i64,
-    pub started_ms: i64,
-    pub heartbeat_ms: i64,
-}
+pub use baton_rows::lease::Lease;
 
 /// Take the lease for `owner` (the caller holds the dispatcher lock) and return the new epoch,
 /// one above any before it. The row is inserted once, the first time, and only updated after

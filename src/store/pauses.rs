@@ -3,17 +3,10 @@
 use sqlx::SqliteConnection;
 
 use crate::error::Result;
+pub use baton_rows::pauses::PauseRow;
 
 /// Every profile, as a pause row names it.
 pub const ALL: &str = "*";
-
-/// A pause as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PauseRow {
-    pub profile: String,
-    pub paused_ms: i64,
-    pub paused_by: String,
-}
 
 /// Pause `profile` (or [`ALL`]); pausing what is paused keeps the first pause. True when new.
 pub async fn pause(conn: &mut SqliteConnection, profile: &str, by: &str, now: i64) -> Result<bool> {

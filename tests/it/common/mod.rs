@@ -281,7 +281,7 @@ pub fn now_nanos() -> u128 {
 /// it skipped when it is off.
 pub fn test_hooks(what: &str) -> bool {
     if !cfg!(feature = "test-hooks") {
-        eprintln!("SKIPPED: {what} needs the test hooks: run `cargo test --features test-hooks`");
+        eprintln!("SKIPPED: {what} needs the test hooks: run `cargo test --workspace --features test-hooks`");
     }
     cfg!(feature = "test-hooks")
 }

@@ -1,0 +1,9 @@
+//! Pauses.
+
+/// A pause as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseRow {
+    pub profile: String,
+    pub paused_ms: i64,
+    pub paused_by: String,
+}
