@@ -25,7 +25,7 @@ WITH cand AS (
           FROM jobs j
          WHERE j.state = 'queued' AND j.run_after_ms <= $3
            AND (j.node IS NULL OR j.node = $1)
-           AND j.project_dir IN (SELECT jsonb_array_elements_text($8::jsonb))
+           AND j.project_dir IN (SELECT jsonb_array_elements_text($8::text::jsonb))
            AND NOT EXISTS (SELECT 1 FROM pauses p WHERE p.profile = j.profile)
            AND (j.profile_limit IS NULL
                 OR (SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.profile = j.profile) < j.profile_limit)
@@ -60,4 +60,12 @@ UPDATE jobs
   FROM pick
  WHERE jobs.seq = pick.seq AND jobs.state = 'queued'
    AND EXISTS (SELECT 1 FROM nodes WHERE id = $1 AND epoch = $2 AND stopped_ms IS NULL)
-RETURNING jobs.*
+RETURNING jobs.seq, jobs.id, jobs.state AS "state: JobState", jobs.kind, jobs.profile, jobs.task, jobs.session,
+          jobs.requested_by, jobs.project_dir, jobs.argv, jobs.prompt_stdin, jobs.model, jobs.env, jobs.attachments,
+          jobs.priority, jobs.attempt, jobs.max_attempts, jobs.run_after_ms, jobs.timeout_ms, jobs.profile_limit,
+          jobs.created_ms, jobs.started_ms, jobs.finished_ms, jobs.response, jobs.response_chars, jobs.error,
+          jobs.report, jobs.exit_code, jobs.owner, jobs.epoch, jobs.output_tail, jobs.cancel_requested_ms,
+          jobs.cancel_reason, jobs.workflow_run_id, jobs.workflow_step, jobs.dedup_key, jobs.tokens, jobs.cost_usd,
+          jobs.output, jobs.worker_kind AS "worker_kind: WorkerKind", jobs.input_tokens, jobs.output_tokens,
+          jobs.cached_tokens, jobs.system_prompt, jobs.permissions, jobs.worktree_id, jobs.labels, jobs.after,
+          jobs.after_any <> 0 AS "after_any!: bool"

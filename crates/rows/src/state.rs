@@ -8,6 +8,8 @@ macro_rules! state_words {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $word:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type)]
+        // Stored as text on PostgreSQL too (not as an enum type of its own).
+        #[sqlx(type_name = "text")]
         pub enum $name {
             $(
                 #[serde(rename = $word)]

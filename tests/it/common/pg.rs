@@ -8,9 +8,8 @@
 //! test skips; CI installs them (`.ci/run`).
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 /// The user every cluster's superuser is named after, and trusted on loopback.
 pub const USER: &str = "baton";
@@ -139,10 +138,6 @@ impl Pg {
         c
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The URL of database `db` on this server.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
@@ -177,19 +172,6 @@ impl Pg {
         let out = self.psql(db, sql);
         assert!(out.status.success(), "psql failed on {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).trim_end().to_string()
-    }
-
-    /// Wait until the server accepts connections again (after a restart, say).
-    pub fn wait_ready(&self, within: Duration) {
-        let deadline = Instant::now() + within;
-        while !self.psql("postgres", "SELECT 1").status.success() {
-            assert!(Instant::now() < deadline, "PostgreSQL not ready within {within:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 

@@ -1,0 +1,140 @@
+//! Statements on `jobs`: insert, read, claim, results.
+
+use baton_rows::job::{JobRow, NewJob};
+use baton_rows::jobs::{ClaimLimits, Inserted, Outcome};
+use baton_rows::state::{JobState, WorkerKind};
+use sqlx::{Connection, PgConnection};
+
+/// `query_as!` into [`JobRow`], state words decoded as enums; the argument is the rest of the
+/// statement after `FROM jobs`.
+macro_rules! select_jobs {
+    ($($rest:literal)+ $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            JobRow,
+            r#"SELECT seq, id, state AS "state: JobState", kind, profile, task, session, requested_by,
+                 project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts,
+                 run_after_ms, timeout_ms, profile_limit, created_ms, started_ms, finished_ms, response,
+                 response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms,
+                 cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output,
+                 worker_kind AS "worker_kind: WorkerKind", input_tokens, output_tokens, cached_tokens,
+                 system_prompt, permissions, worktree_id, labels, after,
+                 after_any <> 0 AS "after_any!: bool"
+                 FROM jobs "# $(+ $rest)+
+            $(, $arg)*
+        )
+    };
+}
+
+/// Insert a job (`node`: the only node that may run it). The `jobs_dedup` partial unique index,
+/// not a check-then-insert, decides whether a dedup key is taken.
+pub async fn insert(conn: &mut PgConnection, job: &NewJob, node: Option<&str>) -> sqlx::Result<Inserted> {
+    // A unique violation aborts the transaction it happens in: try inside a savepoint, so a
+    // caller's transaction goes on to read the holder.
+    let mut sp = conn.begin().await?;
+    let res = sqlx::query_file!(
+        "../../queries/postgres/insert.sql",
+        job.id,
+        job.kind,
+        job.profile,
+        job.task,
+        job.session,
+        job.requested_by,
+        job.project_dir,
+        job.argv,
+        job.prompt_stdin,
+        job.model,
+        job.env,
+        job.attachments,
+        job.priority,
+        job.max_attempts,
+        job.run_after_ms,
+        job.timeout_ms,
+        job.profile_limit,
+        job.created_ms,
+        job.dedup_key,
+        job.workflow_run_id,
+        job.workflow_step,
+        job.output,
+        job.worker_kind as WorkerKind,
+        job.system_prompt,
+        job.permissions,
+        job.worktree_id,
+        job.labels,
+        job.after,
+        job.after_any,
+        node,
+    )
+    .execute(&mut *sp)
+    .await;
+    match res {
+        Ok(_) => {
+            sp.commit().await?;
+            Ok(Inserted::New)
+        }
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() && job.dedup_key.is_some() => {
+            sp.rollback().await?;
+            let existing = sqlx::query_scalar!(
+                "SELECT id FROM jobs WHERE dedup_key = $1 AND state IN ('waiting', 'queued', 'running')",
+                job.dedup_key
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            match existing {
+                Some(id) => Ok(Inserted::Duplicate(id)),
+                None => Err(sqlx::Error::Database(e)),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One job by exact id.
+pub async fn get(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<JobRow>> {
+    select_jobs!("WHERE id = $1", id).fetch_optional(conn).await
+}
+
+/// Claim runnable jobs for node `node` at `epoch`, within every limit across all nodes, among
+/// the jobs whose project directory is one of `dirs` (those that exist on this node), in its
+/// own transaction after the claim lock; best first.
+pub async fn claim(
+    conn: &mut PgConnection,
+    node: &str,
+    epoch: i64,
+    now: i64,
+    limits: ClaimLimits,
+    dirs: &[String],
+) -> sqlx::Result<Vec<JobRow>> {
+    let dirs = serde_json::to_string(dirs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let mut tx = conn.begin().await?;
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", crate::CLAIM_LOCK).execute(&mut *tx).await?;
+    let mut rows = sqlx::query_file_as!(
+        JobRow,
+        "../../queries/postgres/claim.sql",
+        node,
+        epoch,
+        now,
+        limits.max_running,
+        limits.max_workers,
+        limits.max_per_session,
+        limits.batch,
+        dirs
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.seq.cmp(&b.seq)));
+    Ok(rows)
+}
+
+/// Write several running jobs' results in one statement, each fenced by node and epoch;
+/// returns the ids that were written.
+pub async fn finish_many(
+    conn: &mut PgConnection,
+    outcomes: &[Outcome],
+    node: &str,
+    epoch: i64,
+    now: i64,
+) -> sqlx::Result<Vec<String>> {
+    let batch = serde_json::to_string(outcomes).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query_file_scalar!("../../queries/postgres/finish_many.sql", batch, now, node, epoch).fetch_all(conn).await
+}

@@ -1,0 +1,126 @@
+//! The PostgreSQL store's statements (`baton-pg`) on a real, throwaway server: registering
+//! nodes, enqueueing with dedup, claiming, writing results fenced by the node's epoch, taking
+//! over a silent node, and the notification a listener wakes on.
+
+use baton_pg::sqlx::postgres::PgListener;
+use baton_rows::job::NewJob;
+use baton_rows::jobs::{ClaimLimits, Inserted, Outcome};
+use baton_rows::state::{JobState, WorkerKind};
+
+// The throwaway server the integration tests use.
+#[path = "../../../tests/it/common/pg.rs"]
+mod pg;
+use pg::Pg;
+
+fn new_job(id: &str, dedup: Option<&str>) -> NewJob {
+    NewJob {
+        id: id.into(),
+        kind: "worker".into(),
+        profile: "coder".into(),
+        task: format!("task {id}"),
+        session: None,
+        requested_by: "cli".into(),
+        project_dir: "/p".into(),
+        argv: "[\"true\"]".into(),
+        prompt_stdin: false,
+        model: None,
+        env: "{}".into(),
+        attachments: "[]".into(),
+        priority: 0,
+        max_attempts: 2,
+        run_after_ms: 0,
+        timeout_ms: 60_000,
+        profile_limit: None,
+        created_ms: 1,
+        dedup_key: dedup.map(str::to_string),
+        workflow_run_id: None,
+        workflow_step: None,
+        output: None,
+        worker_kind: WorkerKind::Oneshot,
+        system_prompt: None,
+        permissions: None,
+        worktree_id: None,
+        labels: Some("{\"team\":\"a\"}".into()),
+        after: None,
+        after_any: false,
+    }
+}
+
+fn ok(id: &str) -> Outcome {
+    Outcome {
+        id: id.into(),
+        state: JobState::Succeeded,
+        response: Some("done".into()),
+        response_chars: Some(4),
+        error: None,
+        report: None,
+        exit_code: Some(0),
+        output_tail: None,
+        tokens: None,
+        input_tokens: None,
+        output_tokens: None,
+        cached_tokens: None,
+        cost_usd: Some(0.25),
+    }
+}
+
+const LIMITS: ClaimLimits = ClaimLimits { max_running: 4, max_workers: 8, max_per_session: 2, batch: 4 };
+
+#[test]
+fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.create_db("q");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = baton_pg::open(&url).await.expect("open and migrate");
+        // Opening again finds the schema current.
+        baton_pg::open(&url).await.expect("open again");
+        let mut c = pool.acquire().await.unwrap();
+        let mut listener = PgListener::connect(&url).await.unwrap();
+        listener.listen("baton").await.unwrap();
+
+        let e1 = baton_pg::nodes::register(&mut c, "n1", "n1-a", "host1", 11, 100).await.unwrap();
+        let e2 = baton_pg::nodes::register(&mut c, "n2", "n2-a", "host2", 22, 100).await.unwrap();
+        assert_eq!((e1, e2), (1, 1));
+        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j1", Some("k")), None).await.unwrap(), Inserted::New);
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
+        assert_eq!((n.channel(), n.payload()), ("baton", "nodes"), "registration notified first");
+        assert_eq!(
+            baton_pg::jobs::insert(&mut c, &new_job("j2", Some("k")), None).await.unwrap(),
+            Inserted::Duplicate("j1".into()),
+            "one unfinished task per dedup key"
+        );
+        baton_pg::jobs::insert(&mut c, &new_job("j3", None), Some("n2")).await.unwrap();
+
+        // n1 claims what it may: not j3 (n2's), not a project it lacks.
+        assert!(baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/elsewhere".into()]).await.unwrap().is_empty());
+        let got = baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/p".into()]).await.unwrap();
+        assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j1"]);
+        let j1 = &got[0];
+        assert_eq!((j1.state, j1.attempt, j1.owner.as_deref(), j1.epoch), (JobState::Running, 1, Some("n1"), Some(1)));
+        assert_eq!(j1.labels.as_deref(), Some("{\"team\":\"a\"}"));
+        assert!(!j1.after_any);
+
+        // A stale epoch writes nothing; the holder's result lands.
+        assert!(baton_pg::jobs::finish_many(&mut c, &[ok("j1")], "n1", 0, 300).await.unwrap().is_empty());
+        assert!(baton_pg::jobs::finish_many(&mut c, &[ok("j1")], "n2", 1, 300).await.unwrap().is_empty());
+        assert_eq!(baton_pg::jobs::finish_many(&mut c, &[ok("j1")], "n1", 1, 300).await.unwrap(), ["j1"]);
+        let j1 = baton_pg::jobs::get(&mut c, "j1").await.unwrap().unwrap();
+        assert_eq!((j1.state, j1.response.as_deref(), j1.finished_ms), (JobState::Succeeded, Some("done"), Some(300)));
+        assert_eq!(j1.cost_usd, Some(0.25));
+        // Its dedup key is free again.
+        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j4", Some("k")), None).await.unwrap(), Inserted::New);
+
+        // n2 claims j3, then falls silent: n1 takes it over, and n2's heartbeat and result are
+        // refused from then on.
+        let got = baton_pg::jobs::claim(&mut c, "n2", 1, 400, LIMITS, &["/p".into()]).await.unwrap();
+        assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j3", "j4"]);
+        assert!(baton_pg::nodes::heartbeat(&mut c, "n1", 1, 1_000).await.unwrap());
+        assert_eq!(baton_pg::nodes::take_over_stale(&mut c, "n1", 500, 1_000).await.unwrap(), [("n2".to_string(), 2)]);
+        assert!(!baton_pg::nodes::heartbeat(&mut c, "n2", 1, 1_001).await.unwrap(), "n2 lost its epoch");
+        assert!(baton_pg::jobs::finish_many(&mut c, &[ok("j3")], "n2", 1, 1_002).await.unwrap().is_empty());
+        assert_eq!(baton_pg::jobs::get(&mut c, "j3").await.unwrap().unwrap().state, JobState::Running);
+        // Restarted, n2 registers again at a new epoch.
+        assert_eq!(baton_pg::nodes::register(&mut c, "n2", "n2-b", "host2", 23, 2_000).await.unwrap(), 3);
+    });
+}
