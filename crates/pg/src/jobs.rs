@@ -1,7 +1,7 @@
 //! Statements on `jobs`: insert, read, claim, results.
 
 use baton_rows::job::{JobRow, NewJob};
-use baton_rows::jobs::{ClaimLimits, Inserted, Outcome};
+use baton_rows::jobs::{ClaimLimits, Inserted, Leader, Outcome};
 use baton_rows::state::{JobState, WorkerKind};
 use sqlx::{Connection, PgConnection};
 
@@ -137,4 +137,72 @@ pub async fn finish_many(
 ) -> sqlx::Result<Vec<String>> {
     let batch = serde_json::to_string(outcomes).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query_file_scalar!("../../queries/postgres/finish_many.sql", batch, now, node, epoch).fetch_all(conn).await
+}
+
+/// Running jobs whose node no longer holds the epoch they were claimed under, oldest first: a
+/// node that was taken over (or restarted) can no longer watch them.
+pub async fn orphans(conn: &mut PgConnection) -> sqlx::Result<Vec<JobRow>> {
+    select_jobs!(
+        "WHERE state = 'running' AND NOT EXISTS (SELECT 1 FROM nodes n
+                 WHERE n.id = jobs.owner AND n.epoch = jobs.epoch AND n.stopped_ms IS NULL)
+          ORDER BY seq"
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts
+/// remain (and no cancel was asked for), else `failed` (or `canceled`) with `error`. Fenced by
+/// the node and epoch found on the row, and by `by` still holding its own epoch. Returns the
+/// state it moved to, or None when it was no longer so.
+#[allow(clippy::too_many_arguments)]
+pub async fn requeue_lost(
+    conn: &mut PgConnection,
+    id: &str,
+    owner: &str,
+    epoch: i64,
+    by: Leader<'_>,
+    now: i64,
+    backoff_ms: i64,
+    error: &str,
+) -> sqlx::Result<Option<JobState>> {
+    // Two guarded statements, at most one of which matches: a retry, or the final failure.
+    let r = sqlx::query!(
+        "UPDATE jobs SET state = 'queued', owner = NULL, epoch = NULL, run_after_ms = $4::bigint + $5::bigint, error = $6
+          WHERE id = $1 AND state = 'running' AND owner = $2 AND epoch = $3 AND attempt < max_attempts
+            AND cancel_requested_ms IS NULL
+            AND EXISTS (SELECT 1 FROM nodes WHERE id = $7 AND epoch = $8 AND stopped_ms IS NULL)",
+        id,
+        owner,
+        epoch,
+        now,
+        backoff_ms,
+        error,
+        by.owner,
+        by.epoch
+    )
+    .execute(&mut *conn)
+    .await?;
+    if r.rows_affected() == 1 {
+        return Ok(Some(JobState::Queued));
+    }
+    let state = sqlx::query_scalar!(
+        r#"UPDATE jobs SET state = CASE WHEN cancel_requested_ms IS NULL THEN 'failed' ELSE 'canceled' END,
+                         finished_ms = $4,
+                         error = CASE WHEN cancel_requested_ms IS NULL THEN $5
+                                      ELSE coalesce('Canceled: ' || cancel_reason, 'Canceled') END
+          WHERE id = $1 AND state = 'running' AND owner = $2 AND epoch = $3
+            AND EXISTS (SELECT 1 FROM nodes WHERE id = $6 AND epoch = $7 AND stopped_ms IS NULL)
+         RETURNING state AS "state: JobState""#,
+        id,
+        owner,
+        epoch,
+        now,
+        error,
+        by.owner,
+        by.epoch
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(state)
 }

@@ -4,7 +4,7 @@
 
 use baton_pg::sqlx::postgres::PgListener;
 use baton_rows::job::NewJob;
-use baton_rows::jobs::{ClaimLimits, Inserted, Outcome};
+use baton_rows::jobs::{ClaimLimits, Inserted, Leader, Outcome};
 use baton_rows::state::{JobState, WorkerKind};
 
 // The throwaway server the integration tests use.
@@ -120,7 +120,36 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         assert!(!baton_pg::nodes::heartbeat(&mut c, "n2", 1, 1_001).await.unwrap(), "n2 lost its epoch");
         assert!(baton_pg::jobs::finish_many(&mut c, &[ok("j3")], "n2", 1, 1_002).await.unwrap().is_empty());
         assert_eq!(baton_pg::jobs::get(&mut c, "j3").await.unwrap().unwrap().state, JobState::Running);
-        // Restarted, n2 registers again at a new epoch.
+        // n1 recovers what n2 ran: j3 back in the queue while attempts remain, then failed.
+        // (j4, which any node may run, is n2's orphan too.)
+        let n1 = Leader { owner: "n1", epoch: 1 };
+        let orphans = baton_pg::jobs::orphans(&mut c).await.unwrap();
+        assert_eq!(orphans.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j3", "j4"]);
+        let lost = "Worker lost: its node stopped answering";
+        assert_eq!(
+            baton_pg::jobs::requeue_lost(&mut c, "j3", "n2", 1, n1, 1_100, 0, lost).await.unwrap(),
+            Some(JobState::Queued)
+        );
+        assert_eq!(
+            baton_pg::jobs::requeue_lost(&mut c, "j3", "n2", 1, n1, 1_100, 0, lost).await.unwrap(),
+            None,
+            "already requeued"
+        );
+        // j3 is n2's own task: n1 cannot claim it; n2, back at a new epoch, can.
+        assert!(baton_pg::jobs::claim(&mut c, "n1", 1, 1_200, LIMITS, &["/p".into()]).await.unwrap().is_empty());
         assert_eq!(baton_pg::nodes::register(&mut c, "n2", "n2-b", "host2", 23, 2_000).await.unwrap(), 3);
+        let got = baton_pg::jobs::claim(&mut c, "n2", 3, 2_000, LIMITS, &["/p".into()]).await.unwrap();
+        assert_eq!((got.len(), got[0].attempt, got[0].error.as_deref()), (1, 2, None));
+        // Lost again with no attempt left: failed, with why.
+        let n2 = Leader { owner: "n2", epoch: 3 };
+        assert_eq!(
+            baton_pg::jobs::requeue_lost(&mut c, "j3", "n2", 3, n2, 2_100, 0, lost).await.unwrap(),
+            Some(JobState::Failed)
+        );
+        let j3 = baton_pg::jobs::get(&mut c, "j3").await.unwrap().unwrap();
+        assert_eq!((j3.state, j3.error.as_deref(), j3.finished_ms), (JobState::Failed, Some(lost), Some(2_100)));
+        // A node that was taken over recovers nothing.
+        let stale = Leader { owner: "n2", epoch: 1 };
+        assert_eq!(baton_pg::jobs::requeue_lost(&mut c, "j4", "n2", 1, stale, 2_200, 0, lost).await.unwrap(), None);
     });
 }
