@@ -74,6 +74,17 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
+/// A statement of the queue file failed: the same errors, in this crate's words.
+impl From<baton_sqlite::Error> for Error {
+    fn from(e: baton_sqlite::Error) -> Error {
+        match e {
+            baton_sqlite::Error::Sqlx(e) => Error::Sqlx(e),
+            baton_sqlite::Error::Json(e) => Error::Json(e),
+            baton_sqlite::Error::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
 impl Error {
     /// The CLI exit code for this error.
     pub fn exit_code(&self) -> ExitCode {

@@ -159,7 +159,8 @@ impl Store {
     /// Say in words, with this queue's path, what a database error means for the user
     /// (another process holds the write lock, the file is damaged, its directory is read-only);
     /// other errors pass unchanged.
-    pub fn explain(&self, e: Error) -> Error {
+    pub fn explain(&self, e: impl Into<Error>) -> Error {
+        let e = e.into();
         explain(&self.path, self.settings, e)
     }
 
@@ -555,11 +556,4 @@ impl FromStr for Durability {
     }
 }
 
-pub mod events;
-pub mod hooks;
-pub mod jobs;
-pub mod lease;
-pub mod pauses;
-pub mod workers;
-pub mod workflow;
-pub mod worktrees;
+pub use baton_sqlite::{events, hooks, jobs, lease, pauses, workers, workflow, worktrees};

@@ -84,9 +84,12 @@ impl<'a> EventLog<'a> {
         if self.pending.is_empty() {
             return;
         }
-        let res =
-            async { store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await }
-                .await;
+        let res = async {
+            Ok::<_, crate::Error>(
+                store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await?,
+            )
+        }
+        .await;
         match res {
             Ok(_) => self.pending.clear(),
             Err(e) => {

@@ -677,7 +677,7 @@ impl Dispatcher {
             if outcomes.is_empty() {
                 return Ok(Vec::new());
             }
-            return store::jobs::finish_many(&mut self.own, &outcomes, owner, epoch, now).await;
+            return Ok(store::jobs::finish_many(&mut self.own, &outcomes, owner, epoch, now).await?);
         }
         let mut tx = self.own.begin().await?;
         if !spawned.is_empty() {

@@ -2,7 +2,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
+use crate::Result;
 pub use baton_rows::pauses::PauseRow;
 
 /// Every profile, as a pause row names it.

@@ -3,9 +3,9 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
-use crate::state::EventKind;
+use crate::Result;
 pub use baton_rows::events::{EventCaps, EventRow, NewEvent, Writer};
+use baton_rows::state::EventKind;
 
 /// Append events to a running attempt and trim the job to its caps, in one transaction.
 /// Returns how many were written (none when the attempt no longer runs under this owner).

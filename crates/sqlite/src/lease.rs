@@ -2,7 +2,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
+use crate::Result;
 pub use baton_rows::lease::Lease;
 
 /// Take the lease for `owner` (the caller holds the dispatcher lock) and return the new epoch,

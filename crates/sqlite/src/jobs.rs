@@ -5,10 +5,11 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::{Error, Result};
-use crate::job::{JobRow, JobState, NewJob};
-use crate::state::WorkerKind;
+use crate::{Error, Result};
+use baton_rows::job::{JobRow, NewJob};
 pub use baton_rows::jobs::{ClaimLimits, Inserted, Leader, ListFilter, NewWorker, Outcome};
+use baton_rows::state::JobState;
+use baton_rows::state::WorkerKind;
 
 /// Insert a job: queued, or waiting when it has dependencies (the schema's triggers then queue
 /// or fail it at once if they are already decided). The `jobs_dedup` partial unique index, not a check-then-insert, decides
@@ -16,7 +17,7 @@ pub use baton_rows::jobs::{ClaimLimits, Inserted, Leader, ListFilter, NewWorker,
 #[tracing::instrument(skip_all, fields(task_id = %job.id), err)]
 pub async fn insert(conn: &mut SqliteConnection, job: &NewJob) -> Result<Inserted> {
     let res = sqlx::query_file!(
-        "queries/jobs/insert.sql",
+        "../../queries/jobs/insert.sql",
         job.id,
         job.kind,
         job.profile,
@@ -229,7 +230,7 @@ pub async fn claim(
     now: i64,
     limits: ClaimLimits,
 ) -> Result<Vec<JobRow>> {
-    const SQL: &str = include_str!("../../queries/jobs/claim.sql");
+    const SQL: &str = include_str!("../../../queries/jobs/claim.sql");
     let mut rows: Vec<JobRow> = sqlx::query_as(SQL)
         .bind(owner)
         .bind(epoch)
@@ -290,7 +291,7 @@ pub async fn finish_many(
     now: i64,
 ) -> Result<Vec<String>> {
     let batch = serde_json::to_string(outcomes)?;
-    Ok(sqlx::query_file_scalar!("queries/jobs/finish_many.sql", batch, now, owner, epoch).fetch_all(conn).await?)
+    Ok(sqlx::query_file_scalar!("../../queries/jobs/finish_many.sql", batch, now, owner, epoch).fetch_all(conn).await?)
 }
 
 /// A running job whose worker was lost or stopped: back to `queued` after `backoff_ms` while

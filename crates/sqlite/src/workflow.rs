@@ -3,8 +3,8 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
-use crate::state::{RunState, StepState, WorkerKind};
+use crate::Result;
+use baton_rows::state::{RunState, StepState, WorkerKind};
 pub use baton_rows::workflow::{NewRun, NewStep, RunRow, StepRow};
 
 pub async fn insert_run(conn: &mut SqliteConnection, r: &NewRun<'_>) -> Result<()> {

@@ -3,9 +3,9 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
-use crate::state::WorktreeState;
-use crate::worktree::{NewWorktree, WorktreeRow};
+use crate::Result;
+use baton_rows::state::WorktreeState;
+use baton_rows::worktrees::{NewWorktree, WorktreeRow};
 
 /// `query_as!` into [`WorktreeRow`]; the argument is the rest after `FROM worktrees`.
 macro_rules! select_worktrees {

@@ -3,8 +3,8 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
-use crate::state::{WorkerKind, WorkerState};
+use crate::Result;
+use baton_rows::state::{WorkerKind, WorkerState};
 pub use baton_rows::workers::{NewServer, Registered, ServerRow, SpawnLimits, WorkerRow};
 
 /// Register a server worker before its process exists: one statement that inserts the

@@ -3,7 +3,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::error::Result;
+use crate::Result;
 pub use baton_rows::hooks::Pending;
 
 /// The hook's name in `hooks`.
