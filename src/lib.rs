@@ -28,7 +28,8 @@
 //!   the dispatcher's transactions), `workflow::handoff` (handoff sections, pure).
 //! - [`worktree`]: a git worktree per task: planning, creating, committing leftovers, diff,
 //!   merge back, apply, discard (git by argv only).
-//! - [`store`]: all SQL: opening a queue file safely, migrations, every statement.
+//! - [`store`]: opening a queue file safely, migrations, connections; the statements (the
+//!   `baton-sqlite` crate's, re-exported here) over the rows of `baton-rows`.
 //! - [`hook`]: the finish hook's argv template (pure).
 //! - [`config`]: defaults, then global, then project, each key declared once; [`state`]: every
 //!   state word of the schema as an enum; [`job`]: job rows and the JSON record; `location`:

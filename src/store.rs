@@ -1,4 +1,6 @@
-//! All SQL: opening a queue file safely, migrations, and every statement baton runs.
+//! All SQL: opening a queue file safely, migrations, and every statement baton runs (the
+//! statements themselves are `baton-sqlite`'s, re-exported below: sqlx checks them against
+//! SQLite in a crate of their own, beside `baton-pg`'s PostgreSQL ones).
 //!
 //! Nothing outside this module speaks SQL. Functions take a connection (or a transaction, which
 //! derefs to one) so callers can group several in one transaction; `now` is always a bind.
