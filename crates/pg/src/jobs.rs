@@ -1,7 +1,7 @@
 //! Statements on `jobs`: insert, read, claim, results.
 
 use baton_rows::job::{JobRow, NewJob};
-use baton_rows::jobs::{ClaimLimits, Inserted, Leader, Outcome};
+use baton_rows::jobs::{ClaimLimits, Inserted, Leader, NewWorker, Outcome};
 use baton_rows::state::{JobState, WorkerKind};
 use sqlx::{Connection, PgConnection};
 
@@ -205,4 +205,31 @@ pub async fn requeue_lost(
     .fetch_optional(conn)
     .await?;
     Ok(state)
+}
+
+/// Record oneshot workers' processes in one statement, while node `node` holds `epoch` (a node
+/// that was taken over records nothing).
+pub async fn insert_oneshot_workers(
+    conn: &mut PgConnection,
+    workers: &[NewWorker],
+    node: &str,
+    epoch: i64,
+) -> sqlx::Result<u64> {
+    let batch = serde_json::to_string(workers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let r = sqlx::query!(
+        "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, session, job_id,
+                              attempt, model, started_ms, last_activity_ms)
+         SELECT w.id, w.profile, 'oneshot', 'busy', w.pid, w.pid_start, w.pid, $2, $3, w.session, w.job_id,
+                w.attempt, w.model, w.started_ms, w.started_ms
+           FROM jsonb_to_recordset($1::text::jsonb) AS w(id text, profile text, pid bigint, pid_start bigint,
+                                                        session text, job_id text, attempt bigint, model text,
+                                                        started_ms bigint)
+          WHERE EXISTS (SELECT 1 FROM nodes WHERE id = $2 AND epoch = $3 AND stopped_ms IS NULL)",
+        batch,
+        node,
+        epoch
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected())
 }

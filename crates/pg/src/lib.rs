@@ -8,6 +8,7 @@
 
 pub mod jobs;
 pub mod nodes;
+pub mod pauses;
 
 /// The schema, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");

@@ -4,7 +4,7 @@
 
 use baton_pg::sqlx::postgres::PgListener;
 use baton_rows::job::NewJob;
-use baton_rows::jobs::{ClaimLimits, Inserted, Leader, Outcome};
+use baton_rows::jobs::{ClaimLimits, Inserted, Leader, NewWorker, Outcome};
 use baton_rows::state::{JobState, WorkerKind};
 
 // The throwaway server the integration tests use.
@@ -151,5 +151,66 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         // A node that was taken over recovers nothing.
         let stale = Leader { owner: "n2", epoch: 1 };
         assert_eq!(baton_pg::jobs::requeue_lost(&mut c, "j4", "n2", 1, stale, 2_200, 0, lost).await.unwrap(), None);
+    });
+}
+
+fn worker(id: &str, job: &str, attempt: i64) -> NewWorker {
+    NewWorker {
+        id: id.into(),
+        profile: "coder".into(),
+        pid: 4242,
+        pid_start: 7,
+        session: None,
+        job_id: job.into(),
+        attempt,
+        model: None,
+        started_ms: 250,
+    }
+}
+
+#[test]
+fn worker_rows_follow_their_jobs_and_pauses_hold_back_every_node() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.create_db("q");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pool = baton_pg::open(&url).await.expect("open and migrate");
+        let mut c = pool.acquire().await.unwrap();
+        baton_pg::nodes::register(&mut c, "n1", "n1-a", "host1", 11, 100).await.unwrap();
+        baton_pg::jobs::insert(&mut c, &new_job("j1", None), None).await.unwrap();
+        baton_pg::jobs::insert(&mut c, &new_job("j2", None), None).await.unwrap();
+
+        // A paused profile is held back on every node; `*` pauses them all; a second pause of
+        // the same profile keeps the first.
+        assert!(baton_pg::pauses::pause(&mut c, "coder", "cli:me", 150).await.unwrap());
+        assert!(!baton_pg::pauses::pause(&mut c, "coder", "cli:other", 160).await.unwrap());
+        assert!(baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/p".into()]).await.unwrap().is_empty());
+        assert_eq!(baton_pg::pauses::resume(&mut c, Some("coder")).await.unwrap(), 1);
+        assert!(baton_pg::pauses::pause(&mut c, baton_pg::pauses::ALL, "cli:me", 170).await.unwrap());
+        assert!(baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/p".into()]).await.unwrap().is_empty());
+        let paused = baton_pg::pauses::all(&mut c).await.unwrap();
+        assert_eq!(
+            paused.iter().map(|p| (p.profile.as_str(), p.paused_by.as_str())).collect::<Vec<_>>(),
+            [("*", "cli:me")]
+        );
+        assert_eq!(baton_pg::pauses::resume(&mut c, None).await.unwrap(), 1);
+
+        // The claimed jobs' worker rows, written by their node; the release trigger ends each
+        // with its job.
+        let got = baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/p".into()]).await.unwrap();
+        assert_eq!(got.len(), 2);
+        let rows = [worker("w1", "j1", 1), worker("w2", "j2", 1)];
+        assert_eq!(baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 0).await.unwrap(), 0, "stale epoch");
+        assert_eq!(baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 1).await.unwrap(), 2);
+        assert_eq!(baton_pg::jobs::finish_many(&mut c, &[ok("j1")], "n1", 1, 300).await.unwrap(), ["j1"]);
+        let states: Vec<(String, String, Option<i64>)> =
+            baton_pg::sqlx::query_as("SELECT id, state, exit_code FROM workers ORDER BY id")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+        assert_eq!(
+            states,
+            [("w1".to_string(), "stopped".to_string(), Some(0)), ("w2".to_string(), "busy".to_string(), None)]
+        );
     });
 }
