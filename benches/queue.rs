@@ -30,8 +30,13 @@ use std::time::{Duration, Instant};
 
 use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
 use baton::job::{JobRow, JobState, NewJob, WorkerKind, now_ms};
-use baton::store::jobs::{self, ClaimLimits, Outcome};
 use baton::store::{Durability, Store};
+use baton_sqlite::jobs::{self, ClaimLimits, Outcome};
+
+/// The queue file's pool: the benchmark measures baton's SQLite statements themselves.
+fn pool(store: &Store) -> &sqlx::SqlitePool {
+    store.sqlite_pool().expect("the benchmark's queue is a file")
+}
 use rusqlite::ffi;
 use sqlx::SqliteConnection;
 use tokio::runtime::Runtime;
@@ -146,10 +151,10 @@ async fn trace_sqlx(conn: &mut SqliteConnection) {
 
 /// Trace every connection of a store's pool: hold all of them at once, install, release.
 async fn trace_pool(store: &Store) {
-    let max = store.pool().options().get_max_connections();
+    let max = pool(store).options().get_max_connections();
     let mut held = Vec::new();
     for _ in 0..max {
-        held.push(store.pool().acquire().await.expect("acquire"));
+        held.push(pool(store).acquire().await.expect("acquire"));
     }
     for c in &mut held {
         trace_sqlx(c).await;
@@ -194,6 +199,7 @@ fn new_job(i: usize, now: i64) -> NewJob {
         labels: None,
         after: None,
         after_any: false,
+        node: None,
     }
 }
 
@@ -256,9 +262,9 @@ fn ms(d: Duration) -> f64 {
 async fn open_store(dir: &Path) -> Store {
     let store =
         Store::open(&dir.join("baton.db"), &dir.join("migrate.lock"), Durability::Normal).await.expect("Store::open");
-    let mut conn = store.pool().acquire().await.expect("acquire");
+    let mut conn = pool(&store).acquire().await.expect("acquire");
     let epoch =
-        baton::store::lease::acquire(&mut conn, OWNER, i64::from(std::process::id()), now_ms()).await.expect("lease");
+        baton_sqlite::lease::acquire(&mut conn, OWNER, i64::from(std::process::id()), now_ms()).await.expect("lease");
     assert_eq!(epoch, EPOCH);
     drop(conn);
     store
@@ -572,7 +578,7 @@ fn bench_lifecycle(rt: &Runtime) {
     rt.block_on(async {
         let store = open_store(dir.path()).await;
         trace_pool(&store).await;
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(&store).acquire().await.unwrap();
         // Warm both sides (statement caches, file growth).
         baton_lifecycles(&mut conn, &new_jobs(200)).await;
         raw_lifecycles(&raw, &new_jobs(200));
@@ -639,7 +645,7 @@ fn bench_lifecycle(rt: &Runtime) {
 /// Returns (enqueue time, drain time).
 async fn baton_batched(store: &Store, batch: &[NewJob]) -> (Duration, Duration) {
     let t = Instant::now();
-    let mut tx = store.pool().begin().await.unwrap();
+    let mut tx = pool(store).begin().await.unwrap();
     for j in batch {
         jobs::insert(&mut tx, j).await.expect("insert");
     }
@@ -648,14 +654,14 @@ async fn baton_batched(store: &Store, batch: &[NewJob]) -> (Duration, Duration) 
     let t = Instant::now();
     let mut done = 0;
     loop {
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(store).acquire().await.unwrap();
         let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(64)).await.expect("claim");
         drop(conn);
         if claimed.is_empty() {
             break;
         }
         let outcomes: Vec<Outcome> = claimed.iter().map(|j| outcome(&j.id)).collect();
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(store).acquire().await.unwrap();
         let written = jobs::finish_many(&mut conn, &outcomes, OWNER, EPOCH, now_ms()).await.expect("finish");
         assert_eq!(written.len(), claimed.len());
         done += claimed.len();
@@ -1297,12 +1303,12 @@ async fn drain(store: &Store, target: usize) -> Duration {
     let t = Instant::now();
     let mut done = 0;
     while done < target {
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(store).acquire().await.unwrap();
         let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(64)).await.expect("claim");
         drop(conn);
         assert!(!claimed.is_empty(), "(g): the queue ran dry at {done}");
         let outcomes: Vec<Outcome> = claimed.iter().map(|j| outcome(&j.id)).collect();
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(store).acquire().await.unwrap();
         let written = jobs::finish_many(&mut conn, &outcomes, OWNER, EPOCH, now_ms()).await.expect("finish");
         assert_eq!(written.len(), claimed.len());
         done += claimed.len();
@@ -1334,7 +1340,7 @@ fn backlog_once(rt: &Runtime, backlog: usize, target: usize) -> (Duration, Durat
         while left > 0 {
             let n = left.min(10_000);
             let batch = new_jobs(n);
-            let mut tx = store.pool().begin().await.unwrap();
+            let mut tx = pool(&store).begin().await.unwrap();
             for j in &batch {
                 jobs::insert(&mut tx, j).await.expect("insert");
             }
@@ -1398,7 +1404,7 @@ fn waiting_once(rt: &Runtime, waiting: usize) -> (Duration, Duration) {
     rt.block_on(async {
         let store = open_store(dir.path()).await;
         let dep = new_jobs(1).remove(0);
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(&store).acquire().await.unwrap();
         jobs::insert(&mut conn, &dep).await.expect("insert the dependency");
         let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(1)).await.expect("claim");
         assert_eq!(claimed.len(), 1, "(l): the dependency runs");
@@ -1409,7 +1415,7 @@ fn waiting_once(rt: &Runtime, waiting: usize) -> (Duration, Duration) {
         while left > 0 {
             let n = left.min(10_000);
             let mut batch = new_jobs(n);
-            let mut tx = store.pool().begin().await.unwrap();
+            let mut tx = pool(&store).begin().await.unwrap();
             for j in &mut batch {
                 j.after = Some(after.clone());
                 jobs::insert(&mut tx, j).await.expect("insert a waiting job");
@@ -1418,13 +1424,13 @@ fn waiting_once(rt: &Runtime, waiting: usize) -> (Duration, Duration) {
             left -= n;
         }
         let enq = t.elapsed();
-        let mut tx = store.pool().begin().await.unwrap();
+        let mut tx = pool(&store).begin().await.unwrap();
         for j in &new_jobs(L_DRAIN) {
             jobs::insert(&mut tx, j).await.expect("insert");
         }
         tx.commit().await.unwrap();
         let d = drain(&store, L_DRAIN).await;
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(&store).acquire().await.unwrap();
         let still: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'waiting'")
             .fetch_one(&mut *conn)
             .await
@@ -1471,7 +1477,7 @@ async fn fill_queued(store: &Store, p: &Project, n: usize) -> Duration {
         for j in &mut batch {
             j.project_dir = p.project.display().to_string();
         }
-        let mut tx = store.pool().begin().await.unwrap();
+        let mut tx = pool(store).begin().await.unwrap();
         for j in &batch {
             jobs::insert(&mut tx, j).await.expect("insert");
         }
@@ -1485,7 +1491,7 @@ async fn fill_queued(store: &Store, p: &Project, n: usize) -> Duration {
 async fn single_claims(store: &Store) -> f64 {
     let mut v = Vec::with_capacity(S_CLAIMS);
     for _ in 0..S_CLAIMS {
-        let mut conn = store.pool().acquire().await.unwrap();
+        let mut conn = pool(store).acquire().await.unwrap();
         let t = Instant::now();
         let claimed = jobs::claim(&mut conn, OWNER, EPOCH, now_ms(), limits(1)).await.expect("claim");
         v.push(t.elapsed().as_secs_f64() * 1e6);
@@ -2028,7 +2034,7 @@ fn header(rt: &Runtime, bin: &Path) {
     let (sqlx_version, open_writes): (String, bool) = rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path()).await;
-        let v = sqlx::query_scalar("SELECT sqlite_version()").fetch_one(store.pool()).await.unwrap();
+        let v = sqlx::query_scalar("SELECT sqlite_version()").fetch_one(pool(&store)).await.unwrap();
         // Does opening one more connection on an existing queue commit a write? Another
         // connection's `PRAGMA data_version` moves only when someone else commits.
         let raw = rusqlite::Connection::open(dir.path().join("baton.db")).unwrap();

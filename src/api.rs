@@ -225,6 +225,9 @@ pub struct StartParams {
     /// Labels to find the task by later (`task_list` label filter): at most 16 `key: value`
     /// pairs; keys are letters, digits, `.`, `_`, `-`, `/` (at most 64), values at most 256 chars.
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// On a PostgreSQL queue shared by several dispatchers: only the dispatcher of this node
+    /// runs it (by default any node where its project directory exists).
+    pub node: Option<String>,
 }
 
 /// Job timeout (SPEC 3): absent or `<= 0` -> the default; else clamped to [1 000, max].
@@ -304,7 +307,7 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
                 attach::check(
                     &q.loc.project_dir,
                     path,
-                    attach::Queue { db: q.store.path(), state_dir: &q.loc.state_dir },
+                    attach::Queue { db: q.store.locator(), state_dir: &q.loc.state_dir },
                 )
                 .map_err(|m| Error::Invalid(format!("Invalid attachment path: {m}")))?,
             ),
@@ -331,6 +334,17 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
     if p.dedup_key.as_deref().is_some_and(str::is_empty) {
         return Err(Error::Invalid("dedupKey must not be empty".into()));
     }
+    match p.node.as_deref() {
+        Some("") => return Err(Error::Invalid("node must not be empty".into())),
+        Some(_) if q.store.node().is_none() => {
+            return Err(Error::Invalid(
+                "node applies to a PostgreSQL queue shared by several dispatchers; this queue is a file, which \
+                 one dispatcher runs"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
     let labels = labels_json(p.labels.as_ref())?;
     let after_any = p.after_any.unwrap_or(false);
     if after_any && p.after.as_ref().is_none_or(Vec::is_empty) {
@@ -342,8 +356,10 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         if p.delay_ms.is_some() || p.run_at.is_some() || p.dedup_key.is_some() {
             return Err(Error::Invalid("delayMs, runAt and dedupKey do not apply to workflows".into()));
         }
-        if p.after.as_ref().is_some_and(|a| !a.is_empty()) || labels.is_some() {
-            return Err(Error::Invalid("after and labels apply to worker tasks, not to workflow runs (yet)".into()));
+        if p.after.as_ref().is_some_and(|a| !a.is_empty()) || labels.is_some() || p.node.is_some() {
+            return Err(Error::Invalid(
+                "after, labels and node apply to worker tasks, not to workflow runs (yet)".into(),
+            ));
         }
         let def = check_workflow(q, &p)?;
         for (i, (a, b)) in base64_parts.into_iter().enumerate() {
@@ -404,6 +420,7 @@ async fn start_checked(q: &Queue, caller: &Caller, p: StartParams) -> Result<Sta
         worktree: plan.as_ref().map(|pl| pl.new.id.as_str()),
     })?;
     new.labels = labels;
+    new.node = p.node.clone();
     new.after_any = after_any && after.is_some();
     new.after = after;
     let mut conn = q.store.conn().await?;
@@ -532,7 +549,7 @@ async fn resolve_after(q: &Queue, caller: &Caller, given: &[String]) -> Result<O
     }
     let resolved = resolve_ids(q, given).await?;
     let found: Vec<String> = resolved.iter().filter_map(|r| r.as_ref().ok().cloned()).collect();
-    let rows = store::jobs::get_many(&mut *q.store.conn().await?, &found).await?;
+    let rows = store::jobs::get_many(&mut q.store.conn().await?, &found).await?;
     let isolated = q.config.config.security.session_isolation;
     let mut ids: Vec<String> = Vec::with_capacity(given.len());
     for (g, r) in given.iter().zip(resolved) {
@@ -947,37 +964,30 @@ pub async fn await_jobs(
     Ok(out)
 }
 
-/// Commits to the queue file, from any process: inotify on its `-wal` wakes the waiter at once,
-/// and `PRAGMA data_version` on a connection of its own tells a real change from a spurious
-/// wake-up (without inotify, the version is polled at the bound instead).
+/// Commits to the queue, from any process ([`store::Watcher`]: inotify on the queue file's
+/// `-wal` and its `data_version`, or PostgreSQL's notifications).
 pub struct Changes {
-    conn: store::Dedicated,
-    version: i64,
-    waker: crate::engine::wake::Waker,
+    watcher: store::Watcher,
 }
 
 impl Changes {
     pub async fn new(q: &Queue) -> Result<Changes> {
-        let mut conn = q.store.dedicated_connection().await?;
-        let version = store::lease::data_version(&mut conn).await?;
-        Ok(Changes { conn, version, waker: crate::engine::wake::Waker::new(q.store.path()) })
+        Ok(Changes { watcher: q.store.watcher().await? })
     }
 
-    /// Whether commits wake the waiter (inotify); without, `next` can only poll.
+    /// Whether commits wake the waiter at once; without, `next` can only poll.
     pub fn is_live(&self) -> bool {
-        self.waker.is_live()
+        self.watcher.is_live()
     }
 
     /// Wait up to `max` for the next wake-up; true when the queue changed since last asked.
     pub async fn next(&mut self, max: Duration) -> Result<bool> {
-        self.waker.wait(max).await;
-        let v = store::lease::data_version(&mut self.conn).await?;
-        Ok(std::mem::replace(&mut self.version, v) != v)
+        self.watcher.next(max).await
     }
 
-    /// The connection it reads the version on, for reads of the caller's own.
-    fn conn(&mut self) -> &mut store::Dedicated {
-        &mut self.conn
+    /// The connection it watches on, for reads of the caller's own.
+    fn conn(&mut self) -> &mut store::Watcher {
+        &mut self.watcher
     }
 }
 
@@ -1436,7 +1446,7 @@ pub async fn status(q: &Queue) -> Result<Status> {
         .collect();
     let paused = store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect();
     Ok(Status {
-        database: q.store.path().display().to_string(),
+        database: q.store.describe(),
         dispatcher,
         jobs,
         paused,

@@ -297,6 +297,9 @@ pub struct StartArgs {
     pub max_attempts: Option<i64>,
     #[arg(long, value_name = "K")]
     pub dedup_key: Option<String>,
+    /// On a PostgreSQL queue: only this node's dispatcher runs it.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<String>,
     /// `worktree`: run in a git worktree of its own, on a branch `baton/<id>` (default: the profile's).
     #[arg(long, value_parser = ["none", "worktree"])]
     pub isolation: Option<String>,
@@ -536,7 +539,7 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             Ok(ExitCode::Ok)
         }
         Command::Init => {
-            out(&format!("Queue ready at {}", q.store.path().display()));
+            out(&format!("Queue ready at {}", q.store.describe()));
             Ok(ExitCode::Ok)
         }
         Command::Config(_)
@@ -864,6 +867,7 @@ async fn task_command(q: &Queue, caller: &Caller, t: TaskCommand) -> Result<Exit
                 after: (!a.after.is_empty()).then_some(a.after),
                 after_any: a.after_any.then_some(true),
                 labels: (!a.labels.is_empty()).then(|| std::mem::take(&mut a.labels).into_iter().collect()),
+                node: a.node,
             };
             let answer = api::start(q, caller, params).await?;
             if let Some(w) = &answer.warning {
@@ -1069,7 +1073,7 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
         config_paths: None,
     })
     .await?;
-    out(&format!("Demo project: {}\nQueue file:   {}\n", dir.display(), q.store.path().display()));
+    out(&format!("Demo project: {}\nQueue file:   {}\n", dir.display(), q.store.describe()));
     let tasks = [
         ("coder", "echo 'Summary'; echo 'wrote hello.txt'; echo hello > hello.txt"),
         ("explorer", "ls -la; echo 'Summary'; echo listed the project"),
@@ -1099,7 +1103,7 @@ async fn demo(caller: &Caller) -> Result<ExitCode> {
     out("");
     let l = api::list(&q, caller, &ListParams::default(), "all").await?;
     out(&l.markdown);
-    out(&format!("\nInspect it: sqlite3 {} 'select * from v_jobs'", q.store.path().display()));
+    out(&format!("\nInspect it: sqlite3 {} 'select * from v_jobs'", q.store.describe()));
     Ok(ExitCode::Ok)
 }
 

@@ -255,8 +255,10 @@ macro_rules! config_sections {
 config_sections! {
     /// The merged, typed configuration (serde, camelCase; every field always filled, because defaults are applied once after merging).
     pub struct Config {
-        /// Path of the queue database; `None` means the default location.
+        /// Path of the queue database, or a `postgres://` URL; `None` means the default location.
         pub database: Option<String> = None;
+        /// This machine's node id on a PostgreSQL queue (`BATON_NODE` wins); `None`: the host name.
+        pub node: Option<String> = None;
         /// Start a dispatcher automatically when work is submitted.
         pub auto_spawn: bool = true;
         /// Argv template for the worker command (validated elsewhere).

@@ -8,5 +8,4 @@ pub mod hooks;
 pub mod proc;
 pub mod prune;
 pub mod server;
-pub mod wake;
 pub mod worker;

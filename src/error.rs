@@ -85,6 +85,17 @@ impl From<baton_sqlite::Error> for Error {
     }
 }
 
+/// A statement of the PostgreSQL queue failed: the same errors, in this crate's words.
+impl From<baton_pg::Error> for Error {
+    fn from(e: baton_pg::Error) -> Error {
+        match e {
+            baton_pg::Error::Sqlx(e) => Error::Sqlx(e),
+            baton_pg::Error::Json(e) => Error::Json(e),
+            baton_pg::Error::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
 impl Error {
     /// The CLI exit code for this error.
     pub fn exit_code(&self) -> ExitCode {

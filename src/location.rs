@@ -19,10 +19,19 @@ const GITIGNORE: &str = "# baton's queue, logs and attachments never belong in g
 pub struct Location {
     /// The caller's project directory (where its jobs' workers run).
     pub project_dir: PathBuf,
-    /// The SQLite queue file.
-    pub db: PathBuf,
-    /// The directory beside the queue file holding locks, logs and attachments.
+    /// The queue: a SQLite file, or a PostgreSQL database.
+    pub db: Database,
+    /// The directory holding locks, logs and attachments: beside a queue file; for a
+    /// PostgreSQL queue, one per queue in this user's state directory on this machine.
     pub state_dir: PathBuf,
+}
+
+/// Where the queue's tables are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    File(PathBuf),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
 }
 
 impl Location {
@@ -65,13 +74,17 @@ pub fn find_project(cwd: &Path) -> PathBuf {
     cwd.to_path_buf()
 }
 
-/// Resolve the queue file: `--db`, then `BATON_DB`, then config `database` (relative to the
-/// project), then `<project>/.baton/baton.db`.
+/// Resolve the queue: `--db`, then `BATON_DB`, then config `database` (a file relative to the
+/// project, or a PostgreSQL URL), then `<project>/.baton/baton.db`.
 pub fn resolve(project_dir: &Path, db_flag: Option<&Path>, env_db: Option<&Path>, config_db: Option<&str>) -> Location {
     let explicit = db_flag
         .map(Path::to_path_buf)
         .or_else(|| env_db.map(Path::to_path_buf))
         .or_else(|| config_db.filter(|s| !s.is_empty()).map(PathBuf::from));
+    if let Some(url) = explicit.as_deref().and_then(Path::to_str).filter(|s| crate::store::is_url(s)) {
+        let state_dir = server_state_dir(url);
+        return Location { project_dir: project_dir.to_path_buf(), db: Database::Postgres(url.to_string()), state_dir };
+    }
     let db = match explicit {
         Some(p) if p.is_absolute() => p,
         Some(p) => project_dir.join(p),
@@ -79,7 +92,24 @@ pub fn resolve(project_dir: &Path, db_flag: Option<&Path>, env_db: Option<&Path>
     };
     let db = identity(&db);
     let state_dir = state_dir_of(&db);
-    Location { project_dir: project_dir.to_path_buf(), db, state_dir }
+    Location { project_dir: project_dir.to_path_buf(), db: Database::File(db), state_dir }
+}
+
+/// A PostgreSQL queue's state directory on this machine: `$XDG_STATE_HOME/baton/` (else
+/// `~/.local/state/baton/`), then `pg-` and a digest of the URL without its password, so every
+/// process of this user that opens the queue here, from any project, finds the same logs and
+/// the same node lock.
+fn server_state_dir(url: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(std::env::temp_dir);
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let digest = crate::store::redact(url)
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    base.join("baton").join(format!("pg-{digest:016x}"))
 }
 
 /// The queue file as the file system knows it: symlinks resolved, so every path that reaches
@@ -165,14 +195,19 @@ mod tests {
     fn overrides_in_order() {
         let p = Path::new("/proj");
         let l = resolve(p, Some(Path::new("/a.db")), Some(Path::new("/b.db")), Some("c.db"));
-        assert_eq!(l.db, Path::new("/a.db"));
+        assert_eq!(l.db, Database::File("/a.db".into()));
         let l = resolve(p, None, Some(Path::new("/b.db")), Some("c.db"));
-        assert_eq!(l.db, Path::new("/b.db"));
+        assert_eq!(l.db, Database::File("/b.db".into()));
         let l = resolve(p, None, None, Some("c.db"));
-        assert_eq!(l.db, Path::new("/proj/c.db"));
+        assert_eq!(l.db, Database::File("/proj/c.db".into()));
         assert_eq!(l.state_dir, Path::new("/proj/c.db-baton"));
+        let l = resolve(p, None, None, Some("postgres://u:pw@h/q"));
+        assert_eq!(l.db, Database::Postgres("postgres://u:pw@h/q".into()));
+        assert!(l.state_dir.file_name().unwrap().to_str().unwrap().starts_with("pg-"));
+        let other = resolve(Path::new("/elsewhere"), Some(Path::new("postgres://u:other@h/q")), None, None);
+        assert_eq!(other.state_dir, l.state_dir, "one queue, one state directory, whatever the password");
         let l = resolve(p, None, None, None);
-        assert_eq!(l.db, Path::new("/proj/.baton/baton.db"));
+        assert_eq!(l.db, Database::File("/proj/.baton/baton.db".into()));
         assert_eq!(l.state_dir, Path::new("/proj/.baton"));
     }
 
@@ -181,14 +216,15 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let real = resolve(t.path(), None, None, None);
         ensure_state_dir(&real).unwrap();
-        fs::write(&real.db, b"").unwrap();
+        let Database::File(file) = &real.db else { unreachable!() };
+        fs::write(file, b"").unwrap();
         let elsewhere = t.path().join("elsewhere");
         fs::create_dir(&elsewhere).unwrap();
-        std::os::unix::fs::symlink(&real.db, elsewhere.join("link.db")).unwrap();
+        std::os::unix::fs::symlink(file, elsewhere.join("link.db")).unwrap();
         let via = resolve(&elsewhere, Some(Path::new("link.db")), None, None);
         assert_eq!(
             (via.db, via.state_dir),
-            (fs::canonicalize(&real.db).unwrap(), fs::canonicalize(&real.state_dir).unwrap())
+            (Database::File(fs::canonicalize(file).unwrap()), fs::canonicalize(&real.state_dir).unwrap())
         );
     }
 

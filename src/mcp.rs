@@ -54,7 +54,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 pub async fn serve(opts: OpenOptions, session: Option<String>) -> Result<()> {
     let q = Queue::open(&opts).await?;
     let session = session.or_else(|| std::env::var("BATON_SESSION").ok()).filter(|s| !s.is_empty());
-    tracing::info!(db = %q.store.path().display(), "MCP server on stdio");
+    tracing::info!(db = %q.store.describe(), "MCP server on stdio");
     let server = BatonMcp::new(q, session);
     let (transport, writer) = stdio::filter(tokio::io::stdin(), tokio::io::stdout());
     let served = match server.serve(transport).await {

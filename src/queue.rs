@@ -14,7 +14,7 @@ use crate::config::{self, ConfigPaths, LoadedConfig};
 use crate::engine::proc;
 use crate::error::{Error, Result};
 use crate::job::{JobRow, Record, RecordOptions, now_ms};
-use crate::location::{self, Location};
+use crate::location::{self, Database, Location};
 use crate::store::lease::Lease;
 use crate::store::{self, Store};
 use crate::workflow::{self, WorkflowDef};
@@ -66,11 +66,19 @@ impl Queue {
         };
         let (profiles, workflows) = load_definitions(&config)?;
         // Configuration errors first: they hold whether or not there is a queue yet.
-        let store = if create {
-            location::ensure_state_dir(&loc)?;
-            Store::open(&loc.db, &loc.migrate_lock(), settings).await?
-        } else {
-            Store::open_existing(&loc.db, &loc.migrate_lock(), settings).await?
+        let store = match &loc.db {
+            Database::File(path) if create => {
+                location::ensure_state_dir(&loc)?;
+                Store::open(path, &loc.migrate_lock(), settings).await?
+            }
+            Database::File(path) => Store::open_existing(path, &loc.migrate_lock(), settings).await?,
+            Database::Postgres(url) => {
+                let node = std::env::var("BATON_NODE").ok().or_else(|| config.config.node.clone());
+                let store = Store::open_postgres(url, store::Node::new(node.as_deref()), create).await?;
+                // Logs and the node lock live on this machine, whoever opens the queue.
+                location::ensure_state_dir(&loc)?;
+                store
+            }
         };
         Ok(Queue { store, loc, config, profiles, workflows })
     }
@@ -98,6 +106,23 @@ impl Queue {
         Ok(kept)
     }
 
+    /// The lock its dispatcher holds: one per queue file; on a shared queue, one per node on
+    /// this machine (several nodes may run here, each under its own id).
+    pub fn dispatcher_lock(&self) -> PathBuf {
+        match self.store.node() {
+            None => self.loc.dispatcher_lock(),
+            Some(n) => self.loc.state_dir.join(format!("dispatcher-{}.lock", file_safe(&n.id))),
+        }
+    }
+
+    /// Where a detached dispatcher logs (per node on a shared queue, like its lock).
+    pub fn dispatcher_log(&self) -> PathBuf {
+        match self.store.node() {
+            None => self.loc.dispatcher_log(),
+            Some(n) => self.loc.state_dir.join(format!("dispatcher-{}.log", file_safe(&n.id))),
+        }
+    }
+
     pub(crate) fn record_options(&self, live: bool, full: bool) -> RecordOptions {
         RecordOptions {
             max_response_chars: (!full).then_some(self.config.config.ui.max_response_chars as usize),
@@ -110,6 +135,11 @@ impl Queue {
     pub(crate) fn record(&self, row: &JobRow, live: bool, full: bool) -> Record {
         Record::from_row(row, &self.loc.logs_dir(), self.record_options(live, full))
     }
+}
+
+/// A node id as part of a file name: anything but letters, digits, `.`, `_` and `-` becomes `_`.
+fn file_safe(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect()
 }
 
 /// The profiles and workflows of the project around `cwd`, without opening its queue (for shell
@@ -147,7 +177,7 @@ fn load_definitions(config: &LoadedConfig) -> Result<(ProfileSet, Vec<WorkflowDe
 /// Does some process hold the dispatcher lock? Probed through a read-only descriptor, creating
 /// nothing (no lock file: no holder), so it works in a directory this process cannot write.
 fn lock_held(queue: &Queue) -> Result<bool> {
-    let path = queue.loc.dispatcher_lock();
+    let path = queue.dispatcher_lock();
     let file = match File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -200,7 +230,7 @@ fn spawn_detached_dispatcher(q: &Queue) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("finding the baton executable", e))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("--db")
-        .arg(q.store.path())
+        .arg(q.store.locator())
         .args(["run", "--auto"])
         .current_dir(&q.loc.project_dir)
         .stdin(std::process::Stdio::null())

@@ -1,258 +1,393 @@
-//! All SQL: opening a queue file safely, migrations, and every statement baton runs (the
-//! statements themselves are `baton-sqlite`'s, re-exported below: sqlx checks them against
-//! SQLite in a crate of their own, beside `baton-pg`'s PostgreSQL ones).
+//! All SQL, behind one interface for both backends: a queue in one SQLite file (the default)
+//! or on a PostgreSQL server shared by several dispatchers (`--db postgres://...`). Opening
+//! either safely, their migrations, connections and transactions, waking on other processes'
+//! commits, and every statement baton runs, each of which dispatches to `baton-sqlite` or
+//! `baton-pg` (the statements themselves, checked by sqlx against each engine in a crate of its
+//! own).
 //!
-//! Nothing outside this module speaks SQL. Functions take a connection (or a transaction, which
-//! derefs to one) so callers can group several in one transaction; `now` is always a bind.
+//! Nothing outside this module speaks SQL, and nothing outside it knows which engine holds the
+//! queue but for what [`Store`] says of itself (a path or a URL, a node). Statements take a
+//! connection, a transaction or a watcher's connection ([`Handle`]) so callers can group several
+//! in one transaction; `now` is always a bind.
 
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+mod pg;
+mod sqlite;
+mod wake;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use nix::fcntl::{Flock, FlockArg};
-use sqlx::sqlite::{
-    SqliteAutoVacuum, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{Connection, Executor};
+use baton_pg::sqlx::{PgConnection, Postgres};
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Connection, Sqlite};
 
 use crate::error::{Error, Result};
 
-/// SQLite `application_id` of a baton queue: "BATN".
-pub const APPLICATION_ID: i64 = 0x4241_544E;
-/// The schema version this baton writes (`user_version`); the last migration sets it.
-pub const SCHEMA_VERSION: i64 = 12;
+pub use pg::{Node, is_url, redact};
+pub use sqlite::{
+    APPLICATION_ID, DEFAULT_BUSY_TIMEOUT, Durability, SCHEMA_VERSION, Settings, connect_options, migrate_options,
+    open_lock_file, tune_memory,
+};
+pub use wake::Waker;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
-
-/// How durable commits are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// `synchronous=NORMAL`: safe against process crashes (WAL), the default.
-    Normal,
-    /// `synchronous=FULL`: also safe against power loss.
-    Full,
-}
-
-/// How long a statement waits for another process's write lock by default (`storage.busyTimeoutMs`).
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The connection settings a queue is opened with (from config `storage`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    pub durability: Durability,
-    /// How long a write waits for another process's write lock before it fails with
-    /// [`Error::Busy`].
-    pub busy_timeout: Duration,
-}
-
-impl From<Durability> for Settings {
-    fn from(durability: Durability) -> Settings {
-        Settings { durability, busy_timeout: DEFAULT_BUSY_TIMEOUT }
-    }
-}
-
-/// The one builder of connection options: every connection baton opens gets these pragmas.
-pub fn connect_options(path: &Path, settings: impl Into<Settings>) -> SqliteConnectOptions {
-    tune_memory();
-    let settings = settings.into();
-    SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(match settings.durability {
-            Durability::Normal => SqliteSynchronous::Normal,
-            Durability::Full => SqliteSynchronous::Full,
-        })
-        .foreign_keys(true)
-        .busy_timeout(settings.busy_timeout)
-}
-
-/// Process-wide memory settings for SQLite's many short-lived temporary b-trees, applied once,
-/// before the first connection (SQLite takes them only before it initializes; a process that
-/// opened SQLite some other way first keeps SQLite's defaults, and this only logs so).
-///
-/// A statement that sorts, groups, fills an `IN` list or returns rows opens temporary b-trees
-/// and drops them when it ends; a trigger's do so each time it fires. By default each one
-/// allocates its page cache in bulk (about 90 KB), and glibc hands freed memory back to the
-/// kernel whenever more than 128 KB sit free at the top of the heap: so every claim and every
-/// finish would map fresh pages and take a page fault for each (about 200 per task lifecycle,
-/// most of its time). Pages one at a time, and 8 MiB of free heap kept for reuse, end that.
-pub fn tune_memory() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: sqlite3_config is called with its documented arguments for
-        // SQLITE_CONFIG_PAGECACHE (no buffer, no bulk lines); it fails cleanly with
-        // SQLITE_MISUSE once SQLite is initialized, and nothing else calls it concurrently (Once).
-        let rc = unsafe {
-            libsqlite3_sys::sqlite3_config(
-                libsqlite3_sys::SQLITE_CONFIG_PAGECACHE,
-                std::ptr::null_mut::<std::ffi::c_void>(),
-                0 as std::ffi::c_int,
-                0 as std::ffi::c_int,
-            )
-        };
-        if rc != libsqlite3_sys::SQLITE_OK {
-            tracing::debug!(rc, "SQLite was initialized before baton opened it: page cache left bulk-allocated");
-        }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: mallopt only sets a malloc tunable; any value is valid for M_TRIM_THRESHOLD.
-        unsafe {
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 8 << 20);
-        }
-    });
-}
-
-/// The options of the connection that migrates a queue: `connect_options` plus
-/// `auto_vacuum = INCREMENTAL`. sqlx applies it before `journal_mode`, the only moment it takes
-/// effect on a new file, and the mode then lives in the file's header. It is not on every
-/// connection because setting it, even to the current mode, writes page 1: every open would be
-/// a write transaction that wakes every watcher.
-pub fn migrate_options(path: &Path, settings: impl Into<Settings>) -> SqliteConnectOptions {
-    connect_options(path, settings).auto_vacuum(SqliteAutoVacuum::Incremental)
-}
-
-/// What the identity check found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Identity {
-    /// No file, an empty file, or an empty SQLite database: ours to create.
-    Fresh,
-    /// A baton queue at this schema version.
-    Current,
-    /// A baton queue at an older schema version.
-    Behind,
-}
-
-/// An open queue file.
+/// An open queue: a SQLite file or a PostgreSQL database.
 #[derive(Debug, Clone)]
-pub struct Store {
-    pool: SqlitePool,
-    path: PathBuf,
-    options: SqliteConnectOptions,
-    settings: Settings,
+pub struct Store(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::File),
+    Pg(pg::Server),
 }
 
 impl Store {
-    /// Open a queue, creating it when there is none: check the file's identity read-only
-    /// before anything touches it, migrate under `migrate_lock` when behind, then open the pool.
+    /// Open the queue file at `path`, creating it when there is none: check the file's
+    /// identity read-only before anything touches it, migrate under `migrate_lock` when behind,
+    /// then open the pool.
     ///
     /// A refusal is the caller's to report (the CLI prints it once), so it is logged at debug.
     #[tracing::instrument(skip_all, fields(db = %path.display()), err(level = "debug"))]
     pub async fn open(path: &Path, migrate_lock: &Path, settings: impl Into<Settings>) -> Result<Store> {
-        let settings = settings.into();
-        open(path, migrate_lock, settings, true).await.map_err(|e| explain(path, settings, e))
+        Ok(Store(Backend::Sqlite(sqlite::File::open(path, migrate_lock, settings.into(), true).await?)))
     }
 
-    /// Open a queue that must already exist (for commands that only read it): where there is
-    /// none, [`Error::NoQueue`], and nothing is created.
+    /// Open a queue file that must already exist (for commands that only read it): where there
+    /// is none, [`Error::NoQueue`], and nothing is created.
     #[tracing::instrument(skip_all, fields(db = %path.display()), err(level = "debug"))]
     pub async fn open_existing(path: &Path, migrate_lock: &Path, settings: impl Into<Settings>) -> Result<Store> {
-        let settings = settings.into();
-        open(path, migrate_lock, settings, false).await.map_err(|e| explain(path, settings, e))
+        Ok(Store(Backend::Sqlite(sqlite::File::open(path, migrate_lock, settings.into(), false).await?)))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Open the queue in the PostgreSQL database at `url` as `node`, creating its schema in an
+    /// empty database when `create` (else an empty one is [`Error::NoQueue`]).
+    #[tracing::instrument(skip_all, fields(db = %redact(url)), err(level = "debug"))]
+    pub async fn open_postgres(url: &str, node: Node, create: bool) -> Result<Store> {
+        Ok(Store(Backend::Pg(pg::Server::open(url, node, create).await?)))
     }
 
-    /// Say in words, with this queue's path, what a database error means for the user
+    /// The queue as a person reads it: the file's path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.0 {
+            Backend::Sqlite(f) => f.path.display().to_string(),
+            Backend::Pg(s) => s.shown.clone(),
+        }
+    }
+
+    /// What another baton process is handed to open this same queue (`--db`, `BATON_DB`).
+    pub fn locator(&self) -> &Path {
+        match &self.0 {
+            Backend::Sqlite(f) => &f.path,
+            Backend::Pg(s) => Path::new(&s.url),
+        }
+    }
+
+    /// The queue file, when the queue is one.
+    pub fn file(&self) -> Option<&Path> {
+        match &self.0 {
+            Backend::Sqlite(f) => Some(&f.path),
+            Backend::Pg(_) => None,
+        }
+    }
+
+    /// The node this process is on a shared (PostgreSQL) queue; `None` for a queue file, which
+    /// one dispatcher leads.
+    pub fn node(&self) -> Option<&Node> {
+        match &self.0 {
+            Backend::Sqlite(_) => None,
+            Backend::Pg(s) => Some(&s.node),
+        }
+    }
+
+    /// The name a dispatcher of this process owns jobs under: a fresh one per dispatcher on a
+    /// queue file; the node id on a shared queue, whose epoch then tells its processes apart.
+    pub fn new_owner(&self) -> String {
+        match &self.0 {
+            Backend::Sqlite(_) => uuid::Uuid::new_v4().to_string(),
+            Backend::Pg(s) => s.node.id.clone(),
+        }
+    }
+
+    /// Say in words, with this queue's name, what a database error means for the user
     /// (another process holds the write lock, the file is damaged, its directory is read-only);
     /// other errors pass unchanged.
     pub fn explain(&self, e: impl Into<Error>) -> Error {
         let e = e.into();
-        explain(&self.path, self.settings, e)
+        match &self.0 {
+            Backend::Sqlite(f) => f.explain(e),
+            Backend::Pg(_) => e,
+        }
     }
 
-    /// The pool itself, for the benchmark's measurements of single statements; baton's own
-    /// code takes connections with [`Store::conn`] and [`Store::begin`].
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The SQLite pool itself, for the benchmark's measurements of single statements; baton's
+    /// own code takes connections with [`Store::conn`] and [`Store::begin`].
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.0 {
+            Backend::Sqlite(f) => Some(&f.pool),
+            Backend::Pg(_) => None,
+        }
     }
 
     /// A connection from the pool, for the store's statements.
     pub async fn conn(&self) -> Result<Conn> {
-        Ok(Conn(self.pool.acquire().await?))
+        Ok(Conn(match &self.0 {
+            Backend::Sqlite(f) => ConnOf::Sqlite(f.pool.acquire().await?),
+            Backend::Pg(s) => ConnOf::Pg(s.pool.acquire().await?, s.node.clone()),
+        }))
     }
 
     /// A transaction: the store's statements run in it commit together, or not at all (a
     /// transaction dropped without [`Tx::commit`] rolls back).
     pub async fn begin(&self) -> Result<Tx<'static>> {
-        Ok(Tx(self.pool.begin().await?))
+        Ok(Tx(match &self.0 {
+            Backend::Sqlite(f) => TxOf::Sqlite(f.pool.begin().await?),
+            Backend::Pg(s) => TxOf::Pg(s.pool.begin().await?, s.node.clone()),
+        }))
     }
 
-    /// A connection of its own (for a `data_version` watcher: a connection never sees its own
-    /// writes change `data_version`).
+    /// A connection of its own, outside the pool.
     pub async fn dedicated_connection(&self) -> Result<Dedicated> {
-        let mut conn = SqliteConnection::connect_with(&self.options).await?;
-        wait_briefly_when_busy(&mut conn, self.settings.busy_timeout).await?;
-        Ok(Dedicated(conn))
+        Ok(Dedicated(match &self.0 {
+            Backend::Sqlite(f) => DedicatedOf::Sqlite(f.dedicated().await?),
+            Backend::Pg(s) => {
+                let (conn, pid) = s.dedicated().await?;
+                DedicatedOf::Pg(conn, pid, s.node.clone())
+            }
+        }))
     }
 
-    /// Close the pool (checkpoints and releases the file).
+    /// A watcher of other connections' commits, with a connection of its own to read on (its
+    /// own commits wake nobody through it).
+    pub async fn watcher(&self) -> Result<Watcher> {
+        let mut conn = self.dedicated_connection().await?;
+        let how = match (&self.0, &mut conn.0) {
+            (Backend::Sqlite(f), DedicatedOf::Sqlite(c)) => {
+                Watch::File { version: baton_sqlite::lease::data_version(c).await?, waker: Waker::new(&f.path) }
+            }
+            (Backend::Pg(s), DedicatedOf::Pg(_, pid, _)) => {
+                let listener = s.listener().await?;
+                let heard = Arc::new(Heard::default());
+                heard.live.store(true, Ordering::Relaxed);
+                let task = tokio::spawn(listen(listener, *pid, heard.clone()));
+                Watch::Pg { seen: 0, heard, task }
+            }
+            _ => unreachable!("a dedicated connection is of its store's backend"),
+        };
+        Ok(Watcher { conn, how })
+    }
+
+    /// Close the pool (on SQLite this checkpoints and releases the file).
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.0 {
+            Backend::Sqlite(f) => f.pool.close().await,
+            Backend::Pg(s) => s.pool.close().await,
+        }
     }
 }
 
 /// A connection from the queue's pool. Callers hold it and hand it to the store's statements;
 /// what it is made of stays inside `store`.
-pub struct Conn(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+pub struct Conn(ConnOf);
+
+enum ConnOf {
+    Sqlite(sqlx::pool::PoolConnection<Sqlite>),
+    Pg(sqlx::pool::PoolConnection<Postgres>, Arc<Node>),
+}
 
 /// An open transaction on the queue (see [`Store::begin`] and [`Dedicated::begin`]).
-pub struct Tx<'c>(sqlx::Transaction<'c, sqlx::Sqlite>);
+pub struct Tx<'c>(TxOf<'c>);
+
+enum TxOf<'c> {
+    Sqlite(sqlx::Transaction<'c, Sqlite>),
+    Pg(sqlx::Transaction<'c, Postgres>, Arc<Node>),
+}
 
 /// A connection outside the pool (see [`Store::dedicated_connection`]).
-pub struct Dedicated(SqliteConnection);
+pub struct Dedicated(DedicatedOf);
+
+enum DedicatedOf {
+    Sqlite(SqliteConnection),
+    /// With its backend's process id.
+    Pg(PgConnection, u32, Arc<Node>),
+}
 
 impl Tx<'_> {
     pub async fn commit(self) -> Result<()> {
-        Ok(self.0.commit().await?)
+        match self.0 {
+            TxOf::Sqlite(t) => t.commit().await?,
+            TxOf::Pg(t, _) => t.commit().await?,
+        }
+        Ok(())
     }
 }
 
 impl Dedicated {
-    /// A transaction on this connection: its commit, like any write here, leaves this
-    /// connection's `data_version` where it was.
+    /// A transaction on this connection: its commit, like any write here, wakes no watcher
+    /// through this connection.
     pub async fn begin(&mut self) -> Result<Tx<'_>> {
-        Ok(Tx(sqlx::Connection::begin(&mut self.0).await?))
+        Ok(Tx(match &mut self.0 {
+            DedicatedOf::Sqlite(c) => TxOf::Sqlite(Connection::begin(c).await?),
+            DedicatedOf::Pg(c, _, node) => TxOf::Pg(Connection::begin(c).await?, node.clone()),
+        }))
     }
 }
 
-macro_rules! to_connection {
-    ($($t:ty),*) => {$(
-        impl std::ops::Deref for $t {
-            type Target = SqliteConnection;
-            fn deref(&self) -> &SqliteConnection {
-                &self.0
-            }
-        }
-        impl std::ops::DerefMut for $t {
-            fn deref_mut(&mut self) -> &mut SqliteConnection {
-                &mut self.0
-            }
-        }
-    )*};
+/// A connection as a statement sees it: which engine, and on a shared queue, this node.
+pub enum Db<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Pg(&'a mut PgConnection, &'a Node),
 }
-to_connection!(Conn, Tx<'_>, Dedicated);
 
-/// Any of the three: what a caller can hand a statement it runs on whichever it holds.
-pub trait Handle: std::ops::DerefMut<Target = SqliteConnection> + Send {}
-impl Handle for Conn {}
-impl Handle for Tx<'_> {}
-impl Handle for Dedicated {}
+/// What a caller can hand a statement: a connection, a transaction, a dedicated connection or
+/// a watcher's.
+pub trait Handle: Send {
+    fn db(&mut self) -> Db<'_>;
+}
+
+impl Handle for Conn {
+    fn db(&mut self) -> Db<'_> {
+        match &mut self.0 {
+            ConnOf::Sqlite(c) => Db::Sqlite(c),
+            ConnOf::Pg(c, n) => Db::Pg(c, n),
+        }
+    }
+}
+
+impl Handle for Tx<'_> {
+    fn db(&mut self) -> Db<'_> {
+        match &mut self.0 {
+            TxOf::Sqlite(c) => Db::Sqlite(c),
+            TxOf::Pg(c, n) => Db::Pg(c, n),
+        }
+    }
+}
+
+impl Handle for Dedicated {
+    fn db(&mut self) -> Db<'_> {
+        match &mut self.0 {
+            DedicatedOf::Sqlite(c) => Db::Sqlite(c),
+            DedicatedOf::Pg(c, _, n) => Db::Pg(c, n),
+        }
+    }
+}
+
+impl Handle for Watcher {
+    fn db(&mut self) -> Db<'_> {
+        self.conn.db()
+    }
+}
+
+/// Wakes on other connections' commits to the queue, from any process (or, on PostgreSQL, any
+/// machine). On a file: inotify on its `-wal` wakes it at once, and `PRAGMA data_version` on
+/// its own connection tells a real change from a spurious wake-up (without inotify, the version
+/// is polled at the bound instead). On PostgreSQL: `LISTEN baton`, every commit's notification
+/// but those of its own connection.
+pub struct Watcher {
+    conn: Dedicated,
+    how: Watch,
+}
+
+enum Watch {
+    File { version: i64, waker: Waker },
+    Pg { seen: u64, heard: Arc<Heard>, task: tokio::task::JoinHandle<()> },
+}
+
+/// What the listener task heard: how many notifications (a lost connection counts as one, as
+/// it may have missed some), a wake-up, and whether it is listening.
+#[derive(Default)]
+struct Heard {
+    count: AtomicU64,
+    wake: tokio::sync::Notify,
+    live: AtomicBool,
+}
+
+async fn listen(mut listener: baton_pg::sqlx::postgres::PgListener, own: u32, heard: Arc<Heard>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(n)) if n.process_id() == own => continue,
+            Ok(Some(_)) => {}
+            // The connection was lost; the next call reconnects and listens again.
+            Ok(None) => {}
+            Err(e) => {
+                heard.live.store(false, Ordering::Relaxed);
+                tracing::warn!("listening for queue changes failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        heard.count.fetch_add(1, Ordering::Relaxed);
+        heard.wake.notify_one();
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Watch::Pg { task, .. } = &self.how {
+            task.abort();
+        }
+    }
+}
+
+impl Watcher {
+    /// Whether commits wake the watcher at once (else only its bounded poll sees them).
+    pub fn is_live(&self) -> bool {
+        match &self.how {
+            Watch::File { waker, .. } => waker.is_live(),
+            Watch::Pg { heard, .. } => heard.live.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Wait until a commit may have happened, or `max` passes (cancel-safe; callers then ask
+    /// [`Watcher::changed`]).
+    pub async fn wait(&mut self, max: Duration) {
+        match &mut self.how {
+            Watch::File { waker, .. } => waker.wait(max).await,
+            Watch::Pg { seen, heard, .. } => {
+                if heard.count.load(Ordering::Relaxed) == *seen {
+                    let _ = tokio::time::timeout(max, heard.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// Whether another connection committed since last asked.
+    pub async fn changed(&mut self) -> Result<bool> {
+        match (&mut self.how, &mut self.conn.0) {
+            (Watch::File { version, .. }, DedicatedOf::Sqlite(c)) => {
+                let v = baton_sqlite::lease::data_version(c).await?;
+                Ok(std::mem::replace(version, v) != v)
+            }
+            (Watch::Pg { seen, heard, .. }, _) => {
+                let n = heard.count.load(Ordering::Relaxed);
+                Ok(std::mem::replace(seen, n) != n)
+            }
+            _ => unreachable!("a watcher's connection is of its own backend"),
+        }
+    }
+
+    /// Wait up to `max` for the next wake-up; true when the queue changed since last asked.
+    pub async fn next(&mut self, max: Duration) -> Result<bool> {
+        self.wait(max).await;
+        self.changed().await
+    }
+
+    /// A transaction on the watcher's own connection (its commit wakes no one through it).
+    pub async fn begin(&mut self) -> Result<Tx<'_>> {
+        self.conn.begin().await
+    }
+}
 
 /// Database errors a long-lived process outlives: a write lock held too long by another
-/// process, a full disk, an I/O error. Anything else (a damaged or foreign file) will not heal
-/// by waiting.
+/// process, a full disk, an I/O error, a PostgreSQL server restarting. Anything else (a damaged
+/// or foreign file, a schema that is not there) will not heal by waiting.
 pub fn is_transient(e: &Error) -> bool {
     match e {
         Error::Sqlx(sqlx::Error::Database(d)) => {
-            // SQLITE_CORRUPT (11) and SQLITE_NOTADB (26).
-            let primary = d.code().and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff);
-            !matches!(primary, Some(11 | 26))
+            if d.try_downcast_ref::<baton_pg::sqlx::postgres::PgDatabaseError>().is_some() {
+                pg::is_transient(d.as_ref())
+            } else {
+                sqlite::is_transient(d.as_ref())
+            }
         }
         Error::Sqlx(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)) => true,
         Error::Io { .. } => true,
@@ -260,302 +395,253 @@ pub fn is_transient(e: &Error) -> bool {
     }
 }
 
-async fn open(path: &Path, migrate_lock: &Path, settings: Settings, create: bool) -> Result<Store> {
-    let options = connect_options(path, settings);
-    let identity = check_identity(path).await?;
-    if identity == Identity::Fresh {
-        if !create {
-            return Err(Error::NoQueue { path: path.to_path_buf() });
-        }
-        create_private_file(path)?;
-    }
-    if identity != Identity::Current {
-        let _lock = lock_file(migrate_lock).await?;
-        // Someone may have migrated while we waited for the lock.
-        if check_identity(path).await? != Identity::Current {
-            migrate(path, &migrate_options(path, settings)).await?;
-        }
-    }
-    let budget = settings.busy_timeout;
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .min_connections(0)
-        .acquire_timeout(Duration::from_secs(60))
-        .after_connect(move |conn, _| Box::pin(async move { wait_briefly_when_busy(conn, budget).await }))
-        .connect_with(options.clone())
-        .await?;
-    Ok(Store { pool, path: path.to_path_buf(), options, settings })
-}
-
-/// The waits before each retry of a statement that found the write lock taken, in
-/// microseconds; the last repeats until the busy timeout is spent.
-const BUSY_WAITS_US: [u64; 12] = [20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000];
-
-/// A write that finds the write lock taken waits and retries, within `budget` (the busy
-/// timeout), but first in steps of microseconds rather than SQLite's own, whose first wait is a
-/// whole millisecond: a commit holds the lock for tens of microseconds, and the dispatcher's
-/// tasks (a worker's row, its events, a claim, a finish) meet each other's commits all the time.
-async fn wait_briefly_when_busy(conn: &mut SqliteConnection, budget: Duration) -> std::result::Result<(), sqlx::Error> {
-    let budget_us = usize::try_from(budget.as_micros()).unwrap_or(usize::MAX);
-    let mut handle = conn.lock_handle().await?;
-    // SAFETY: the handle is this connection's open sqlite3 (held locked for the call); the
-    // callback reads its argument as a number, not a pointer, and cannot unwind.
-    let rc = unsafe {
-        libsqlite3_sys::sqlite3_busy_handler(
-            handle.as_raw_handle().as_ptr(),
-            Some(busy_wait),
-            budget_us as *mut std::ffi::c_void,
-        )
-    };
-    if rc != libsqlite3_sys::SQLITE_OK {
-        return Err(sqlx::Error::Configuration(format!("sqlite3_busy_handler failed ({rc})").into()));
-    }
-    Ok(())
-}
-
-/// SQLite's busy callback: `n` waits so far; 0 gives up (the statement fails with SQLITE_BUSY).
-extern "C" fn busy_wait(budget_us: *mut std::ffi::c_void, n: std::ffi::c_int) -> std::ffi::c_int {
-    let budget = budget_us as usize as u64;
-    let n = usize::try_from(n).unwrap_or(0);
-    let last = BUSY_WAITS_US[BUSY_WAITS_US.len() - 1];
-    let (waited, next) = match BUSY_WAITS_US.get(n) {
-        Some(&next) => (BUSY_WAITS_US[..n].iter().sum::<u64>(), next),
-        None => {
-            let beyond = (n - BUSY_WAITS_US.len()) as u64;
-            (BUSY_WAITS_US.iter().sum::<u64>().saturating_add(beyond.saturating_mul(last)), last)
-        }
-    };
-    if waited >= budget {
-        return 0;
-    }
-    std::thread::sleep(Duration::from_micros(next.min(budget - waited)));
-    1
-}
-
-/// The SQLite result code of a database error (the extended code, as SQLite reports it).
-fn sqlite_code(e: &Error) -> Option<(i64, String)> {
-    let sqlx = match e {
-        Error::Sqlx(e) | Error::Migrate(sqlx::migrate::MigrateError::Execute(e)) => e,
-        _ => return None,
-    };
-    match sqlx {
-        sqlx::Error::Database(d) => Some((d.code()?.parse().ok()?, d.message().to_string())),
-        _ => None,
-    }
-}
-
-/// What a database error on the queue at `path` means, in words, with what to do about it.
-fn explain(path: &Path, settings: Settings, e: Error) -> Error {
-    let Some((code, message)) = sqlite_code(&e) else { return e };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let problem = match (code & 0xff, code) {
-        // SQLITE_BUSY (and its extended codes).
-        (5, _) => return Error::Busy { path: path.to_path_buf(), waited: settings.busy_timeout },
-        // SQLITE_READONLY_DIRECTORY, SQLITE_READONLY_CANTINIT.
-        (8, 1544 | 1288) => format!(
-            "its directory {} is not writable by this user, and SQLite must create or open {name}-wal and \
-             {name}-shm there even to read the queue. Make the directory writable (chmod u+w {}), or run baton \
-             as the user who owns it.",
-            dir.display(),
-            dir.display()
-        ),
-        // SQLITE_READONLY itself (its other extended codes have other causes).
-        (8, 8) => format!(
-            "the file is read-only for this user (SQLite: {message}). Make it and its -wal and -shm files \
-             writable (chmod u+w {}), or run baton as the user who owns them.",
-            path.display()
-        ),
-        // SQLITE_CORRUPT, SQLITE_NOTADB.
-        (11 | 26, _) => format!(
-            "the file is damaged (SQLite: {message}); a truncated or partly overwritten file reads like this. \
-             Restore it from a backup, or move it aside with its -wal and -shm files and baton starts a new, \
-             empty queue there (`sqlite3 {} .recover` may save some of its tasks).",
-            path.display()
-        ),
-        // SQLITE_CANTOPEN.
-        (14, _) => format!(
-            "SQLite cannot open it ({message}). Check that this user may read and write the file and create \
-             files in {}.",
-            dir.display()
-        ),
-        // SQLITE_FULL.
-        (13, _) => format!("the disk holding it is full (SQLite: {message}). Free some space and try again."),
-        _ => return e,
-    };
-    Error::QueueFile { path: path.to_path_buf(), problem }
-}
-
-/// Create the queue file empty with mode 0600 before SQLite does (it would use 0644, and its
-/// `-wal`/`-shm` files copy the database file's mode).
-fn create_private_file(path: &Path) -> Result<()> {
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
-    }
-}
-
-/// Take an exclusive `flock` on `path` (created 0600), waiting for it.
-async fn lock_file(path: &Path) -> Result<Flock<File>> {
-    let file = open_lock_file(path)?;
-    let path = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        Flock::lock(file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
-    })
-    .await
-    .map_err(|e| Error::io("lock task", std::io::Error::other(e)))?
-}
-
-/// Open (creating 0600) a lock file.
-pub fn open_lock_file(path: &Path) -> Result<File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
-}
-
-/// Decide what a file is without changing a byte of it: first the 100-byte SQLite header, then,
-/// when the header alone cannot tell (WAL not yet checkpointed, an empty database), a read-only
-/// connection.
-async fn check_identity(path: &Path) -> Result<Identity> {
-    let foreign = |reason: &str| Error::ForeignDatabase { path: path.to_path_buf(), reason: reason.to_string() };
-    let mut header = [0u8; 100];
-    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. Whether
-    // the path is a regular file is then asked of the open descriptor, not of the path.
-    match std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Identity::Fresh),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return Err(Error::QueueFile {
-                path: path.to_path_buf(),
-                problem: "this user may not read it (permission denied). Run baton as the user who owns it, or \
-                          let this user read and write it (and its directory)."
-                    .into(),
-            });
-        }
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
-        Ok(mut f) => {
-            let meta = f.metadata().map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            if meta.is_dir() {
-                return Err(Error::QueueFile {
-                    path: path.to_path_buf(),
-                    problem: format!(
-                        "it is a directory, not a queue file. Give --db (or BATON_DB, or the config key \
-                         `database`) the path of the file itself, such as {}.",
-                        path.join(crate::location::DB_FILE).display()
-                    ),
-                });
-            }
-            if !meta.is_file() {
-                return Err(Error::QueueFile {
-                    path: path.to_path_buf(),
-                    problem: format!(
-                        "it is {}, not a queue file. Remove it, or give --db (or BATON_DB, or the config key \
-                         `database`) another path.",
-                        crate::error::file_kind(meta.file_type())
-                    ),
-                });
-            }
-            if meta.len() == 0 {
-                return Ok(Identity::Fresh);
-            }
-            if meta.len() < 100 || f.read_exact(&mut header).is_err() {
-                return Err(foreign("it is too short to be a SQLite database"));
+/// A statement run on whichever engine the handle holds: `baton_sqlite::$module::$name` or
+/// `baton_pg::$module::$name`, with the same arguments.
+macro_rules! statements {
+    ($module:ident: $(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+        #[allow(clippy::too_many_arguments)]
+        pub async fn $name(c: &mut (impl Handle + ?Sized), $($arg: $ty),*) -> Result<$ret> {
+            match c.db() {
+                Db::Sqlite(c) => Ok(baton_sqlite::$module::$name(c, $($arg),*).await?),
+                Db::Pg(c, _) => Ok(baton_pg::$module::$name(c, $($arg),*).await?),
             }
         }
-    }
-    if &header[..16] != b"SQLite format 3\0" {
-        return Err(foreign("it is not a SQLite database"));
-    }
-    let be = |at: usize| i64::from(u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]));
-    if be(68) == APPLICATION_ID && be(60) == SCHEMA_VERSION {
-        return Ok(Identity::Current);
-    }
-    let (app_id, version, objects) = match read_identity(path).await {
-        Ok(identity) => identity,
-        Err(e) => {
-            let code = match &e {
-                sqlx::Error::Database(d) => d.code().and_then(|c| c.parse::<i64>().ok()),
-                _ => None,
-            };
-            // A queue (by its header) that SQLite cannot read is a damaged queue, and a locked
-            // or unwritable file is neither damaged nor foreign: `explain` words both.
-            if let Some(code) = code
-                && (!matches!(code & 0xff, 11 | 26) || be(68) == APPLICATION_ID)
-            {
-                return Err(Error::Sqlx(e));
-            }
-            let msg = match &e {
-                sqlx::Error::Database(d) => d.message().to_string(),
-                other => other.to_string(),
-            };
-            return Err(foreign(&format!("SQLite cannot read it ({msg})")));
-        }
-    };
-    if app_id == APPLICATION_ID {
-        if version > SCHEMA_VERSION {
-            return Err(Error::NewerSchema { path: path.to_path_buf(), found: version, known: SCHEMA_VERSION });
-        }
-        return Ok(if version == SCHEMA_VERSION { Identity::Current } else { Identity::Behind });
-    }
-    if app_id == 0 && objects == 0 {
-        return Ok(Identity::Fresh);
-    }
-    if app_id != 0 {
-        return Err(foreign(&format!("its application_id is {app_id:#x}, not baton's {APPLICATION_ID:#x}")));
-    }
-    Err(foreign("it is another application's SQLite database"))
+    )*};
 }
 
-/// application_id, user_version and the number of schema objects (besides sqlx's bookkeeping
-/// table, which a first migration interrupted by a crash may leave behind), read-only and in one
-/// statement, so all three come from one snapshot even while another process migrates.
-async fn read_identity(path: &Path) -> std::result::Result<(i64, i64, i64), sqlx::Error> {
-    let opts = SqliteConnectOptions::new().filename(path).read_only(true).create_if_missing(false);
-    let mut conn = SqliteConnection::connect_with(&opts).await?;
-    let identity: (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT application_id FROM pragma_application_id), \
-                (SELECT user_version FROM pragma_user_version), \
-                (SELECT count(*) FROM sqlite_schema \
-                  WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations')",
-    )
-    .fetch_one(&mut conn)
-    .await?;
-    conn.close().await?;
-    Ok(identity)
+/// A running attempt's activity events.
+pub mod events {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::events::*;
+
+    statements! { events:
+        fn append(w: Writer<'_>, events: &[NewEvent], caps: EventCaps) -> u64;
+        fn after(job_id: &str, after_seq: i64, limit: i64) -> Vec<EventRow>;
+        fn latest_by_kind(job_id: &str, attempt: i64) -> Vec<EventRow>;
+    }
 }
 
-/// Apply pending migrations (the caller holds the migrate lock), then checkpoint so the file's
-/// header shows the new version to the fast identity check.
-async fn migrate(path: &Path, options: &SqliteConnectOptions) -> Result<()> {
-    tracing::info!(db = %path.display(), "migrating queue schema");
-    let mut conn = SqliteConnection::connect_with(options).await?;
-    MIGRATOR.run(&mut conn).await?;
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").await?;
-    conn.close().await?;
-    Ok(())
+/// Finish hooks: the configured command and each finished task's run of it.
+pub mod hooks {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::hooks::*;
+
+    statements! { hooks:
+        fn sync(argv: Option<&[String]>, owner: &str, epoch: i64, now: i64) -> bool;
+        fn pending(limit: i64) -> Vec<Pending>;
+        fn begin(task_id: &str, owner: &str, epoch: i64, now: i64) -> bool;
+        fn done(task_id: &str, exit_code: Option<i64>, error: Option<&str>, owner: &str, epoch: i64, now: i64) -> bool;
+    }
 }
 
-/// Parse a `storage.synchronous` value.
-impl FromStr for Durability {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "normal" => Ok(Durability::Normal),
-            "full" => Ok(Durability::Full),
-            other => {
-                Err(Error::Invalid(format!("storage.synchronous must be \"normal\" or \"full\", not \"{other}\"")))
+/// Jobs: insert, read, claim, results, cancels, recovery, pruning.
+pub mod jobs {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    use baton_rows::job::{JobRow, NewJob};
+    pub use baton_rows::jobs::*;
+    use baton_rows::state::JobState;
+
+    statements! { jobs:
+        fn insert(job: &NewJob) -> Inserted;
+        fn fail_queued(id: &str, error: &str, now: i64) -> bool;
+        fn get(id: &str) -> Option<JobRow>;
+        fn get_many(ids: &[String]) -> Vec<JobRow>;
+        fn states(ids: &[String]) -> Vec<(String, JobState)>;
+        fn ids_with_prefix(prefix: &str) -> Vec<String>;
+        fn list(f: &ListFilter, now: i64) -> Vec<JobRow>;
+        fn counts() -> Vec<(JobState, i64)>;
+        fn pending(now: i64) -> (bool, Option<i64>);
+        fn insert_oneshot_workers(workers: &[NewWorker], owner: &str, epoch: i64) -> ();
+        fn finish(o: &Outcome, owner: &str, epoch: i64, now: i64) -> bool;
+        fn finish_many(outcomes: &[Outcome], owner: &str, epoch: i64, now: i64) -> Vec<String>;
+        fn requeue_lost(id: &str, owner: &str, epoch: i64, by: Leader<'_>, now: i64, backoff_ms: i64, error: &str) -> Option<JobState>;
+        fn orphans(owner: &str, epoch: i64) -> Vec<JobRow>;
+        fn worker_pids(job_id: &str, attempt: i64) -> Vec<(i64, i64)>;
+        fn request_cancel(id: &str, reason: Option<&str>, now: i64) -> Option<JobState>;
+        fn prunable(now: i64, max_age_ms: i64, min_age_ms: i64, max_jobs: i64, batch: i64) -> Vec<String>;
+        fn delete(ids: &[String]) -> u64;
+        fn without_row(ids: &[String]) -> Vec<String>;
+        fn vacuum() -> ();
+    }
+
+    /// Claim runnable jobs for `owner` at `epoch`, within every limit; best first. On a shared
+    /// queue, only jobs whose project directory exists on this machine (or that name this node).
+    pub async fn claim(
+        c: &mut (impl Handle + ?Sized),
+        owner: &str,
+        epoch: i64,
+        now: i64,
+        limits: ClaimLimits,
+    ) -> Result<Vec<JobRow>> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::jobs::claim(c, owner, epoch, now, limits).await?),
+            Db::Pg(c, _) => {
+                let mut dirs = baton_pg::jobs::queued_dirs(c).await?;
+                dirs.retain(|d| std::path::Path::new(d).is_dir());
+                if dirs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(baton_pg::jobs::claim(c, owner, epoch, now, limits, &dirs).await?)
             }
         }
     }
 }
 
-pub use baton_sqlite::{events, hooks, jobs, lease, pauses, workers, workflow, worktrees};
+/// Who dispatches: on a queue file, the one lease its leader renews; on a shared queue, each
+/// node's row.
+pub mod lease {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::lease::*;
+
+    /// Take the lease (or, on a shared queue, register this node) for `owner`, at the next
+    /// epoch; returns that epoch.
+    pub async fn acquire(c: &mut (impl Handle + ?Sized), owner: &str, pid: i64, now: i64) -> Result<i64> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::lease::acquire(c, owner, pid, now).await?),
+            Db::Pg(c, node) => Ok(baton_pg::nodes::register(c, owner, &node.instance, &node.host, pid, now).await?),
+        }
+    }
+
+    /// Take the lease (this node's row) only if its heartbeat is older than `stale_before`.
+    pub async fn take_over_stale(
+        c: &mut (impl Handle + ?Sized),
+        owner: &str,
+        pid: i64,
+        now: i64,
+        stale_before: i64,
+    ) -> Result<Option<i64>> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::lease::take_over_stale(c, owner, pid, now, stale_before).await?),
+            Db::Pg(c, node) => {
+                Ok(baton_pg::nodes::take_back_stale(c, owner, &node.instance, &node.host, pid, now, stale_before)
+                    .await?)
+            }
+        }
+    }
+
+    /// Renew the heartbeat; false when `owner` no longer holds `epoch`.
+    pub async fn renew(c: &mut (impl Handle + ?Sized), owner: &str, epoch: i64, now: i64) -> Result<bool> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::lease::renew(c, owner, epoch, now).await?),
+            Db::Pg(c, _) => Ok(baton_pg::nodes::heartbeat(c, owner, epoch, now).await?),
+        }
+    }
+
+    /// The lease as stored (on a shared queue, this node's row while it runs).
+    pub async fn get(c: &mut (impl Handle + ?Sized)) -> Result<Option<Lease>> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::lease::get(c).await?),
+            Db::Pg(c, node) => Ok(baton_pg::nodes::get(c, &node.id).await?),
+        }
+    }
+
+    /// Other nodes whose heartbeat is older than `stale_before`, taken over by `by` (their
+    /// epochs raised, so nothing they still write lands): their running jobs are then orphans.
+    /// A queue file has one leader, whose lease [`take_over_stale`] takes: none.
+    pub async fn take_over_silent(
+        c: &mut (impl Handle + ?Sized),
+        by: &str,
+        stale_before: i64,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>> {
+        match c.db() {
+            Db::Sqlite(_) => Ok(Vec::new()),
+            Db::Pg(c, _) => Ok(baton_pg::nodes::take_over_stale(c, by, stale_before, now).await?),
+        }
+    }
+
+    /// The schema version the queue is at.
+    pub async fn schema_version(c: &mut (impl Handle + ?Sized)) -> Result<i64> {
+        match c.db() {
+            Db::Sqlite(c) => Ok(baton_sqlite::lease::schema_version(c).await?),
+            Db::Pg(c, _) => Ok(baton_pg::lease::schema_version(c).await?),
+        }
+    }
+}
+
+/// Paused profiles.
+pub mod pauses {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::pauses::*;
+
+    statements! { pauses:
+        fn pause(profile: &str, by: &str, now: i64) -> bool;
+        fn resume(profile: Option<&str>) -> u64;
+        fn all() -> Vec<PauseRow>;
+    }
+}
+
+/// Worker processes: oneshot workers' rows, server workers and their sessions.
+pub mod workers {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    use baton_rows::state::WorkerState;
+    pub use baton_rows::workers::*;
+
+    statements! { workers:
+        fn register(w: &NewServer<'_>, lim: SpawnLimits) -> Registered;
+        fn spawned(id: &str, pid: i64, pid_start: i64, owner: &str, epoch: i64) -> bool;
+        fn ready(id: &str, owner: &str, epoch: i64, now: i64) -> bool;
+        fn take_session(id: &str, job_id: &str, attempt: i64, acp_session: &str, owner: &str, epoch: i64, now: i64) -> bool;
+        fn end(id: &str, state: WorkerState, exit_code: Option<i64>, error: Option<&str>, now: i64) -> bool;
+        fn live_workers() -> Vec<WorkerRow>;
+        fn stale(owner: &str, epoch: i64) -> Vec<ServerRow>;
+        fn live_servers(profile: &str) -> Vec<ServerRow>;
+        fn request_stop(ids: &[String], now: i64) -> ();
+        fn owner_requests(owner: &str, epoch: i64) -> (Vec<String>, Vec<(String, String)>);
+        fn servers(ids: &[String]) -> Vec<ServerRow>;
+        fn get_many(ids: &[String]) -> Vec<WorkerRow>;
+        fn count_live(ids: &[String]) -> i64;
+        fn prune_ended(before: i64) -> Vec<String>;
+    }
+}
+
+/// Workflow runs and their steps.
+pub mod workflow {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    use baton_rows::state::{RunState, StepState};
+    pub use baton_rows::workflow::*;
+
+    statements! { workflow:
+        fn insert_run(r: &NewRun<'_>) -> ();
+        fn insert_step(s: &NewStep<'_>) -> ();
+        fn get_run(id: &str) -> Option<RunRow>;
+        fn get_runs(ids: &[String]) -> Vec<RunRow>;
+        fn steps(run_id: &str) -> Vec<StepRow>;
+        fn steps_from(run_id: &str, idx: i64, n: i64) -> Vec<StepRow>;
+        fn list_runs(session: Option<&str>, limit: i64) -> Vec<RunRow>;
+        fn ids_with_prefix(prefix: &str) -> Vec<String>;
+        fn start_step(run_id: &str, idx: i64, job_id: &str, carry_in: &str, now: i64) -> bool;
+        fn end_step(run_id: &str, idx: i64, state: StepState, warning: Option<&str>, error: Option<&str>, now: i64) -> bool;
+        fn set_carry(run_id: &str, carry: &str) -> ();
+        fn skip_pending(run_id: &str, now: i64) -> ();
+        fn end_run(run_id: &str, state: RunState, response: Option<&str>, error: Option<&str>, now: i64) -> bool;
+        fn request_cancel(run_id: &str, reason: Option<&str>, now: i64) -> Option<String>;
+        fn prunable(now: i64, max_age_ms: i64, min_age_ms: i64, max_runs: i64, batch: i64) -> Vec<String>;
+        fn delete_runs(ids: &[String]) -> Vec<String>;
+    }
+}
+
+/// Tasks' git worktrees.
+pub mod worktrees {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::worktrees::*;
+
+    statements! { worktrees:
+        fn insert(w: &NewWorktree) -> ();
+        fn get(id: &str) -> Option<WorktreeRow>;
+        fn get_many(ids: &[String]) -> Vec<WorktreeRow>;
+        fn mark_ready(id: &str, now: i64) -> bool;
+        fn mark_merged(id: &str, how: &str, merge_commit: Option<&str>, head: &str, now: i64) -> bool;
+        fn mark_discarded(id: &str, now: i64) -> bool;
+        fn of_finished(before: i64) -> Vec<WorktreeRow>;
+        fn delete_unused() -> u64;
+    }
+}

@@ -681,7 +681,7 @@ pub async fn run(q: Queue, caller: Caller, filter: Filter) -> Result<ExitCode> {
     }
     let q = Arc::new(q);
     let mut changes = api::Changes::new(&q).await?;
-    let db = q.store.path().display().to_string();
+    let db = q.store.describe();
     let mut app = App { filter, snap: None, selected: None, mode: Mode::Main, message: None, db };
     match snapshot(&q, &caller, &app.filter).await {
         Ok(s) => app.snap = Some(s),

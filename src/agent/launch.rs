@@ -147,6 +147,7 @@ impl Launch {
             labels: None,
             after: None,
             after_any: false,
+            node: None,
         })
     }
 }

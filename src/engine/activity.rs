@@ -84,12 +84,9 @@ impl<'a> EventLog<'a> {
         if self.pending.is_empty() {
             return;
         }
-        let res = async {
-            Ok::<_, crate::Error>(
-                store::events::append(&mut *store.conn().await?, self.writer, &self.pending, self.caps).await?,
-            )
-        }
-        .await;
+        let res =
+            async { store::events::append(&mut store.conn().await?, self.writer, &self.pending, self.caps).await }
+                .await;
         match res {
             Ok(_) => self.pending.clear(),
             Err(e) => {

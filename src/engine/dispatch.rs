@@ -23,8 +23,9 @@ use crate::store::{self, SCHEMA_VERSION};
 use crate::workflow::handoff;
 use crate::workflow::runs::StepEnd;
 
-/// How often the dispatcher checks `PRAGMA data_version` for new work: when inotify on the WAL
-/// wakes it on every commit, only as a safety net; without inotify, the whole mechanism.
+/// How often the dispatcher asks its watcher whether another connection committed: when commits
+/// wake it at once (inotify on the WAL, PostgreSQL notifications), only as a safety net;
+/// without, the whole mechanism.
 const POLL_LIVE: Duration = Duration::from_millis(50);
 const POLL_BLIND: Duration = Duration::from_millis(25);
 
@@ -39,7 +40,7 @@ pub enum Mode {
 
 /// Try to take the dispatcher lock without waiting. `None`: another process holds it.
 pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
-    let file = store::open_lock_file(&queue.loc.dispatcher_lock())?;
+    let file = store::open_lock_file(&queue.dispatcher_lock())?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(lock)),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
@@ -50,7 +51,7 @@ pub fn try_lock(queue: &Queue) -> Result<Option<Flock<File>>> {
 /// Wait for the dispatcher lock on a thread of its own (a standby). The thread ends with the
 /// process if the lock never comes.
 fn wait_lock(queue: &Queue) -> Result<oneshot::Receiver<Result<Flock<File>>>> {
-    let file = store::open_lock_file(&queue.loc.dispatcher_lock())?;
+    let file = store::open_lock_file(&queue.dispatcher_lock())?;
     let (tx, rx) = oneshot::channel();
     std::thread::spawn(move || {
         let lock = Flock::lock(file, FlockArg::LockExclusive)
@@ -74,7 +75,7 @@ struct Leadership {
 /// stands by until it can lead.
 async fn take_lead(queue: &Queue, mode: Mode) -> Result<Option<Leadership>> {
     let cfg = &queue.config.config.dispatcher;
-    let owner = uuid::Uuid::new_v4().to_string();
+    let owner = queue.store.new_owner();
     let pid = i64::from(std::process::id());
     let poll = Duration::from_millis(cfg.heartbeat_ms.clamp(10, 1000));
     let mut lock = try_lock(queue)?;
@@ -172,7 +173,7 @@ struct Finished {
 pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
     if mode == Mode::Auto {
         // Detached: stderr is /dev/null.
-        crate::logging::to_file(&queue.loc.dispatcher_log());
+        crate::logging::to_file(&queue.dispatcher_log());
     }
     let Some(lead) = take_lead(&queue, mode).await? else { return Ok(()) };
     proc::become_subreaper();
@@ -199,11 +200,10 @@ struct Dispatcher {
     tx: mpsc::UnboundedSender<Report>,
     rx: mpsc::UnboundedReceiver<Report>,
     /// The dispatcher's own connection: the loop's claims, results and lease renewals are
-    /// written here, and since a connection never sees its own commits move its
-    /// `data_version`, a change read here is another connection's commit (a new task, a
-    /// cancel, a job task's events), the only kind the loop must look into.
-    own: store::Dedicated,
-    waker: crate::engine::wake::Waker,
+    /// written here, and since its watcher never reports its own commits, a change it reports
+    /// is another connection's commit (a new task, a cancel, a job task's events), the only
+    /// kind the loop must look into.
+    own: store::Watcher,
     spawn_env: SpawnEnv,
     leaders: Leaders,
     servers: Arc<server::Pool>,
@@ -247,7 +247,6 @@ impl StopSignals {
 
 /// The loop's clocks and flags, kept across turns (and across database errors).
 struct LoopState {
-    last_version: Option<i64>,
     last_heartbeat: Instant,
     last_prune: Instant,
     idle_since: Option<Instant>,
@@ -275,15 +274,12 @@ fn config_stamp(queue: &Queue) -> Vec<Option<std::time::SystemTime>> {
 
 impl Dispatcher {
     async fn new(queue: Queue, mode: Mode, owner: String, epoch: i64) -> Result<Dispatcher> {
-        tracing::info!(%owner, epoch, db = %queue.store.path().display(), "dispatcher leads the queue");
-        let mut own = queue.store.dedicated_connection().await?;
-        // A read on the connection makes sure the -wal file exists before it is watched.
-        store::lease::data_version(&mut own).await?;
-        let waker = crate::engine::wake::Waker::new(queue.store.path());
+        tracing::info!(%owner, epoch, db = %queue.store.describe(), "dispatcher leads the queue");
+        let own = queue.store.watcher().await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let spawn_env = SpawnEnv {
             guard_var: queue.config.config.security.recursive_spawn_env_var.clone(),
-            db: queue.store.path().to_path_buf(),
+            db: queue.store.locator().to_path_buf(),
             logs_dir: queue.loc.logs_dir(),
         };
         let config_stamp = config_stamp(&queue);
@@ -305,7 +301,6 @@ impl Dispatcher {
             tx,
             rx,
             own,
-            waker,
             spawn_env,
             leaders,
             servers,
@@ -320,7 +315,6 @@ impl Dispatcher {
         let prune_every = Duration::from_millis(self.queue.config.config.retention.interval_ms.max(1000));
         let mut stop = StopSignals::new()?;
         let mut st = LoopState {
-            last_version: None,
             last_heartbeat: Instant::now(),
             last_prune: Instant::now() - prune_every,
             idle_since: None,
@@ -378,9 +372,6 @@ impl Dispatcher {
             self.start_configured_workers();
             self.hooks.sync(&self.queue, &self.owner, self.epoch).await?;
             st.recovered = true;
-        }
-        if st.last_version.is_none() {
-            st.last_version = Some(store::lease::data_version(&mut self.own).await?);
         }
         if !self.unwritten.is_empty() {
             let batch = std::mem::take(&mut self.unwritten);
@@ -444,10 +435,8 @@ impl Dispatcher {
                 st.dirty = true;
                 self.hooks.record_end(&self.queue, end, &self.owner, self.epoch).await?;
             }
-            _ = self.waker.wait(if self.waker.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
-                let v = store::lease::data_version(&mut self.own).await?;
-                if Some(v) != st.last_version {
-                    st.last_version = Some(v);
+            _ = self.own.wait(if self.own.is_live() { POLL_LIVE } else { POLL_BLIND }) => {
+                if self.own.changed().await? {
                     st.dirty = true;
                     st.foreign = true;
                 }
@@ -677,7 +666,7 @@ impl Dispatcher {
             if outcomes.is_empty() {
                 return Ok(Vec::new());
             }
-            return Ok(store::jobs::finish_many(&mut self.own, &outcomes, owner, epoch, now).await?);
+            return store::jobs::finish_many(&mut self.own, &outcomes, owner, epoch, now).await;
         }
         let mut tx = self.own.begin().await?;
         if !spawned.is_empty() {
@@ -714,11 +703,17 @@ impl Dispatcher {
         }
     }
 
-    /// Running jobs that no live leader owns (an earlier leader's, lost or replaced): stop what
-    /// can be proven to be theirs, then retry or fail them.
+    /// Running jobs that no live leader owns (an earlier leader's, lost or replaced; on a
+    /// shared queue, also a node's that went silent, taken over here first): stop what can be
+    /// proven to be theirs, then retry or fail them.
     async fn recover(&mut self) -> Result<()> {
         let grace = Duration::from_millis(self.queue.config.config.jobs.kill_grace_ms);
         let mut conn = self.queue.store.conn().await?;
+        let now = now_ms();
+        let stale_before = now - self.queue.config.config.dispatcher.stale_ms as i64;
+        for (node, epoch) in store::lease::take_over_silent(&mut conn, &self.owner, stale_before, now).await? {
+            tracing::warn!(%node, epoch, "a node has not renewed its heartbeat within dispatcher.staleMs; taking over its jobs");
+        }
         // Server workers of an earlier leader lost their pipes with it: stop what is proven to
         // be theirs and end their rows (their jobs are recovered below).
         for row in store::workers::stale(&mut conn, &self.owner, self.epoch).await? {
@@ -732,11 +727,14 @@ impl Dispatcher {
         let orphans = store::jobs::orphans(&mut conn, &self.owner, self.epoch).await?;
         drop(conn);
         for job in orphans {
-            let mut conn = self.queue.store.conn().await?;
-            let recorded = store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await?;
-            drop(conn);
-            for pgid in proc::stop_proven(&recorded, &proc::Tag::attempt(&job.id, job.attempt), grace).await {
-                tracing::info!(task_id = %job.id, pgid, "stopped the worker of a lost dispatcher");
+            // On a shared queue another node's workers run on its own machine, out of reach.
+            if self.queue.store.node().is_none() || job.owner.as_deref() == Some(&self.owner) {
+                let mut conn = self.queue.store.conn().await?;
+                let recorded = store::jobs::worker_pids(&mut conn, &job.id, job.attempt).await?;
+                drop(conn);
+                for pgid in proc::stop_proven(&recorded, &proc::Tag::attempt(&job.id, job.attempt), grace).await {
+                    tracing::info!(task_id = %job.id, pgid, "stopped the worker of a lost dispatcher");
+                }
             }
             let error =
                 format!("Worker lost: its dispatcher went away during attempt {} of {}", job.attempt, job.max_attempts);

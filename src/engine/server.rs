@@ -677,9 +677,7 @@ impl Pool {
                 max_sessions: spec.sessions,
                 now: now_ms(),
             };
-            let registered =
-                async { Ok::<_, Error>(store::workers::register(&mut *self.ctx.conn().await?, &row, limits).await?) }
-                    .await;
+            let registered = async { store::workers::register(&mut self.ctx.conn().await?, &row, limits).await }.await;
             match registered.map_err(|e| failed(format!("registering the worker: {e}")))? {
                 Registered::New => break,
                 Registered::Exists if !recovered => {
@@ -736,10 +734,7 @@ impl Pool {
         // starting) or a write that fails leaves a process nobody may keep: shut it down.
         let (pid, start) = (i64::from(spawned.pid), spawned.start as i64);
         let recorded = async {
-            Ok::<_, Error>(
-                store::workers::spawned(&mut *self.ctx.conn().await?, &id, pid, start, &self.ctx.owner, self.ctx.epoch)
-                    .await?,
-            )
+            store::workers::spawned(&mut self.ctx.conn().await?, &id, pid, start, &self.ctx.owner, self.ctx.epoch).await
         }
         .await;
         let reason = match recorded {
@@ -763,12 +758,9 @@ impl Pool {
             Ok(agent) => {
                 s.agent = agent;
                 let (owner, epoch) = (&self.ctx.owner, self.ctx.epoch);
-                let ok = async {
-                    Ok::<_, Error>(
-                        store::workers::ready(&mut *self.ctx.conn().await?, &id, owner, epoch, now_ms()).await?,
-                    )
-                }
-                .await;
+                let ok =
+                    async { store::workers::ready(&mut self.ctx.conn().await?, &id, owner, epoch, now_ms()).await }
+                        .await;
                 match ok {
                     Ok(true) => {
                         tracing::info!(worker = %id, profile = %spec.profile, pid = s.pid, agent = ?s.agent.name, sessions = spec.sessions, "server worker ready");
@@ -916,19 +908,8 @@ impl Server {
         let taken = async {
             let mut conn = ctx.conn().await?;
             let (owner, epoch) = (&ctx.owner, ctx.epoch);
-            Ok::<_, Error>(
-                store::workers::take_session(
-                    &mut conn,
-                    &self.id,
-                    &job.id,
-                    job.attempt,
-                    &session,
-                    owner,
-                    epoch,
-                    now_ms(),
-                )
-                .await?,
-            )
+            store::workers::take_session(&mut conn, &self.id, &job.id, job.attempt, &session, owner, epoch, now_ms())
+                .await
         };
         match taken.await {
             Ok(true) => {}
@@ -1271,7 +1252,7 @@ async fn end_row(
     code: Option<i64>,
     why: Option<&str>,
 ) -> Result<bool> {
-    Ok(store::workers::end(&mut *ctx.conn().await?, id, state, code, why, now_ms()).await?)
+    store::workers::end(&mut ctx.conn().await?, id, state, code, why, now_ms()).await
 }
 
 /// The exit code as the schema records it: the code, or 128 + the signal.

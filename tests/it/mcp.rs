@@ -180,6 +180,7 @@ fn initialize_lists_the_tools_with_schemas() {
                 "kind",
                 "labels",
                 "maxAttempts",
+                "node",
                 "priority",
                 "runAt",
                 "task",

@@ -50,15 +50,24 @@ fn queue_with_agent(extra: Value) -> TestQueue {
     q
 }
 
+/// Point `q`'s runner at the fake agent, keeping the rest of its configuration.
+pub(crate) fn use_fake_agent(q: &TestQueue) {
+    let agent = fake_agent(q);
+    let path = q.project.join(".baton/config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg["runner"] = json!(["sh", agent, "{prompt}"]);
+    std::fs::write(path, cfg.to_string()).unwrap();
+}
+
 fn prompt(q: &TestQueue, step: &str, attempt: u32) -> String {
     std::fs::read_to_string(q.dir.path().join(format!("prompts/{step}.{attempt}"))).unwrap_or_default()
 }
 
-fn runs_log(q: &TestQueue) -> Vec<String> {
+pub(crate) fn runs_log(q: &TestQueue) -> Vec<String> {
     std::fs::read_to_string(q.dir.path().join("runs.log")).unwrap_or_default().lines().map(String::from).collect()
 }
 
-fn run_boomerang(q: &TestQueue) -> String {
+pub(crate) fn run_boomerang(q: &TestQueue) -> String {
     let (v, code) = q.json(&["task", "start", "--workflow", "roocode-boomerang", "add a --verbose flag"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["kind"], "workflow");

@@ -1,9 +1,11 @@
 //! Statements on `jobs`: insert, read, claim, results.
 
-use baton_rows::job::{JobRow, NewJob};
-use baton_rows::jobs::{ClaimLimits, Inserted, Leader, NewWorker, Outcome};
-use baton_rows::state::{JobState, WorkerKind};
 use sqlx::{Connection, PgConnection};
+
+use crate::{Error, Result};
+use baton_rows::job::{JobRow, NewJob};
+pub use baton_rows::jobs::{ClaimLimits, Inserted, Leader, ListFilter, NewWorker, Outcome};
+use baton_rows::state::{JobState, WorkerKind};
 
 /// `query_as!` into [`JobRow`], state words decoded as enums; the argument is the rest of the
 /// statement after `FROM jobs`.
@@ -25,9 +27,11 @@ macro_rules! select_jobs {
     };
 }
 
-/// Insert a job (`node`: the only node that may run it). The `jobs_dedup` partial unique index,
-/// not a check-then-insert, decides whether a dedup key is taken.
-pub async fn insert(conn: &mut PgConnection, job: &NewJob, node: Option<&str>) -> sqlx::Result<Inserted> {
+/// Insert a job (`job.node`: the only node that may run it): queued, or waiting when it has
+/// dependencies (the schema's triggers then queue or fail it at once if they are already
+/// decided). The `jobs_dedup` partial unique index, not a check-then-insert, decides whether a
+/// dedup key is taken.
+pub async fn insert(conn: &mut PgConnection, job: &NewJob) -> Result<Inserted> {
     // A unique violation aborts the transaction it happens in: try inside a savepoint, so a
     // caller's transaction goes on to read the holder.
     let mut sp = conn.begin().await?;
@@ -62,7 +66,7 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob, node: Option<&str>) -
         job.labels,
         job.after,
         job.after_any,
-        node,
+        job.node,
     )
     .execute(&mut *sp)
     .await;
@@ -81,16 +85,16 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob, node: Option<&str>) -
             .await?;
             match existing {
                 Some(id) => Ok(Inserted::Duplicate(id)),
-                None => Err(sqlx::Error::Database(e)),
+                None => Err(Error::Invalid("dedup key raced with a finishing job; try again".into())),
             }
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// One job by exact id.
-pub async fn get(conn: &mut PgConnection, id: &str) -> sqlx::Result<Option<JobRow>> {
-    select_jobs!("WHERE id = $1", id).fetch_optional(conn).await
+pub async fn get(conn: &mut PgConnection, id: &str) -> Result<Option<JobRow>> {
+    Ok(select_jobs!("WHERE id = $1", id).fetch_optional(conn).await?)
 }
 
 /// Claim runnable jobs for node `node` at `epoch`, within every limit across all nodes, among
@@ -103,8 +107,8 @@ pub async fn claim(
     now: i64,
     limits: ClaimLimits,
     dirs: &[String],
-) -> sqlx::Result<Vec<JobRow>> {
-    let dirs = serde_json::to_string(dirs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+) -> Result<Vec<JobRow>> {
+    let dirs = serde_json::to_string(dirs)?;
     let mut tx = conn.begin().await?;
     sqlx::query!("SELECT pg_advisory_xact_lock($1)", crate::CLAIM_LOCK).execute(&mut *tx).await?;
     let mut rows = sqlx::query_file_as!(
@@ -134,21 +138,33 @@ pub async fn finish_many(
     node: &str,
     epoch: i64,
     now: i64,
-) -> sqlx::Result<Vec<String>> {
-    let batch = serde_json::to_string(outcomes).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query_file_scalar!("../../queries/postgres/finish_many.sql", batch, now, node, epoch).fetch_all(conn).await
+) -> Result<Vec<String>> {
+    let batch = serde_json::to_string(outcomes)?;
+    Ok(sqlx::query_file_scalar!("../../queries/postgres/finish_many.sql", batch, now, node, epoch)
+        .fetch_all(conn)
+        .await?)
 }
 
-/// Running jobs whose node no longer holds the epoch they were claimed under, oldest first: a
-/// node that was taken over (or restarted) can no longer watch them.
-pub async fn orphans(conn: &mut PgConnection) -> sqlx::Result<Vec<JobRow>> {
-    select_jobs!(
-        "WHERE state = 'running' AND NOT EXISTS (SELECT 1 FROM nodes n
+/// Write a running job's result, fenced by node and epoch. False when the job was not ours
+/// any more (recovered by another node, or already terminal): the first terminal state wins.
+pub async fn finish(conn: &mut PgConnection, o: &Outcome, owner: &str, epoch: i64, now: i64) -> Result<bool> {
+    Ok(!finish_many(conn, std::slice::from_ref(o), owner, epoch, now).await?.is_empty())
+}
+
+/// Running jobs not owned by (`owner`, `epoch`) whose node no longer holds the epoch they were
+/// claimed under, oldest first: a node that was taken over (or restarted) can no longer watch
+/// them. Other live nodes' jobs are theirs.
+pub async fn orphans(conn: &mut PgConnection, owner: &str, epoch: i64) -> Result<Vec<JobRow>> {
+    Ok(select_jobs!(
+        "WHERE state = 'running' AND NOT (owner = $1 AND epoch = $2)
+           AND NOT EXISTS (SELECT 1 FROM nodes n
                  WHERE n.id = jobs.owner AND n.epoch = jobs.epoch AND n.stopped_ms IS NULL)
-          ORDER BY seq"
+          ORDER BY seq",
+        owner,
+        epoch
     )
     .fetch_all(conn)
-    .await
+    .await?)
 }
 
 /// A running job whose worker was lost: back to `queued` after `backoff_ms` while attempts
@@ -165,7 +181,7 @@ pub async fn requeue_lost(
     now: i64,
     backoff_ms: i64,
     error: &str,
-) -> sqlx::Result<Option<JobState>> {
+) -> Result<Option<JobState>> {
     // Two guarded statements, at most one of which matches: a retry, or the final failure.
     let r = sqlx::query!(
         "UPDATE jobs SET state = 'queued', owner = NULL, epoch = NULL, run_after_ms = $4::bigint + $5::bigint, error = $6
@@ -214,9 +230,9 @@ pub async fn insert_oneshot_workers(
     workers: &[NewWorker],
     node: &str,
     epoch: i64,
-) -> sqlx::Result<u64> {
-    let batch = serde_json::to_string(workers).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let r = sqlx::query!(
+) -> Result<()> {
+    let batch = serde_json::to_string(workers)?;
+    sqlx::query!(
         "INSERT INTO workers (id, profile, kind, state, pid, pid_start, pgid, owner, epoch, session, job_id,
                               attempt, model, started_ms, last_activity_ms)
          SELECT w.id, w.profile, 'oneshot', 'busy', w.pid, w.pid_start, w.pid, $2, $3, w.session, w.job_id,
@@ -231,5 +247,221 @@ pub async fn insert_oneshot_workers(
     )
     .execute(conn)
     .await?;
+    Ok(())
+}
+
+/// End a queued job that can never run (`queued -> failed`).
+pub async fn fail_queued(conn: &mut PgConnection, id: &str, error: &str, now: i64) -> Result<bool> {
+    let r = sqlx::query!(
+        "UPDATE jobs SET state = 'failed', error = $2, finished_ms = $3 WHERE id = $1 AND state = 'queued'",
+        id,
+        error,
+        now
+    )
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Several jobs by exact id, in one statement (order not guaranteed).
+pub async fn get_many(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<JobRow>> {
+    Ok(select_jobs!("WHERE id = ANY($1)", ids).fetch_all(conn).await?)
+}
+
+/// The states of several jobs or workflow runs (the awaiter's cheap re-read, one statement). A
+/// run's state words are a subset of a job's.
+pub async fn states(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<(String, JobState)>> {
+    // UNION ALL columns come back as nullable to sqlx: both sides are NOT NULL columns.
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", state AS "state!: JobState" FROM jobs WHERE id = ANY($1)
+           UNION ALL
+           SELECT id, state FROM workflow_runs WHERE id = ANY($1)"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.state)).collect())
+}
+
+/// Ids starting with `prefix` (at most two: enough to tell unique from ambiguous).
+pub async fn ids_with_prefix(conn: &mut PgConnection, prefix: &str) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!("SELECT id FROM jobs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", prefix)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Jobs by `f`; `now` is the end of a running job's duration so far. One statement per order,
+/// so newest and oldest walk the `seq` index and stop after `limit` matches.
+pub async fn list(conn: &mut PgConnection, f: &ListFilter, now: i64) -> Result<Vec<JobRow>> {
+    let labels = serde_json::to_string(&f.labels)?;
+    let state = f.state.map(JobState::as_str);
+    macro_rules! list_by {
+        ($($order:literal)+ $(, $extra:expr)*) => {
+            select_jobs!(
+                "WHERE ($1::text IS NULL OR profile = $1) AND ($2::text IS NULL OR state = $2)
+                   AND ($3::text IS NULL OR session = $3)
+                   AND ($4::bigint IS NULL OR created_ms >= $4) AND ($5::bigint IS NULL OR created_ms < $5)
+                   AND ($6::text = '[]' OR NOT EXISTS (
+                          SELECT 1 FROM jsonb_array_elements($6::text::jsonb) f
+                           WHERE jobs.labels IS NULL
+                              OR (jobs.labels::jsonb -> (f ->> 0)) IS NULL
+                              OR (f ->> 1 IS NOT NULL AND jobs.labels::jsonb ->> (f ->> 0) IS DISTINCT FROM f ->> 1)))
+                 "
+                $($order)+,
+                f.profile,
+                state,
+                f.session,
+                f.since_ms,
+                f.until_ms,
+                labels,
+                f.limit
+                $(, $extra)*
+            )
+            .fetch_all(&mut *conn)
+            .await?
+        };
+    }
+    Ok(match f.sort.as_str() {
+        "oldest" => list_by!("ORDER BY seq ASC LIMIT $7"),
+        "priority" => list_by!("ORDER BY priority DESC, seq DESC LIMIT $7"),
+        "duration" => list_by!(
+            "ORDER BY coalesce(finished_ms, $8) - coalesce(started_ms, coalesce(finished_ms, $8)) DESC, seq DESC LIMIT $7",
+            now
+        ),
+        _ => list_by!("ORDER BY seq DESC LIMIT $7"),
+    })
+}
+
+/// Job counts by state.
+pub async fn counts(conn: &mut PgConnection) -> Result<Vec<(JobState, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT state AS "state: JobState", count(*) AS "n!: i64" FROM jobs GROUP BY state ORDER BY state"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.state, r.n)).collect())
+}
+
+/// Is there any queued or running job? And when is the earliest future run-after?
+pub async fn pending(conn: &mut PgConnection, now: i64) -> Result<(bool, Option<i64>)> {
+    let r = sqlx::query!(
+        r#"SELECT (EXISTS (SELECT 1 FROM jobs WHERE state = 'running')
+                   OR EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after_ms <= $1)) AS "busy!: bool",
+                  (SELECT min(run_after_ms) FROM jobs WHERE state = 'queued' AND run_after_ms > $1) AS "next: i64""#,
+        now
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((r.busy, r.next))
+}
+
+/// The project directories of queued jobs (a node claims only those that exist on its machine).
+pub async fn queued_dirs(conn: &mut PgConnection) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!("SELECT DISTINCT project_dir FROM jobs WHERE state = 'queued'").fetch_all(conn).await?)
+}
+
+/// The live worker processes recorded for a job's attempt: (pid, start time).
+pub async fn worker_pids(conn: &mut PgConnection, job_id: &str, attempt: i64) -> Result<Vec<(i64, i64)>> {
+    let rows = sqlx::query!(
+        r#"SELECT pid AS "pid!", pid_start AS "pid_start!" FROM workers
+            WHERE job_id = $1 AND attempt = $2 AND pid IS NOT NULL AND pid_start IS NOT NULL"#,
+        job_id,
+        attempt
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.pid, r.pid_start)).collect())
+}
+
+/// Ask for a job to be canceled. A waiting or queued job ends `canceled` at once; a running
+/// one gets the request (its node stops the process group, then writes `canceled`). Returns
+/// the state the job is in afterwards, or None when unknown.
+pub async fn request_cancel(
+    conn: &mut PgConnection,
+    id: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<Option<JobState>> {
+    let error = match reason {
+        Some(r) => format!("Canceled: {r}"),
+        None => "Canceled".to_string(),
+    };
+    sqlx::query!(
+        "UPDATE jobs SET state = 'canceled', finished_ms = $2, error = $3, cancel_requested_ms = $2, cancel_reason = $4
+          WHERE id = $1 AND state IN ('waiting', 'queued')",
+        id,
+        now,
+        error,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "UPDATE jobs SET cancel_requested_ms = $2, cancel_reason = $3
+          WHERE id = $1 AND state = 'running' AND cancel_requested_ms IS NULL",
+        id,
+        now,
+        reason
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query_scalar!(r#"SELECT state AS "state: JobState" FROM jobs WHERE id = $1"#, id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Finished jobs that pruning may delete now, oldest first, at most `batch`: past `max_age`, or
+/// beyond the newest `max_jobs`, and never younger than `min_age`, part of a workflow run, with
+/// a worktree still on disk, or needed by a waiting job.
+pub async fn prunable(
+    conn: &mut PgConnection,
+    now: i64,
+    max_age_ms: i64,
+    min_age_ms: i64,
+    max_jobs: i64,
+    batch: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        "SELECT id FROM jobs
+          WHERE finished_ms IS NOT NULL AND finished_ms <= $1::bigint - $3::bigint AND workflow_run_id IS NULL
+            AND (worktree_id IS NULL OR worktree_id IN (SELECT id FROM worktrees WHERE state = 'discarded'))
+            AND NOT EXISTS (SELECT 1 FROM job_deps d JOIN jobs w ON w.id = d.job_id
+                             WHERE d.dep_id = jobs.id AND w.state = 'waiting')
+            AND (finished_ms < $1::bigint - $2::bigint
+                 OR seq NOT IN (SELECT seq FROM jobs WHERE finished_ms IS NOT NULL
+                                 ORDER BY finished_ms DESC, seq DESC LIMIT $4))
+          ORDER BY finished_ms, seq
+          LIMIT $5",
+        now,
+        max_age_ms,
+        min_age_ms,
+        max_jobs,
+        batch
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Delete jobs (their oneshot worker rows go with them, by trigger).
+pub async fn delete(conn: &mut PgConnection, ids: &[String]) -> Result<u64> {
+    let r = sqlx::query!("DELETE FROM jobs WHERE id = ANY($1)", ids).execute(conn).await?;
     Ok(r.rows_affected())
+}
+
+/// Those of `ids` that name neither a job nor a workflow run (to find log and attachment
+/// directories left without a row), looked up by the unique indexes.
+pub async fn without_row(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT d AS "id!" FROM unnest($1::text[]) AS d
+            WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE id = d)
+              AND NOT EXISTS (SELECT 1 FROM workflow_runs WHERE id = d)"#,
+        ids
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Space: PostgreSQL's autovacuum gives dead rows' space back by itself; nothing to do.
+pub async fn vacuum(_conn: &mut PgConnection) -> Result<()> {
+    Ok(())
 }

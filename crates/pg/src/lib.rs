@@ -6,9 +6,29 @@
 //! Every write a node makes is fenced by the node's id and epoch in `nodes` (see the schema):
 //! a node that was taken over writes nothing.
 
+pub mod events;
+pub mod hooks;
 pub mod jobs;
+pub mod lease;
 pub mod nodes;
 pub mod pauses;
+pub mod workers;
+pub mod workflow;
+pub mod worktrees;
+
+/// What a statement can fail with (the same as the SQLite store's statements).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Bad input, in words for the user.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// The schema, embedded.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");

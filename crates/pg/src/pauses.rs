@@ -1,13 +1,12 @@
 //! Pauses: while a row names a profile (or `*`, every profile) no node claims its jobs.
 
-use baton_rows::pauses::PauseRow;
 use sqlx::PgConnection;
 
-/// Every profile, as a pause row names it.
-pub const ALL: &str = "*";
+use crate::Result;
+pub use baton_rows::pauses::{ALL, PauseRow};
 
 /// Pause `profile` (or [`ALL`]); pausing what is paused keeps the first pause. True when new.
-pub async fn pause(conn: &mut PgConnection, profile: &str, by: &str, now: i64) -> sqlx::Result<bool> {
+pub async fn pause(conn: &mut PgConnection, profile: &str, by: &str, now: i64) -> Result<bool> {
     let r = sqlx::query!(
         "INSERT INTO pauses (profile, paused_ms, paused_by) VALUES ($1, $2, $3) ON CONFLICT (profile) DO NOTHING",
         profile,
@@ -20,14 +19,14 @@ pub async fn pause(conn: &mut PgConnection, profile: &str, by: &str, now: i64) -
 }
 
 /// Lift the pause of `profile`, or every pause for None. How many were lifted.
-pub async fn resume(conn: &mut PgConnection, profile: Option<&str>) -> sqlx::Result<u64> {
+pub async fn resume(conn: &mut PgConnection, profile: Option<&str>) -> Result<u64> {
     let r = sqlx::query!("DELETE FROM pauses WHERE $1::text IS NULL OR profile = $1", profile).execute(conn).await?;
     Ok(r.rows_affected())
 }
 
 /// Every pause, oldest first.
-pub async fn all(conn: &mut PgConnection) -> sqlx::Result<Vec<PauseRow>> {
-    sqlx::query_as!(PauseRow, "SELECT profile, paused_ms, paused_by FROM pauses ORDER BY paused_ms, profile")
+pub async fn all(conn: &mut PgConnection) -> Result<Vec<PauseRow>> {
+    Ok(sqlx::query_as!(PauseRow, "SELECT profile, paused_ms, paused_by FROM pauses ORDER BY paused_ms, profile")
         .fetch_all(conn)
-        .await
+        .await?)
 }

@@ -43,6 +43,7 @@ fn new_job(id: &str, dedup: Option<&str>) -> NewJob {
         labels: Some("{\"team\":\"a\"}".into()),
         after: None,
         after_any: false,
+        node: None,
     }
 }
 
@@ -82,15 +83,15 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         let e1 = baton_pg::nodes::register(&mut c, "n1", "n1-a", "host1", 11, 100).await.unwrap();
         let e2 = baton_pg::nodes::register(&mut c, "n2", "n2-a", "host2", 22, 100).await.unwrap();
         assert_eq!((e1, e2), (1, 1));
-        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j1", Some("k")), None).await.unwrap(), Inserted::New);
+        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j1", Some("k"))).await.unwrap(), Inserted::New);
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await.unwrap().unwrap();
         assert_eq!((n.channel(), n.payload()), ("baton", "nodes"), "registration notified first");
         assert_eq!(
-            baton_pg::jobs::insert(&mut c, &new_job("j2", Some("k")), None).await.unwrap(),
+            baton_pg::jobs::insert(&mut c, &new_job("j2", Some("k"))).await.unwrap(),
             Inserted::Duplicate("j1".into()),
             "one unfinished task per dedup key"
         );
-        baton_pg::jobs::insert(&mut c, &new_job("j3", None), Some("n2")).await.unwrap();
+        baton_pg::jobs::insert(&mut c, &NewJob { node: Some("n2".into()), ..new_job("j3", None) }).await.unwrap();
 
         // n1 claims what it may: not j3 (n2's), not a project it lacks.
         assert!(baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/elsewhere".into()]).await.unwrap().is_empty());
@@ -109,7 +110,7 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         assert_eq!((j1.state, j1.response.as_deref(), j1.finished_ms), (JobState::Succeeded, Some("done"), Some(300)));
         assert_eq!(j1.cost_usd, Some(0.25));
         // Its dedup key is free again.
-        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j4", Some("k")), None).await.unwrap(), Inserted::New);
+        assert_eq!(baton_pg::jobs::insert(&mut c, &new_job("j4", Some("k"))).await.unwrap(), Inserted::New);
 
         // n2 claims j3, then falls silent: n1 takes it over, and n2's heartbeat and result are
         // refused from then on.
@@ -123,7 +124,7 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         // n1 recovers what n2 ran: j3 back in the queue while attempts remain, then failed.
         // (j4, which any node may run, is n2's orphan too.)
         let n1 = Leader { owner: "n1", epoch: 1 };
-        let orphans = baton_pg::jobs::orphans(&mut c).await.unwrap();
+        let orphans = baton_pg::jobs::orphans(&mut c, "n1", 1).await.unwrap();
         assert_eq!(orphans.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j3", "j4"]);
         let lost = "Worker lost: its node stopped answering";
         assert_eq!(
@@ -177,8 +178,8 @@ fn worker_rows_follow_their_jobs_and_pauses_hold_back_every_node() {
         let pool = baton_pg::open(&url).await.expect("open and migrate");
         let mut c = pool.acquire().await.unwrap();
         baton_pg::nodes::register(&mut c, "n1", "n1-a", "host1", 11, 100).await.unwrap();
-        baton_pg::jobs::insert(&mut c, &new_job("j1", None), None).await.unwrap();
-        baton_pg::jobs::insert(&mut c, &new_job("j2", None), None).await.unwrap();
+        baton_pg::jobs::insert(&mut c, &new_job("j1", None)).await.unwrap();
+        baton_pg::jobs::insert(&mut c, &new_job("j2", None)).await.unwrap();
 
         // A paused profile is held back on every node; `*` pauses them all; a second pause of
         // the same profile keeps the first.
@@ -200,8 +201,13 @@ fn worker_rows_follow_their_jobs_and_pauses_hold_back_every_node() {
         let got = baton_pg::jobs::claim(&mut c, "n1", 1, 200, LIMITS, &["/p".into()]).await.unwrap();
         assert_eq!(got.len(), 2);
         let rows = [worker("w1", "j1", 1), worker("w2", "j2", 1)];
-        assert_eq!(baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 0).await.unwrap(), 0, "stale epoch");
-        assert_eq!(baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 1).await.unwrap(), 2);
+        let count = "SELECT count(*) FROM workers";
+        baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 0).await.unwrap();
+        let n: i64 = baton_pg::sqlx::query_scalar(count).fetch_one(&mut *c).await.unwrap();
+        assert_eq!(n, 0, "a stale epoch records nothing");
+        baton_pg::jobs::insert_oneshot_workers(&mut c, &rows, "n1", 1).await.unwrap();
+        let n: i64 = baton_pg::sqlx::query_scalar(count).fetch_one(&mut *c).await.unwrap();
+        assert_eq!(n, 2);
         assert_eq!(baton_pg::jobs::finish_many(&mut c, &[ok("j1")], "n1", 1, 300).await.unwrap(), ["j1"]);
         let states: Vec<(String, String, Option<i64>)> =
             baton_pg::sqlx::query_as("SELECT id, state, exit_code FROM workers ORDER BY id")

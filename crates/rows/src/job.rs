@@ -117,4 +117,6 @@ pub struct NewJob {
     /// JSON array of the task ids it waits for; `None`: it is queued at once.
     pub after: Option<String>,
     pub after_any: bool,
+    /// The only node that may run it (`--node`; PostgreSQL queues only).
+    pub node: Option<String>,
 }

@@ -1,5 +1,8 @@
 //! Pauses.
 
+/// Every profile, as a pause row names it.
+pub const ALL: &str = "*";
+
 /// A pause as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PauseRow {

@@ -4,13 +4,10 @@
 use sqlx::SqliteConnection;
 
 use crate::Result;
-pub use baton_rows::hooks::Pending;
+pub use baton_rows::hooks::{MAX_ATTEMPTS, Pending};
 
 /// The hook's name in `hooks`.
 const ON_FINISH: &str = "onFinish";
-
-/// Attempts at one hook: a dispatcher that dies while it runs leaves it to the next, this often.
-pub const MAX_ATTEMPTS: i64 = 3;
 
 /// Make the `hooks` row say what the configuration says (`None`: no hook). Removing the hook
 /// closes what it left pending, so a hook configured again later does not run for old tasks.

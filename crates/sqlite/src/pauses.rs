@@ -3,10 +3,7 @@
 use sqlx::SqliteConnection;
 
 use crate::Result;
-pub use baton_rows::pauses::PauseRow;
-
-/// Every profile, as a pause row names it.
-pub const ALL: &str = "*";
+pub use baton_rows::pauses::{ALL, PauseRow};
 
 /// Pause `profile` (or [`ALL`]); pausing what is paused keeps the first pause. True when new.
 pub async fn pause(conn: &mut SqliteConnection, profile: &str, by: &str, now: i64) -> Result<bool> {
