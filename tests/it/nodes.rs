@@ -69,6 +69,17 @@ impl Shared {
     }
 }
 
+/// The tasks whose workers these processes are (their `BATON_TASK_ID`).
+fn tasks_of(pids: &[i32]) -> BTreeSet<String> {
+    pids.iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/environ")).ok())
+        .filter_map(|env| {
+            env.split(|b| *b == 0)
+                .find_map(|v| v.strip_prefix(b"BATON_TASK_ID=").map(|id| String::from_utf8_lossy(id).into_owned()))
+        })
+        .collect()
+}
+
 #[test]
 fn three_nodes_run_300_tasks_each_once() {
     let _g = common::heavy();
@@ -135,18 +146,20 @@ fn a_node_paused_past_its_lease_wakes_stops_its_workers_and_writes_nothing() {
     })) else {
         return;
     };
-    let mut n1 = s.node("n1");
     // A ends on its own while n1 sleeps (a late result); B outlives the pause (a worker to stop).
-    let a = s.start_tasks(1, "2").remove(0);
+    // Both are queued before n1 starts, so it claims them together.
+    let a = s.start_tasks(1, "4").remove(0);
     let b = s.start_tasks(1, "30").remove(0);
+    let mut n1 = s.node("n1");
     wait_for(30, "n1 to run both", || s.count("state = 'running' AND owner = 'n1'") == 2);
-    wait_for(30, "both workers to appear", || common::live_workers_of(&s.q.db).len() == 2);
+    wait_for(30, "both workers to appear", || tasks_of(&common::live_workers_of(&s.q.db)).len() == 2);
     let workers: Vec<i32> = common::live_workers_of(&s.q.db);
     kill(Pid::from_raw(n1.pid()), Signal::SIGSTOP).unwrap();
     let n2 = s.node("n2");
     wait_for(60, "n2 to take both over", || s.count("owner = 'n2' AND attempt = 2") == 2);
     wait_for(30, "A's first worker to end while n1 sleeps", || {
-        workers.iter().filter(|p| common::is_dead(**p)).count() == 1
+        let live: Vec<i32> = workers.iter().copied().filter(|p| !common::is_dead(*p)).collect();
+        tasks_of(&live) == BTreeSet::from([b.clone()])
     });
     wait_for(30, "A's second attempt to succeed on n2", || {
         s.count(&format!("id = '{a}' AND state = 'succeeded'")) == 1
