@@ -554,6 +554,19 @@ pub mod lease {
         }
     }
 
+    /// A clean exit: on a shared queue this node's row is marked stopped at `epoch` (its jobs
+    /// were drained), so no other node waits for its heartbeat to go stale. A queue file's
+    /// lease simply ages.
+    pub async fn release(c: &mut (impl Handle + ?Sized), owner: &str, epoch: i64, now: i64) -> Result<()> {
+        match c.db() {
+            Db::Sqlite(_) => Ok(()),
+            Db::Pg(c, _) => {
+                baton_pg::nodes::stop(c, owner, epoch, now).await?;
+                Ok(())
+            }
+        }
+    }
+
     /// The schema version the queue is at.
     pub async fn schema_version(c: &mut (impl Handle + ?Sized)) -> Result<i64> {
         match c.db() {

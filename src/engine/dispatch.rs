@@ -187,6 +187,11 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
     }
     // Server workers live only as long as the dispatcher that holds their pipes.
     d.servers.shutdown(Duration::from_millis(d.queue.config.config.jobs.kill_grace_ms)).await;
+    if result.is_ok()
+        && let Err(e) = store::lease::release(&mut d.own, &d.owner, d.epoch, now_ms()).await
+    {
+        tracing::warn!("could not mark this dispatcher stopped: {e}");
+    }
     d.queue.store.close().await;
     result
 }

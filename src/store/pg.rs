@@ -109,7 +109,10 @@ impl Server {
             return Err(Error::NoQueue { path: path() });
         }
         drop(conn);
-        baton_pg::MIGRATOR.run(&pool).await?;
+        // The migrator takes its lock and reads its table on every run: only when behind.
+        if !has_schema || current_version(&pool).await? < SCHEMA_VERSION {
+            baton_pg::MIGRATOR.run(&pool).await?;
+        }
         Ok(Server { pool, options, shown, url: url.to_string(), node: Arc::new(node) })
     }
 
@@ -127,6 +130,11 @@ impl Server {
         l.listen(CHANNEL).await?;
         Ok(l)
     }
+}
+
+/// The schema version `baton_schema` records.
+async fn current_version(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT version FROM baton_schema").fetch_one(pool).await?)
 }
 
 /// Database errors a long-lived process outlives: the server restarting or unreachable for a

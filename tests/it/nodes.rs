@@ -101,7 +101,13 @@ fn three_nodes_run_300_tasks_each_once() {
     assert!(by_node.keys().all(|n| ["n1", "n2", "n3"].contains(&n.as_str())), "{by_node:?}");
     assert!(by_node.len() >= 2, "the nodes shared the work: {by_node:?}");
     assert_eq!(s.sql("SELECT count(*) FROM nodes WHERE stopped_ms IS NULL"), "3", "three live nodes");
-    drop(nodes);
+    // A node stopped cleanly says so: no one waits for its heartbeat to go stale.
+    let [mut n1, n2, n3] = nodes;
+    kill(Pid::from_raw(n1.pid()), Signal::SIGTERM).unwrap();
+    wait_for(30, "n1 to drain and exit", || n1.exited().is_some());
+    assert_eq!(s.sql("SELECT stopped_ms IS NOT NULL FROM nodes WHERE id = 'n1'"), "t");
+    assert_eq!(s.sql("SELECT count(*) FROM nodes WHERE stopped_ms IS NULL"), "2");
+    drop((n2, n3));
 }
 
 #[test]
