@@ -14,51 +14,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton::job::{NewJob, now_ms};
-use baton::state::{JobState, WorkerKind};
+use baton::job::now_ms;
+use baton::state::JobState;
 use baton::store::jobs::{ClaimLimits, Outcome};
 use baton::store::{self, Durability, Node, Store};
 
+#[path = "common.rs"]
+mod common;
 #[path = "../tests/it/common/pg.rs"]
 mod pg;
 
+use common::job;
+
 const LIFECYCLE_JOBS: usize = 2_000;
 const DRAIN_JOBS: usize = 600;
-
-fn job(i: usize, now: i64, project: &str) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: "worker".into(),
-        profile: "coder".into(),
-        task: format!("bench task {i}"),
-        session: None,
-        requested_by: "cli:bench".into(),
-        project_dir: project.into(),
-        argv: r#"["/bin/true"]"#.into(),
-        prompt_stdin: false,
-        model: None,
-        env: "{}".into(),
-        attachments: "[]".into(),
-        priority: 0,
-        max_attempts: 3,
-        run_after_ms: now,
-        timeout_ms: 600_000,
-        profile_limit: None,
-        created_ms: now,
-        dedup_key: None,
-        workflow_run_id: None,
-        workflow_step: None,
-        output: None,
-        worker_kind: WorkerKind::Oneshot,
-        system_prompt: None,
-        permissions: None,
-        worktree_id: None,
-        labels: None,
-        after: None,
-        after_any: false,
-        node: None,
-    }
-}
 
 fn outcome(id: &str) -> Outcome {
     Outcome {

@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 use baton::api::{self, Caller, OpenOptions, Queue, StartParams};
 use baton::job::{JobRow, JobState, NewJob, WorkerKind, now_ms};
 use baton::store::{Durability, Store};
+
+#[path = "common.rs"]
+mod common;
 use baton_sqlite::jobs::{self, ClaimLimits, Outcome};
 
 /// The queue file's pool: the benchmark measures baton's SQLite statements themselves.
@@ -169,38 +172,7 @@ fn limits(batch: i64) -> ClaimLimits {
 }
 
 fn new_job(i: usize, now: i64) -> NewJob {
-    NewJob {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: "worker".into(),
-        profile: "coder".into(),
-        task: format!("bench task {i}"),
-        session: None,
-        requested_by: "cli:bench".into(),
-        project_dir: "/tmp/baton-bench-project".into(),
-        argv: r#"["/bin/true","bench task"]"#.into(),
-        prompt_stdin: false,
-        model: None,
-        env: "{}".into(),
-        attachments: "[]".into(),
-        priority: 0,
-        max_attempts: 3,
-        run_after_ms: now,
-        timeout_ms: 600_000,
-        profile_limit: None,
-        created_ms: now,
-        dedup_key: None,
-        workflow_run_id: None,
-        workflow_step: None,
-        output: None,
-        worker_kind: WorkerKind::Oneshot,
-        system_prompt: None,
-        permissions: None,
-        worktree_id: None,
-        labels: None,
-        after: None,
-        after_any: false,
-        node: None,
-    }
+    common::job(i, now, "/tmp/baton-bench-project")
 }
 
 fn new_jobs(n: usize) -> Vec<NewJob> {

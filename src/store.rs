@@ -30,7 +30,7 @@ pub use sqlite::{
     APPLICATION_ID, DEFAULT_BUSY_TIMEOUT, Durability, SCHEMA_VERSION, Settings, connect_options, migrate_options,
     open_lock_file, tune_memory,
 };
-pub use wake::Waker;
+use wake::Waker;
 
 /// An open queue: a SQLite file or a PostgreSQL database.
 #[derive(Debug, Clone)]
