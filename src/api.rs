@@ -75,6 +75,21 @@ pub struct Status {
     /// What is paused: profile ids, or `*` for every profile.
     pub paused: Vec<Paused>,
     pub project: String,
+    /// On a PostgreSQL queue: the nodes heart-beating within `dispatcher.staleMs`, by id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeShown>>,
+}
+
+/// A live node of a shared queue, as `baton status` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeShown {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    pub epoch: i64,
+    pub since: String,
+    pub heartbeat_at: String,
 }
 
 /// A pause as `baton status` and `baton pause` show it.
@@ -1445,12 +1460,26 @@ pub async fn status(q: &Queue) -> Result<Status> {
         .map(|st| (st.as_str(), counts.iter().find(|(s, _)| s == st).map_or(0, |(_, n)| *n)))
         .collect();
     let paused = store::pauses::all(&mut conn).await?.iter().map(Paused::of).collect();
+    let stale_before = now_ms() - q.config.config.dispatcher.stale_ms as i64;
+    let nodes = store::lease::live_nodes(&mut conn, stale_before).await?.map(|rows| {
+        rows.into_iter()
+            .map(|n| NodeShown {
+                id: n.id,
+                host: n.host,
+                pid: n.pid,
+                epoch: n.epoch,
+                since: job::iso(n.started_ms),
+                heartbeat_at: job::iso(n.heartbeat_ms),
+            })
+            .collect()
+    });
     Ok(Status {
         database: q.store.describe(),
         dispatcher,
         jobs,
         paused,
         project: q.loc.project_dir.display().to_string(),
+        nodes,
     })
 }
 

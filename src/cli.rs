@@ -573,6 +573,14 @@ fn status_text(s: &api::Status) -> String {
             s.paused.iter().map(|p| if p.profile == "*" { "every profile" } else { p.profile.as_str() }).collect();
         text.push_str(&format!("\nPaused:     {} (baton resume)", names.join(", ")));
     }
+    if let Some(nodes) = &s.nodes {
+        let shown: Vec<String> =
+            nodes.iter().map(|n| format!("{} ({}, pid {}, epoch {})", n.id, n.host, n.pid, n.epoch)).collect();
+        text.push_str(&format!(
+            "\nNodes:      {}",
+            if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
+        ));
+    }
     text
 }
 

@@ -567,6 +567,17 @@ pub mod lease {
         }
     }
 
+    pub use baton_pg::nodes::NodeRow;
+
+    /// On a shared queue, the nodes heart-beating since `stale_before`, by id; `None` for a
+    /// queue file, which has no nodes.
+    pub async fn live_nodes(c: &mut (impl Handle + ?Sized), stale_before: i64) -> Result<Option<Vec<NodeRow>>> {
+        match c.db() {
+            Db::Sqlite(_) => Ok(None),
+            Db::Pg(c, _) => Ok(Some(baton_pg::nodes::live(c, stale_before).await?)),
+        }
+    }
+
     /// The schema version the queue is at.
     pub async fn schema_version(c: &mut (impl Handle + ?Sized)) -> Result<i64> {
         match c.db() {

@@ -101,6 +101,10 @@ fn three_nodes_run_300_tasks_each_once() {
     assert!(by_node.keys().all(|n| ["n1", "n2", "n3"].contains(&n.as_str())), "{by_node:?}");
     assert!(by_node.len() >= 2, "the nodes shared the work: {by_node:?}");
     assert_eq!(s.sql("SELECT count(*) FROM nodes WHERE stopped_ms IS NULL"), "3", "three live nodes");
+    let (st, _) = s.q.json(&["status"]);
+    let ids: Vec<&str> = st["nodes"].as_array().unwrap().iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3"], "{st}");
+    assert!(s.q.ok(&["status"]).contains("Nodes:      n1 ("));
     // A node stopped cleanly says so: no one waits for its heartbeat to go stale.
     let [mut n1, n2, n3] = nodes;
     kill(Pid::from_raw(n1.pid()), Signal::SIGTERM).unwrap();
