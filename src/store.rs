@@ -539,18 +539,19 @@ pub mod lease {
         }
     }
 
-    /// Other nodes whose heartbeat is older than `stale_before`, taken over by `by` (their
+    /// Other nodes whose heartbeat is older than `stale_before`, taken over by `by` at `epoch` (their
     /// epochs raised, so nothing they still write lands): their running jobs are then orphans.
     /// A queue file has one leader, whose lease [`take_over_stale`] takes: none.
     pub async fn take_over_silent(
         c: &mut (impl Handle + ?Sized),
         by: &str,
+        epoch: i64,
         stale_before: i64,
         now: i64,
     ) -> Result<Vec<(String, i64)>> {
         match c.db() {
             Db::Sqlite(_) => Ok(Vec::new()),
-            Db::Pg(c, _) => Ok(baton_pg::nodes::take_over_stale(c, by, stale_before, now).await?),
+            Db::Pg(c, _) => Ok(baton_pg::nodes::take_over_stale(c, by, epoch, stale_before, now).await?),
         }
     }
 

@@ -716,7 +716,9 @@ impl Dispatcher {
         let mut conn = self.queue.store.conn().await?;
         let now = now_ms();
         let stale_before = now - self.queue.config.config.dispatcher.stale_ms as i64;
-        for (node, epoch) in store::lease::take_over_silent(&mut conn, &self.owner, stale_before, now).await? {
+        for (node, epoch) in
+            store::lease::take_over_silent(&mut conn, &self.owner, self.epoch, stale_before, now).await?
+        {
             tracing::warn!(%node, epoch, "a node has not renewed its heartbeat within dispatcher.staleMs; taking over its jobs");
         }
         // Server workers of an earlier leader lost their pipes with it: stop what is proven to

@@ -41,21 +41,25 @@ pub async fn heartbeat(conn: &mut PgConnection, id: &str, epoch: i64, now: i64) 
 }
 
 /// Take over every node (but `by`) whose heartbeat is older than `stale_before`: its epoch is
-/// raised and it is marked stopped, so nothing its process still writes lands. Returns the
-/// nodes taken over with their new epochs; their running jobs are then recovered by `by`.
+/// raised and it is marked stopped, so nothing its process still writes lands. Only while `by`
+/// itself holds `epoch` (a node taken over takes over no one). Returns the nodes taken over
+/// with their new epochs; their running jobs are then recovered by `by`.
 pub async fn take_over_stale(
     conn: &mut PgConnection,
     by: &str,
+    epoch: i64,
     stale_before: i64,
     now: i64,
 ) -> Result<Vec<(String, i64)>> {
     let rows = sqlx::query!(
         "UPDATE nodes SET epoch = epoch + 1, stopped_ms = $3
           WHERE id <> $1 AND stopped_ms IS NULL AND heartbeat_ms < $2
+            AND EXISTS (SELECT 1 FROM nodes me WHERE me.id = $1 AND me.epoch = $4 AND me.stopped_ms IS NULL)
          RETURNING id, epoch",
         by,
         stale_before,
-        now
+        now,
+        epoch
     )
     .fetch_all(conn)
     .await?;

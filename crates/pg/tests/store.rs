@@ -117,7 +117,14 @@ fn a_job_goes_through_postgres_fenced_by_its_nodes_epoch() {
         let got = baton_pg::jobs::claim(&mut c, "n2", 1, 400, LIMITS, &["/p".into()]).await.unwrap();
         assert_eq!(got.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(), ["j3", "j4"]);
         assert!(baton_pg::nodes::heartbeat(&mut c, "n1", 1, 1_000).await.unwrap());
-        assert_eq!(baton_pg::nodes::take_over_stale(&mut c, "n1", 500, 1_000).await.unwrap(), [("n2".to_string(), 2)]);
+        assert!(
+            baton_pg::nodes::take_over_stale(&mut c, "n1", 7, 500, 1_000).await.unwrap().is_empty(),
+            "n1 is not at 7"
+        );
+        assert_eq!(
+            baton_pg::nodes::take_over_stale(&mut c, "n1", 1, 500, 1_000).await.unwrap(),
+            [("n2".to_string(), 2)]
+        );
         assert!(!baton_pg::nodes::heartbeat(&mut c, "n2", 1, 1_001).await.unwrap(), "n2 lost its epoch");
         assert!(baton_pg::jobs::finish_many(&mut c, &[ok("j3")], "n2", 1, 1_002).await.unwrap().is_empty());
         assert_eq!(baton_pg::jobs::get(&mut c, "j3").await.unwrap().unwrap().state, JobState::Running);
