@@ -562,3 +562,29 @@ fn an_agent_reviews_and_merges_a_worktree_task() {
         s.client.cancel().await.unwrap();
     });
 }
+
+#[test]
+fn on_postgres_the_tools_answer_alike_and_a_start_brings_up_this_machines_node() {
+    let _g = common::heavy();
+    let Some(pg) = common::pg::Pg::start() else { return };
+    let mut q = TestQueue::with_overrides(json!({"autoSpawn": true}));
+    q.db = pg.create_db("q").into();
+    runtime().block_on(async {
+        let s = connect(&q, &[("BATON_NODE", "mcp-node")]).await;
+        let c = &s.client;
+        let id = start(c, "echo over postgres").await;
+        let v = ok(c, "task_await", json!({"taskId": id, "timeoutMs": 30000})).await;
+        assert_eq!(v["status"], "succeeded", "{v}");
+        assert!(v["responseText"].as_str().unwrap().contains("over postgres"), "{v}");
+        let mine = ok(c, "task_list", json!({"format": "json"})).await;
+        assert_eq!(mine.as_array().unwrap().len(), 1, "{mine}");
+        let unknown = ok(c, "task_peek", json!({"taskId": "zz"})).await;
+        assert_eq!(unknown["status"], "unknown", "{unknown}");
+        s.client.cancel().await.unwrap();
+    });
+    let row = pg.psql_ok("q", "SELECT pid FROM nodes WHERE id = 'mcp-node'");
+    let pid: i32 = row.parse().unwrap_or_else(|_| panic!("the auto-started node registered: {row:?}"));
+    // The detached node would outlive the server it talks to: stop it first.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    common::wait_for(30, "the node to stop", || common::is_dead(pid));
+}
