@@ -1,6 +1,9 @@
 //! The finish hook's rows: `hooks` (the configured argv, synced by the dispatchers) and the
 //! `finish_hooks` outbox the schema's triggers fill when a task or run ends. Each write is
-//! fenced by the writing node still holding its epoch; any live node may run a pending hook.
+//! fenced by the writing node still holding its epoch. One node runs the hooks, as one
+//! dispatcher does on a queue file: the live node that started first (then by id), so a hook
+//! in flight is never begun again by another node while its node lives; when that node stops
+//! or is taken over, the next one takes its pending hooks up.
 
 use sqlx::PgConnection;
 
@@ -74,15 +77,16 @@ pub async fn pending(conn: &mut PgConnection, limit: i64) -> Result<Vec<Pending>
     .await?)
 }
 
-/// Count an attempt before the hook process starts; false when the row is done already, its
-/// attempt was begun by another node, or this node was taken over. A row out of attempts is
-/// closed with the reason instead.
+/// Count an attempt before the hook process starts; false when the row is done already, or
+/// node `owner` at `epoch` is not the node that runs hooks (see the module). A row out of
+/// attempts is closed with the reason instead, by that node.
 pub async fn begin(conn: &mut PgConnection, task_id: &str, owner: &str, epoch: i64, now: i64) -> Result<bool> {
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // The hooks' node: the first live node by start time, then id (NULL, so false, when none).
     let begun = sqlx::query!(
         "UPDATE finish_hooks SET attempts = attempts + 1, started_ms = $2
           WHERE task_id = $1 AND done_ms IS NULL AND attempts < $3
-            AND EXISTS (SELECT 1 FROM nodes WHERE id = $4 AND epoch = $5 AND stopped_ms IS NULL)",
+            AND (SELECT id = $4 AND epoch = $5 FROM nodes WHERE stopped_ms IS NULL ORDER BY started_ms, id LIMIT 1)",
         task_id,
         now,
         MAX_ATTEMPTS,
@@ -98,7 +102,7 @@ pub async fn begin(conn: &mut PgConnection, task_id: &str, owner: &str, epoch: i
         sqlx::query!(
             "UPDATE finish_hooks SET done_ms = $2, error = $3
               WHERE task_id = $1 AND done_ms IS NULL AND attempts >= $4
-                AND EXISTS (SELECT 1 FROM nodes WHERE id = $5 AND epoch = $6 AND stopped_ms IS NULL)",
+                AND (SELECT id = $5 AND epoch = $6 FROM nodes WHERE stopped_ms IS NULL ORDER BY started_ms, id LIMIT 1)",
             task_id,
             now,
             message,
@@ -113,7 +117,8 @@ pub async fn begin(conn: &mut PgConnection, task_id: &str, owner: &str, epoch: i
     Ok(begun)
 }
 
-/// Record how the hook ended: its exit code, or why it failed. Never run again after this.
+/// Record how the hook ended: its exit code, or why it failed, while node `owner` holds
+/// `epoch`. Never run again after this.
 pub async fn done(
     conn: &mut PgConnection,
     task_id: &str,

@@ -290,8 +290,12 @@ pub async fn ids_with_prefix(conn: &mut PgConnection, prefix: &str) -> Result<Ve
         .await?)
 }
 
-/// Jobs by `f`; `now` is the end of a running job's duration so far. One statement per order,
-/// so newest and oldest walk the `seq` index and stop after `limit` matches.
+/// Jobs by `f`; `now` is the end of a running job's duration so far.
+///
+/// One statement per order, so that newest and oldest walk the `seq` index and stop after
+/// `limit` matches. Running jobs are few however deep the queue: their statements say
+/// `state = 'running'` in words, so the planner can read them by their partial index even in
+/// a generic plan (a bound state cannot match a partial index's predicate).
 pub async fn list(conn: &mut PgConnection, f: &ListFilter, now: i64) -> Result<Vec<JobRow>> {
     let labels = serde_json::to_string(&f.labels)?;
     let state = f.state.map(JobState::as_str);
@@ -321,15 +325,20 @@ pub async fn list(conn: &mut PgConnection, f: &ListFilter, now: i64) -> Result<V
             .await?
         };
     }
-    Ok(match f.sort.as_str() {
-        "oldest" => list_by!("ORDER BY seq ASC LIMIT $7"),
-        "priority" => list_by!("ORDER BY priority DESC, seq DESC LIMIT $7"),
-        "duration" => list_by!(
-            "ORDER BY coalesce(finished_ms, $8) - coalesce(started_ms, coalesce(finished_ms, $8)) DESC, seq DESC LIMIT $7",
-            now
-        ),
-        _ => list_by!("ORDER BY seq DESC LIMIT $7"),
-    })
+    macro_rules! by_order {
+        ($only:literal) => {
+            match f.sort.as_str() {
+                "oldest" => list_by!($only "ORDER BY seq ASC LIMIT $7"),
+                "priority" => list_by!($only "ORDER BY priority DESC, seq DESC LIMIT $7"),
+                "duration" => list_by!(
+                    $only "ORDER BY coalesce(finished_ms, $8) - coalesce(started_ms, coalesce(finished_ms, $8)) DESC, seq DESC LIMIT $7",
+                    now
+                ),
+                _ => list_by!($only "ORDER BY seq DESC LIMIT $7"),
+            }
+        };
+    }
+    Ok(if f.state == Some(JobState::Running) { by_order!("AND state = 'running' ") } else { by_order!("") })
 }
 
 /// Job counts by state.
@@ -461,7 +470,20 @@ pub async fn without_row(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<
     .await?)
 }
 
-/// Space: PostgreSQL's autovacuum gives dead rows' space back by itself; nothing to do.
-pub async fn vacuum(_conn: &mut PgConnection) -> Result<()> {
+/// Give dead rows' space back now: a `VACUUM` of the queue's tables, passing over any another
+/// session holds. PostgreSQL runs `VACUUM` only outside a transaction: inside one (the caller's
+/// `&mut *tx`) this does nothing, and autovacuum gives the space back later by itself.
+pub async fn vacuum(conn: &mut PgConnection) -> Result<()> {
+    if conn.is_in_transaction() {
+        return Ok(());
+    }
+    // A utility statement with nothing to check, not kept as a prepared statement.
+    sqlx::query(
+        "VACUUM (SKIP_LOCKED) jobs, job_deps, job_events, workers, worker_sessions, workflow_runs, workflow_steps,
+                              finish_hooks, worktrees",
+    )
+    .persistent(false)
+    .execute(conn)
+    .await?;
     Ok(())
 }
