@@ -14,6 +14,8 @@ use baton_rows::workflow::{NewRun, NewStep};
 use baton_rows::worktrees::NewWorktree;
 
 // The throwaway server the integration tests use.
+#[path = "common/job.rs"]
+mod job;
 #[path = "../../../tests/it/common/pg.rs"]
 mod pg;
 use pg::Pg;
@@ -21,38 +23,7 @@ use pg::Pg;
 const LIMITS: ClaimLimits = ClaimLimits { max_running: 16, max_workers: 16, max_per_session: 8, batch: 16 };
 
 fn new_job(id: &str) -> NewJob {
-    NewJob {
-        id: id.into(),
-        kind: "worker".into(),
-        profile: "coder".into(),
-        task: format!("task {id}"),
-        session: None,
-        requested_by: "cli".into(),
-        project_dir: "/p".into(),
-        argv: "[\"true\"]".into(),
-        prompt_stdin: false,
-        model: None,
-        env: "{}".into(),
-        attachments: "[]".into(),
-        priority: 0,
-        max_attempts: 1,
-        run_after_ms: 0,
-        timeout_ms: 60_000,
-        profile_limit: None,
-        created_ms: 1,
-        dedup_key: None,
-        workflow_run_id: None,
-        workflow_step: None,
-        output: None,
-        worker_kind: WorkerKind::Oneshot,
-        system_prompt: None,
-        permissions: None,
-        worktree_id: None,
-        labels: None,
-        after: None,
-        after_any: false,
-        node: None,
-    }
+    job::job(id)
 }
 
 fn outcome(id: &str, state: JobState) -> Outcome {

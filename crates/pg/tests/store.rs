@@ -5,45 +5,21 @@
 use baton_pg::sqlx::postgres::PgListener;
 use baton_rows::job::NewJob;
 use baton_rows::jobs::{ClaimLimits, Inserted, Leader, NewWorker, Outcome};
-use baton_rows::state::{JobState, WorkerKind};
+use baton_rows::state::JobState;
 
 // The throwaway server the integration tests use.
+#[path = "common/job.rs"]
+mod job;
 #[path = "../../../tests/it/common/pg.rs"]
 mod pg;
 use pg::Pg;
 
 fn new_job(id: &str, dedup: Option<&str>) -> NewJob {
     NewJob {
-        id: id.into(),
-        kind: "worker".into(),
-        profile: "coder".into(),
-        task: format!("task {id}"),
-        session: None,
-        requested_by: "cli".into(),
-        project_dir: "/p".into(),
-        argv: "[\"true\"]".into(),
-        prompt_stdin: false,
-        model: None,
-        env: "{}".into(),
-        attachments: "[]".into(),
-        priority: 0,
         max_attempts: 2,
-        run_after_ms: 0,
-        timeout_ms: 60_000,
-        profile_limit: None,
-        created_ms: 1,
         dedup_key: dedup.map(str::to_string),
-        workflow_run_id: None,
-        workflow_step: None,
-        output: None,
-        worker_kind: WorkerKind::Oneshot,
-        system_prompt: None,
-        permissions: None,
-        worktree_id: None,
         labels: Some("{\"team\":\"a\"}".into()),
-        after: None,
-        after_any: false,
-        node: None,
+        ..job::job(id)
     }
 }
 
