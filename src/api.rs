@@ -3,6 +3,7 @@
 
 pub(crate) mod attach;
 pub(crate) mod format;
+pub mod transfer;
 mod worktree;
 
 pub use worktree::{Landing, Reviewed, diff, discard, land};

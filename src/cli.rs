@@ -135,6 +135,24 @@ pub enum Command {
     /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
     /// fails, one is canceled), then the list.
     Demo,
+    /// Write this queue's tasks, workflow runs, events, pauses and hooks as JSON lines, to move
+    /// it to another database: `baton export | baton --db postgres://host/db import`. Refused
+    /// while a dispatcher runs on the queue (stop it first); the queue itself is left as it is.
+    Export {
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Restore an export into this queue (`--db`), which must hold no tasks yet: all of it in one
+    /// transaction, or nothing.
+    Import {
+        /// The export to read (default, or `-`: standard input).
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// What was imported, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,7 +463,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     let creates = match &cli.command {
         Command::Task(t) => matches!(**t, TaskCommand::Start(_)),
         Command::Workflow(w) => matches!(w, WorkflowCommand::Run { .. } | WorkflowCommand::List { .. }),
-        Command::Init | Command::Profiles { .. } | Command::Pause { .. } => true,
+        Command::Init | Command::Profiles { .. } | Command::Pause { .. } | Command::Import { .. } => true,
         _ => false,
     };
     let q = if creates { Queue::open(&opts).await? } else { Queue::open_existing(&opts).await? };
@@ -542,6 +560,39 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
             out(&format!("Queue ready at {}", q.store.describe()));
             Ok(ExitCode::Ok)
         }
+        Command::Export { output } => export(&q, output.as_deref()).await,
+        Command::Import { file, json } => {
+            let stdin = file.as_deref().is_none_or(|f| f == std::path::Path::new("-"));
+            let (name, moved) = if stdin {
+                let mut input = std::io::stdin().lock();
+                ("standard input".to_string(), api::transfer::import(&q, &mut input, "standard input").await?)
+            } else {
+                let path = file.unwrap_or_default();
+                let name = path.display().to_string();
+                let f = std::fs::File::open(&path).map_err(|e| Error::io(format!("opening {name}"), e))?;
+                let mut input = std::io::BufReader::new(f);
+                let moved = api::transfer::import(&q, &mut input, &name).await?;
+                (name, moved)
+            };
+            if json {
+                out(&pretty(&moved));
+            } else {
+                out(&format!(
+                    "Imported {} from {} ({name}) into {}.",
+                    moved.summary(),
+                    moved.source,
+                    q.store.describe()
+                ));
+                if moved.unpinned > 0 {
+                    out(&format!(
+                        "{} unfinished task(s) were pinned to a node; a queue file has one dispatcher, which runs them.",
+                        moved.unpinned
+                    ));
+                }
+                out("The source queue is unchanged: use this one from now on (--db, BATON_DB or config `database`).");
+            }
+            Ok(ExitCode::Ok)
+        }
         Command::Config(_)
         | Command::Run { .. }
         | Command::Demo
@@ -549,6 +600,31 @@ async fn command(q: Queue, caller: Caller, command: Command) -> Result<ExitCode>
         | Command::Completions { .. }
         | Command::Man { .. } => Ok(ExitCode::Ok),
     }
+}
+
+/// `baton export`: to standard output, or to a file that is removed again if the export fails
+/// (an export cut short is refused by import anyway, by its missing last line).
+async fn export(q: &Queue, output: Option<&std::path::Path>) -> Result<ExitCode> {
+    let moved = match output {
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            api::transfer::export(q, &mut out).await?
+        }
+        Some(path) => {
+            let f = std::fs::File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+            let mut out = std::io::BufWriter::new(f);
+            match api::transfer::export(q, &mut out).await {
+                Ok(m) => m,
+                Err(e) => {
+                    drop(out);
+                    let _ = std::fs::remove_file(path);
+                    return Err(e);
+                }
+            }
+        }
+    };
+    eprintln!("Exported {} from {}.", moved.summary(), moved.source);
+    Ok(ExitCode::Ok)
 }
 
 async fn list_view(q: &Queue, caller: &Caller, view: &str, json: bool) -> Result<ExitCode> {

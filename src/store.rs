@@ -601,6 +601,23 @@ pub mod pauses {
     }
 }
 
+/// Moving a queue between stores: pages of each table's rows as JSON, restored inside an open
+/// import (which the schema admits only on a queue without tasks).
+pub mod transfer {
+    use super::{Db, Handle};
+    use crate::error::Result;
+    pub use baton_rows::transfer::*;
+
+    statements! { transfer:
+        fn page(table: Table, after: &Key, limit: i64) -> Vec<Exported>;
+        fn restore(table: Table, row: &str) -> ();
+        fn held() -> i64;
+        fn open(source: &str, format: i64, now: i64) -> i64;
+        fn close(id: i64, restored: Restored, now: i64) -> ();
+        fn snapshot() -> ();
+    }
+}
+
 /// Worker processes: oneshot workers' rows, server workers and their sessions.
 pub mod workers {
     use super::{Db, Handle};

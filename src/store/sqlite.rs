@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 /// SQLite `application_id` of a baton queue: "BATN".
 pub const APPLICATION_ID: i64 = 0x4241_544E;
 /// The schema version this baton writes (`user_version`); the last migration sets it.
-pub const SCHEMA_VERSION: i64 = 12;
+pub const SCHEMA_VERSION: i64 = 13;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 

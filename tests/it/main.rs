@@ -27,6 +27,7 @@ mod schema;
 mod servers;
 mod streaming;
 mod terminal;
+mod transfer;
 mod watch;
 mod workflow;
 mod worktrees;

@@ -7,14 +7,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::common::TestQueue;
 use crate::common::pg::Pg;
 
-const MIGRATION: &str = include_str!("../../migrations/postgres/0001_queue.sql");
+/// Every migration, in order.
+const MIGRATIONS: [&str; 2] = [
+    include_str!("../../migrations/postgres/0001_queue.sql"),
+    include_str!("../../migrations/postgres/0002_imports.sql"),
+];
 
 /// A cluster with one migrated database, `q`; None when PostgreSQL is not installed.
 fn migrated() -> Option<Pg> {
     let pg = Pg::start()?;
     pg.create_db("q");
-    let out = pg.psql("q", &format!("BEGIN;\n{MIGRATION}\nCOMMIT;\n"));
-    assert!(out.status.success(), "migration failed: {}", String::from_utf8_lossy(&out.stderr));
+    for migration in MIGRATIONS {
+        let out = pg.psql("q", &format!("BEGIN;\n{migration}\nCOMMIT;\n"));
+        assert!(out.status.success(), "migration failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
     Some(pg)
 }
 
@@ -404,4 +410,37 @@ fn concurrent_claims_from_three_nodes_never_share_a_job_or_pass_a_limit() {
     assert_eq!(claimed.len(), 120, "every task claimed once");
     assert!(["n1", "n2", "n3"].iter().all(|n| claimed.values().any(|v| v == n)), "every node took part: {claimed:?}");
     assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM jobs WHERE state = 'succeeded' AND attempt = 1"), "120");
+}
+
+#[test]
+fn an_open_import_restores_rows_in_any_known_state_and_only_into_an_empty_queue() {
+    let Some(pg) = migrated() else { return };
+    let open = "INSERT INTO imports (source, format, started_ms) VALUES ('a file', 1, 1);\n";
+    let finished = job("f", "succeeded", &[("finished_ms", "2"), ("attempt", "2")]);
+    // Outside an import a finished job is no new job.
+    refused(&pg, &finished, "illegal job state for a new job", "SELECT count(*) FROM jobs");
+    // Inside one, in one transaction: a finished job, an event of its attempt, a run; an unknown
+    // word is still refused, and the whole transaction with it.
+    refused(
+        &pg,
+        &format!("BEGIN;\n{open}{finished}{}COMMIT;\n", job("x", "exploded", &[])),
+        "illegal job state for a new job",
+        "SELECT count(*) FROM jobs",
+    );
+    pg.psql_ok(
+        "q",
+        &format!(
+            "BEGIN;\n{open}{finished}\
+             INSERT INTO job_events (job_id, attempt, seq, at_ms, kind, text) VALUES ('f', 1, 1, 1, 'message', 'hi');\n\
+             UPDATE imports SET finished_ms = 3, jobs = 1, runs = 0, events = 1;\nCOMMIT;\n"
+        ),
+    );
+    assert_eq!(state(&pg, "f"), "succeeded");
+    assert_eq!(pg.psql_ok("q", "SELECT count(*) FROM job_events"), "1");
+    // Closed, the guards of new rows hold again; a second import finds tasks; the record stays.
+    refused(&pg, &job("g", "failed", &[("finished_ms", "2")]), "illegal job state", "SELECT count(*) FROM jobs");
+    refused(&pg, open, "only a queue that holds no tasks", "SELECT count(*) FROM imports");
+    refused(&pg, "UPDATE imports SET finished_ms = 9;", "finished once", "SELECT finished_ms FROM imports");
+    refused(&pg, "DELETE FROM imports;", "stays with the queue", "SELECT count(*) FROM imports");
+    refused(&pg, "TRUNCATE imports;", "stays with the queue", "SELECT count(*) FROM imports");
 }

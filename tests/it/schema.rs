@@ -5,7 +5,7 @@ use crate::common::TestQueue;
 use rusqlite::params;
 
 /// How many migration files baton ships.
-const MIGRATIONS: i64 = 12;
+const MIGRATIONS: i64 = 13;
 
 fn init(q: &TestQueue) {
     q.ok(&["init"]);
@@ -39,6 +39,7 @@ fn migrations_create_tables_indexes_and_triggers() {
         "pauses",
         "hooks",
         "finish_hooks",
+        "imports",
         "_sqlx_migrations",
     ] {
         assert!(tables.contains(&t.to_string()), "missing table {t}: {tables:?}");
@@ -57,6 +58,7 @@ fn migrations_create_tables_indexes_and_triggers() {
         "jobs_waiting",
         "job_deps_dep",
         "finish_hooks_pending",
+        "imports_open",
     ] {
         assert!(indexes.contains(&i.to_string()), "missing index {i}: {indexes:?}");
     }
@@ -97,6 +99,9 @@ fn migrations_create_tables_indexes_and_triggers() {
         "workflow_runs_finish_hook",
         "jobs_delete_finish_hook",
         "workflow_runs_delete_finish_hook",
+        "imports_insert_guard",
+        "imports_update_guard",
+        "imports_delete_guard",
     ] {
         assert!(triggers.contains(&t.to_string()), "missing trigger {t}: {triggers:?}");
     }
@@ -346,4 +351,42 @@ impl SpawnOutput for std::process::Command {
     fn output_async(&mut self) -> std::process::Child {
         self.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
+}
+
+#[test]
+fn an_open_import_restores_rows_in_any_known_state_and_only_into_an_empty_queue() {
+    let q = TestQueue::new();
+    init(&q);
+    let c = q.raw();
+    let job = |id: &str, state: &str| {
+        format!(
+            "INSERT INTO jobs (id, state, profile, task, requested_by, project_dir, argv, max_attempts, run_after_ms,
+                               timeout_ms, created_ms, finished_ms, attempt)
+             VALUES ('{id}', '{state}', 'coder', 't', 'cli', '/p', '[]', 1, 0, 60000, 1, 2, 1)"
+        )
+    };
+    let open = "INSERT INTO imports (source, format, started_ms) VALUES ('a file', 1, 1)";
+    let err = c.execute(&job("f", "succeeded"), []).unwrap_err().to_string();
+    assert!(err.contains("illegal job state for a new job"), "{err}");
+    c.execute_batch("BEGIN").unwrap();
+    c.execute(open, []).unwrap();
+    let err = c.execute(&job("x", "exploded"), []).unwrap_err().to_string();
+    assert!(err.contains("illegal job state for a new job"), "an unknown word, even in an import: {err}");
+    c.execute(&job("f", "succeeded"), []).unwrap();
+    c.execute(
+        "INSERT INTO job_events (job_id, attempt, seq, at_ms, kind, text) VALUES ('f', 1, 1, 1, 'message', 'hi')",
+        [],
+    )
+    .unwrap();
+    c.execute("UPDATE imports SET finished_ms = 3, jobs = 1, runs = 0, events = 1", []).unwrap();
+    c.execute_batch("COMMIT").unwrap();
+    assert_eq!(q.state("f"), "succeeded");
+    let err = c.execute(&job("g", "failed"), []).unwrap_err().to_string();
+    assert!(err.contains("illegal job state"), "closed, the guards hold again: {err}");
+    let err = c.execute(open, []).unwrap_err().to_string();
+    assert!(err.contains("only a queue that holds no tasks"), "{err}");
+    let err = c.execute("UPDATE imports SET finished_ms = 9", []).unwrap_err().to_string();
+    assert!(err.contains("finished once"), "{err}");
+    let err = c.execute("DELETE FROM imports", []).unwrap_err().to_string();
+    assert!(err.contains("stays with the queue"), "{err}");
 }

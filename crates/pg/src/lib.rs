@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod lease;
 pub mod nodes;
 pub mod pauses;
+pub mod transfer;
 pub mod workers;
 pub mod workflow;
 pub mod worktrees;

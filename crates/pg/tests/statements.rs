@@ -758,7 +758,7 @@ fn jobs_are_listed_counted_canceled_and_pruned() {
 fn nodes_stop_come_back_when_stale_and_say_who_is_live() {
     with_queue(async |c| {
         use baton_pg::nodes;
-        assert_eq!(baton_pg::lease::schema_version(c).await.unwrap(), 12);
+        assert_eq!(baton_pg::lease::schema_version(c).await.unwrap(), 13);
         assert!(nodes::get(c, "n1").await.unwrap().is_none());
         assert_eq!(nodes::register(c, "n1", "n1-a", "h1", 11, 100).await.unwrap(), 1);
         assert_eq!(nodes::register(c, "n2", "n2-a", "h2", 22, 100).await.unwrap(), 1);

@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod lease;
 pub mod pauses;
+pub mod transfer;
 pub mod workers;
 pub mod workflow;
 pub mod worktrees;
