@@ -51,7 +51,13 @@ async fn enqueue_step(conn: &mut store::Tx<'_>, run: &RunRow, step: &StepRow, ca
         worktree: run.worktree_id.as_deref(),
     })?;
     store::jobs::insert(conn, &new).await?;
-    store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await?;
+    // Refused, the caller's transaction rolls back, the new job with it.
+    if !store::workflow::start_step(conn, &run.id, step.idx, &job_id, carry, now).await? {
+        return Err(Error::Invalid(format!(
+            "workflow run {} step \"{}\" is no longer pending: another process started it",
+            run.id, step.step_id
+        )));
+    }
     Ok(())
 }
 

@@ -125,7 +125,7 @@ pub async fn ids_with_prefix(conn: &mut PgConnection, prefix: &str) -> Result<Ve
 }
 
 /// `pending -> running`: the step's job exists now; the run's current step and carry (what the
-/// step started with) follow.
+/// step started with) follow. False, and the run untouched, when the step was not pending.
 pub async fn start_step(
     conn: &mut PgConnection,
     run_id: &str,
@@ -145,6 +145,9 @@ pub async fn start_step(
     )
     .execute(&mut *conn)
     .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
     sqlx::query!(
         "UPDATE workflow_runs SET current_step = $2, carry = $3 WHERE id = $1 AND state = 'running'",
         run_id,

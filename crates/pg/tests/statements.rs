@@ -474,9 +474,9 @@ fn workflow_runs_and_steps_start_end_cancel_and_go_whole() {
         };
         baton_pg::jobs::insert(c, &sj("r1-0", "r1", 0)).await.unwrap();
         assert!(wf::start_step(c, "r1", 0, "r1-0", "from the task", 100).await.unwrap());
-        assert!(!wf::start_step(c, "r1", 0, "r1-0", "from the task", 101).await.unwrap(), "started once");
+        assert!(!wf::start_step(c, "r1", 0, "r1-0", "a second start", 101).await.unwrap(), "started once");
         let r1 = wf::get_run(c, "r1").await.unwrap().unwrap();
-        assert_eq!((r1.current_step, r1.carry.as_str()), (Some(0), "from the task"));
+        assert_eq!((r1.current_step, r1.carry.as_str()), (Some(0), "from the task"), "a refused start leaves the run");
         let s0 = &wf::steps(c, "r1").await.unwrap()[0];
         assert_eq!(
             (s0.state, s0.job_id.as_deref(), s0.carry_in.as_deref(), s0.started_ms),
