@@ -202,4 +202,9 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- A short id (`baton task peek 3f2a`) finds its task by a range on the id's bytes, which an
+-- index in the "C" collation serves whatever the database's own collation is.
+CREATE INDEX jobs_id_bytes ON jobs (id COLLATE "C");
+CREATE INDEX workflow_runs_id_bytes ON workflow_runs (id COLLATE "C");
+
 UPDATE baton_schema SET version = 13;

@@ -285,9 +285,16 @@ pub async fn states(conn: &mut PgConnection, ids: &[String]) -> Result<Vec<(Stri
 
 /// Ids starting with `prefix` (at most two: enough to tell unique from ambiguous).
 pub async fn ids_with_prefix(conn: &mut PgConnection, prefix: &str) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!("SELECT id FROM jobs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", prefix)
-        .fetch_all(conn)
-        .await?)
+    // ids are lowercase hex and dashes; callers validate the prefix, so a range on the id's
+    // bytes (its "C" collation index) is exact.
+    let hi = format!("{prefix}\u{10FFFF}");
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id FROM jobs WHERE id COLLATE "C" >= $1 AND id COLLATE "C" < $2 ORDER BY id COLLATE "C" LIMIT 2"#,
+        prefix,
+        hi
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Jobs by `f`; `now` is the end of a running job's duration so far.

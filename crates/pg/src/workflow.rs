@@ -119,9 +119,16 @@ pub async fn list_runs(conn: &mut PgConnection, session: Option<&str>, limit: i6
 
 /// Run ids starting with `prefix` (at most two).
 pub async fn ids_with_prefix(conn: &mut PgConnection, prefix: &str) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!("SELECT id FROM workflow_runs WHERE starts_with(id, $1) ORDER BY id LIMIT 2", prefix)
-        .fetch_all(conn)
-        .await?)
+    // ids are lowercase hex and dashes; callers validate the prefix, so a range on the id's
+    // bytes (its "C" collation index) is exact.
+    let hi = format!("{prefix}\u{10FFFF}");
+    Ok(sqlx::query_scalar!(
+        r#"SELECT id FROM workflow_runs WHERE id COLLATE "C" >= $1 AND id COLLATE "C" < $2 ORDER BY id COLLATE "C" LIMIT 2"#,
+        prefix,
+        hi
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// `pending -> running`: the step's job exists now; the run's current step and carry (what the
