@@ -207,4 +207,8 @@ END $$;
 CREATE INDEX jobs_id_bytes ON jobs (id COLLATE "C");
 CREATE INDEX workflow_runs_id_bytes ON workflow_runs (id COLLATE "C");
 
+-- The project directories of queued jobs, which every claim reads first (a node claims only
+-- those that exist on its machine): a skip scan over this index, not over every queued job.
+CREATE INDEX jobs_queued_dirs ON jobs (project_dir) WHERE state = 'queued';
+
 UPDATE baton_schema SET version = 13;

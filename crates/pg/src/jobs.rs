@@ -109,8 +109,8 @@ pub async fn claim(
     dirs: &[String],
 ) -> Result<Vec<JobRow>> {
     let dirs = serde_json::to_string(dirs)?;
-    let mut tx = conn.begin().await?;
-    sqlx::query!("SELECT pg_advisory_xact_lock($1)", crate::CLAIM_LOCK).execute(&mut *tx).await?;
+    // BEGIN and the lock in one round trip (a simple query may hold several statements).
+    let mut tx = conn.begin_with(format!("BEGIN; SELECT pg_advisory_xact_lock({})", crate::CLAIM_LOCK)).await?;
     let mut rows = sqlx::query_file_as!(
         JobRow,
         "../../queries/postgres/claim.sql",
@@ -371,9 +371,20 @@ pub async fn pending(conn: &mut PgConnection, now: i64) -> Result<(bool, Option<
     Ok((r.busy, r.next))
 }
 
-/// The project directories of queued jobs (a node claims only those that exist on its machine).
+/// The project directories of queued jobs (a node claims only those that exist on its machine):
+/// a skip scan of `jobs_queued_dirs`, one index probe per directory however deep the queue.
 pub async fn queued_dirs(conn: &mut PgConnection) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar!("SELECT DISTINCT project_dir FROM jobs WHERE state = 'queued'").fetch_all(conn).await?)
+    Ok(sqlx::query_scalar!(
+        r#"WITH RECURSIVE d (dir) AS (
+               (SELECT project_dir FROM jobs WHERE state = 'queued' ORDER BY project_dir LIMIT 1)
+               UNION ALL
+               SELECT (SELECT project_dir FROM jobs WHERE state = 'queued' AND project_dir > d.dir
+                        ORDER BY project_dir LIMIT 1)
+                 FROM d WHERE d.dir IS NOT NULL)
+           SELECT dir AS "dir!" FROM d WHERE dir IS NOT NULL"#
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// The live worker processes recorded for a job's attempt: (pid, start time).
