@@ -568,6 +568,21 @@ pub mod lease {
         }
     }
 
+    /// On a shared queue, how far the database server's clock is ahead of this machine's (ms,
+    /// negative when behind), measured over one round trip; `None` for a queue file, which one
+    /// machine's clock serves alone. `local` reads this machine's clock.
+    pub async fn clock_skew(c: &mut (impl Handle + ?Sized), local: impl Fn() -> i64) -> Result<Option<i64>> {
+        match c.db() {
+            Db::Sqlite(_) => Ok(None),
+            Db::Pg(c, _) => {
+                let before = local();
+                let server = baton_pg::nodes::server_clock(c).await?;
+                let after = local();
+                Ok(Some(server - (before + after) / 2))
+            }
+        }
+    }
+
     pub use baton_pg::nodes::NodeRow;
 
     /// On a shared queue, the nodes heart-beating since `stale_before`, by id; `None` for a

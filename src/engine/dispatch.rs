@@ -175,6 +175,7 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
         // Detached: stderr is /dev/null.
         crate::logging::to_file(&queue.dispatcher_log());
     }
+    check_clock(&queue).await?;
     let Some(lead) = take_lead(&queue, mode).await? else { return Ok(()) };
     proc::become_subreaper();
     let _lock = lead.lock;
@@ -194,6 +195,44 @@ pub async fn run(queue: Queue, mode: Mode) -> Result<()> {
     }
     d.queue.store.close().await;
     result
+}
+
+/// On a shared queue, refuse to run on a machine whose clock is far off the database server's:
+/// nodes write heartbeats by their own clocks and judge each other's by theirs, so a node half
+/// a `dispatcher.staleMs` off would take over live nodes (or be taken over while alive). A
+/// smaller skew is logged.
+async fn check_clock(queue: &Queue) -> Result<()> {
+    let mut conn = queue.store.conn().await?;
+    let Some(skew) = store::lease::clock_skew(&mut conn, local_clock).await? else { return Ok(()) };
+    let stale_ms = queue.config.config.dispatcher.stale_ms as i64;
+    let how = if skew > 0 { "behind" } else { "ahead of" };
+    if skew.abs() > stale_ms / 2 {
+        return Err(Error::Invalid(format!(
+            "this machine's clock is {} ms {how} the database server's, more than half of dispatcher.staleMs \
+             ({stale_ms} ms): nodes judge each other's heartbeats by their clocks, so this one would take over live \
+             nodes or be taken over while alive. Synchronize the clock (NTP), then start the dispatcher",
+            skew.abs()
+        )));
+    }
+    if skew.abs() > stale_ms / 10 {
+        tracing::warn!(
+            skew_ms = skew,
+            stale_ms,
+            "this machine's clock is {} ms {how} the database server's",
+            skew.abs()
+        );
+    }
+    Ok(())
+}
+
+/// This machine's clock for the skew check; with the `test-hooks` feature, moved by
+/// `BATON_TEST_CLOCK_SKEW_MS` so tests can stand in for a machine whose clock is off.
+fn local_clock() -> i64 {
+    #[cfg(feature = "test-hooks")]
+    if let Some(ms) = std::env::var("BATON_TEST_CLOCK_SKEW_MS").ok().and_then(|v| v.parse::<i64>().ok()) {
+        return now_ms() + ms;
+    }
+    now_ms()
 }
 
 struct Dispatcher {

@@ -1,7 +1,8 @@
 //! Many dispatchers, one PostgreSQL queue, on one machine: three nodes with distinct ids
 //! (`BATON_NODE`) share the queue. Every task runs once; kill -9 of a node hands its tasks to
 //! the others after `dispatcher.staleMs`; a node paused (SIGSTOP) past its lease wakes to find
-//! its lease gone, stops its workers and writes nothing. Skipped, saying so, without PostgreSQL.
+//! its lease gone, stops its workers and writes nothing; a node whose clock is far off the
+//! server's refuses to start. Skipped, saying so, without PostgreSQL.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -188,4 +189,33 @@ fn a_node_paused_past_its_lease_wakes_stops_its_workers_and_writes_nothing() {
     s.q.ok(&["task", "cancel", &b]);
     wait_for(30, "B to be canceled on n2", || s.sql(&format!("SELECT state FROM jobs WHERE id = '{b}'")) == "canceled");
     drop(n2);
+}
+
+#[test]
+fn a_node_whose_clock_is_far_off_the_servers_refuses_to_start() {
+    if !common::test_hooks("the clock skew test hook") {
+        return;
+    }
+    let _g = common::heavy();
+    let Some(s) = shared(json!({"dispatcher": {"staleMs": 4000}})) else { return };
+    // This machine three seconds behind: more than half of staleMs. Refused at once, registering nothing.
+    let mut c = s.q.cmd();
+    c.env("BATON_NODE", "skewed").env("BATON_TEST_CLOCK_SKEW_MS", "-3000").arg("run");
+    let o = common::run_within(c, 30);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("ms behind the database server's"), "{err}");
+    assert!(err.contains("NTP"), "{err}");
+    assert_eq!(s.sql("SELECT count(*) FROM nodes WHERE id = 'skewed'"), "0", "nothing registered");
+    // A small skew (0.9 s ahead) only warns; the node runs its task.
+    let _node = {
+        let log = std::fs::File::create(s.q.dir.path().join("node-near.log")).unwrap();
+        let mut c = s.q.cmd();
+        c.env("BATON_NODE", "near").env("BATON_TEST_CLOCK_SKEW_MS", "900").arg("run");
+        Kill(c.stdout(Stdio::null()).stderr(log).spawn().unwrap())
+    };
+    let id = s.q.start(&["echo on time"]);
+    let (v, _) = s.q.json(&["task", "await", &id, "--timeout", "30000"]);
+    assert_eq!(v["status"], "succeeded", "{v}");
+    assert!(s.log_of("near").contains("ahead of the database server's"), "{}", s.log_of("near"));
 }

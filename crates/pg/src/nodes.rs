@@ -144,3 +144,12 @@ pub async fn live(conn: &mut PgConnection, stale_before: i64) -> Result<Vec<Node
     .fetch_all(conn)
     .await?)
 }
+
+/// The database server's clock, in milliseconds since the Unix epoch: the one clock every node
+/// shares, against which each checks its own (heartbeats are written and judged by the nodes'
+/// clocks).
+pub async fn server_clock(conn: &mut PgConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar!(r#"SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS "ms!""#)
+        .fetch_one(conn)
+        .await?)
+}
