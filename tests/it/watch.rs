@@ -274,3 +274,29 @@ fn watch_on_a_pipe_is_refused_with_what_to_use_instead() {
     let e = q.refused(&["watch", "--status", "runing"]);
     assert!(e.contains("Unknown status \"runing\""), "{e}");
 }
+
+#[test]
+fn watch_on_a_postgres_queue_follows_its_tasks_and_nodes() {
+    let _g = common::heavy();
+    let Some(pg) = crate::common::pg::Pg::start() else { return };
+    let mut q = TestQueue::new();
+    q.db = PathBuf::from(pg.create_db("q"));
+    q.ok(&["init"]);
+    let (script, _, _) = watch_then_stty(q.dir.path(), "");
+    let Some(t) = Tmux::start(&q, &script) else { return };
+    t.shows(" Tasks (0) ");
+    // A task started elsewhere appears, queued; a node comes up and runs it; its end shows.
+    let a = q.start(&["--worker", "coder", "echo from-postgres; sleep 2"]);
+    t.wait(20, "the new task, queued", |s| row(s, &a).is_some_and(|r| r.contains("queued")));
+    let _node = q.dispatcher();
+    t.wait(30, "the task running, with its output", |s| {
+        row(s, &a).is_some_and(|r| r.contains("running") && r.contains("from-postgres"))
+    });
+    t.wait(30, "the task succeeded", |s| row(s, &a).is_some_and(|r| r.contains("succeeded")));
+    // A cancel from another process shows too.
+    let b = q.start(&["--worker", "coder", "--delay", "600000", "echo never"]);
+    t.wait(20, "the delayed task", |s| row(s, &b).is_some());
+    q.ok(&["task", "cancel", &b]);
+    let s = t.wait(20, "the canceled task", |s| row(s, &b).is_some_and(|r| r.contains("canceled")));
+    assert!(s.contains(" Tasks (2) "), "{s}");
+}
