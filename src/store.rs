@@ -626,6 +626,10 @@ pub mod transfer {
     statements! { transfer:
         fn page(table: Table, after: &Key, limit: i64) -> Vec<Exported>;
         fn restore(table: Table, row: &str) -> ();
+        fn restore_many(table: Table, rows: &str) -> ();
+        fn mark() -> ();
+        fn rollback_to_mark() -> ();
+        fn release_mark() -> ();
         fn held() -> i64;
         fn open(source: &str, format: i64, now: i64) -> i64;
         fn close(id: i64, restored: Restored, now: i64) -> ();

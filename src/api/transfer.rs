@@ -28,6 +28,10 @@ pub const FORMAT: i64 = 1;
 /// Rows read per statement.
 const PAGE: i64 = 256;
 
+/// Rows restored per statement, and the most text one carries.
+const BATCH_ROWS: usize = 256;
+const BATCH_BYTES: usize = 4 << 20;
+
 /// What an export wrote or an import restored.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -169,6 +173,7 @@ pub async fn import(q: &Queue, input: &mut dyn BufRead, name: &str) -> Result<Mo
     let mut moved = Moved { source, target: Some(target), ..Moved::default() };
     let mut last_table = 0;
     let mut ended = None;
+    let mut batch = Batch::default();
     for (n, line) in lines {
         let line = read(line)?;
         if line.trim().is_empty() {
@@ -207,14 +212,14 @@ pub async fn import(q: &Queue, input: &mut dyn BufRead, name: &str) -> Result<Mo
                 moved.unpinned += 1;
             }
         }
-        store::transfer::restore(&mut tx, table, &row.to_string()).await.map_err(|e| {
-            let key =
-                row.get("id").or_else(|| row.get("job_id")).or_else(|| row.get("task_id")).and_then(Value::as_str);
-            let what = key.map_or_else(|| table.name().to_string(), |k| format!("{} {k}", table.name()));
-            bad(format!("{what} was refused: {}", q.store.explain(e)))
-        })?;
+        if batch.table != Some(table) || batch.rows.len() >= BATCH_ROWS || batch.bytes >= BATCH_BYTES {
+            batch.flush(q, &mut tx, name).await?;
+            batch.table = Some(table);
+        }
+        batch.push(n, row.to_string());
         *moved.rows.entry(table.name()).or_default() += 1;
     }
+    batch.flush(q, &mut tx, name).await?;
     let Some(end) = ended else {
         return Err(Error::Invalid(format!(
             "{name} ends before the export's last line: it was cut short; nothing was imported"
@@ -266,4 +271,57 @@ fn check_header(line: &str, name: &str) -> Result<String> {
         )));
     }
     Ok(v.get("source").and_then(Value::as_str).unwrap_or("an export").to_string())
+}
+
+/// Consecutive rows of one table, restored by one statement. A batch the database refuses is
+/// undone alone and its rows tried one by one, so the refusal names its line.
+#[derive(Default)]
+struct Batch {
+    table: Option<Table>,
+    rows: Vec<(usize, String)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, line: usize, row: String) {
+        self.bytes += row.len();
+        self.rows.push((line, row));
+    }
+
+    async fn flush(&mut self, q: &Queue, tx: &mut store::Tx<'_>, name: &str) -> Result<()> {
+        let Some(table) = self.table else { return Ok(()) };
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut all = String::with_capacity(self.bytes + self.rows.len() + 2);
+        all.push('[');
+        for (i, (_, row)) in self.rows.iter().enumerate() {
+            if i > 0 {
+                all.push(',');
+            }
+            all.push_str(row);
+        }
+        all.push(']');
+        store::transfer::mark(tx).await?;
+        if store::transfer::restore_many(tx, table, &all).await.is_ok() {
+            store::transfer::release_mark(tx).await?;
+        } else {
+            store::transfer::rollback_to_mark(tx).await?;
+            for (line, row) in &self.rows {
+                store::transfer::restore(tx, table, row).await.map_err(|e| {
+                    let v: Value = serde_json::from_str(row).unwrap_or_default();
+                    let key =
+                        v.get("id").or_else(|| v.get("job_id")).or_else(|| v.get("task_id")).and_then(Value::as_str);
+                    let what = key.map_or_else(|| table.name().to_string(), |k| format!("{} {k}", table.name()));
+                    Error::Invalid(format!(
+                        "{name} line {line}: {what} was refused: {}; nothing was imported",
+                        q.store.explain(e)
+                    ))
+                })?;
+            }
+        }
+        self.rows.clear();
+        self.bytes = 0;
+        Ok(())
+    }
 }

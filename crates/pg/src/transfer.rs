@@ -167,6 +167,85 @@ pub async fn restore(conn: &mut PgConnection, table: Table, row: &str) -> Result
     Ok(())
 }
 
+/// Restore several rows of `table` at once: `rows` is a JSON array of them, in order.
+pub async fn restore_many(conn: &mut PgConnection, table: Table, rows: &str) -> Result<()> {
+    match table {
+        Table::Worktrees => {
+            sqlx::query!(
+                "INSERT INTO worktrees SELECT * FROM json_populate_recordset(NULL::worktrees, $1::text::json)",
+                rows
+            )
+            .execute(conn)
+            .await?
+        }
+        Table::WorkflowRuns => {
+            sqlx::query!(
+                "INSERT INTO workflow_runs SELECT * FROM json_populate_recordset(NULL::workflow_runs, $1::text::json)",
+                rows
+            )
+            .execute(conn)
+            .await?
+        }
+        Table::Jobs => {
+            sqlx::query!("INSERT INTO jobs SELECT * FROM json_populate_recordset(NULL::jobs, $1::text::json)", rows)
+                .execute(conn)
+                .await?
+        }
+        Table::JobEvents => {
+            sqlx::query!(
+                "INSERT INTO job_events SELECT * FROM json_populate_recordset(NULL::job_events, $1::text::json)",
+                rows
+            )
+            .execute(conn)
+            .await?
+        }
+        Table::WorkflowSteps => sqlx::query!(
+            "INSERT INTO workflow_steps SELECT * FROM json_populate_recordset(NULL::workflow_steps, $1::text::json)",
+            rows
+        )
+        .execute(conn)
+        .await?,
+        Table::FinishHooks => {
+            sqlx::query!(
+                "INSERT INTO finish_hooks SELECT * FROM json_populate_recordset(NULL::finish_hooks, $1::text::json)",
+                rows
+            )
+            .execute(conn)
+            .await?
+        }
+        Table::Pauses => {
+            sqlx::query!("INSERT INTO pauses SELECT * FROM json_populate_recordset(NULL::pauses, $1::text::json)", rows)
+                .execute(conn)
+                .await?
+        }
+        Table::Hooks => {
+            sqlx::query!("INSERT INTO hooks SELECT * FROM json_populate_recordset(NULL::hooks, $1::text::json)", rows)
+                .execute(conn)
+                .await?
+        }
+    };
+    Ok(())
+}
+
+/// Mark the transaction's state, so a batch that fails can be undone alone
+/// ([`rollback_to_mark`]) and its rows tried one by one.
+pub async fn mark(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query!("SAVEPOINT baton_import_batch").execute(conn).await?;
+    Ok(())
+}
+
+/// Undo what followed the last [`mark`].
+pub async fn rollback_to_mark(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query!("ROLLBACK TO SAVEPOINT baton_import_batch").execute(conn).await?;
+    Ok(())
+}
+
+/// Keep what followed the last [`mark`].
+pub async fn release_mark(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query!("RELEASE SAVEPOINT baton_import_batch").execute(conn).await?;
+    Ok(())
+}
+
 /// How many tasks, workflow runs and worktrees the queue holds (an import fills only an empty
 /// queue).
 pub async fn held(conn: &mut PgConnection) -> Result<i64> {
