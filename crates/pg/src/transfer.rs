@@ -7,100 +7,87 @@ use sqlx::PgConnection;
 use crate::Result;
 pub use baton_rows::transfer::{Exported, Key, Restored, Table};
 
+/// A page of exported rows: `$sql` selects `text`, `num` (the row's key) and `row` (its JSON).
+macro_rules! exported {
+    ($conn:expr, $sql:literal, $($arg:expr),*) => {
+        sqlx::query!($sql, $($arg),*)
+            .fetch_all($conn)
+            .await?
+            .into_iter()
+            .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
+            .collect()
+    };
+}
+
+/// A restoring statement, run.
+macro_rules! written {
+    ($conn:expr, $sql:literal, $arg:expr) => {
+        sqlx::query!($sql, $arg).execute($conn).await?
+    };
+}
+
 /// The rows of `table` after `after` in its key order, at most `limit`.
 pub async fn page(conn: &mut PgConnection, table: Table, after: &Key, limit: i64) -> Result<Vec<Exported>> {
     let text = after.text.as_str();
     Ok(match table {
-        Table::Worktrees => sqlx::query!(
+        Table::Worktrees => exported!(
+            conn,
             r#"SELECT id AS "text!", 0::bigint AS "num!", row_to_json(r)::text AS "row!"
               FROM worktrees r WHERE id > $1 ORDER BY id LIMIT $2"#,
             text,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::WorkflowRuns => sqlx::query!(
+        ),
+        Table::WorkflowRuns => exported!(
+            conn,
             r#"SELECT ''::text AS "text!", seq AS "num!", row_to_json(r)::text AS "row!"
               FROM workflow_runs r WHERE seq > $1 ORDER BY seq LIMIT $2"#,
             after.num,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::Jobs => sqlx::query!(
+        ),
+        Table::Jobs => exported!(
+            conn,
             r#"SELECT ''::text AS "text!", seq AS "num!", row_to_json(r)::text AS "row!"
               FROM jobs r WHERE seq > $1 ORDER BY seq LIMIT $2"#,
             after.num,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::JobEvents => sqlx::query!(
+        ),
+        Table::JobEvents => exported!(
+            conn,
             r#"SELECT job_id AS "text!", seq AS "num!", row_to_json(r)::text AS "row!"
               FROM job_events r WHERE (job_id, seq) > ($1, $2) ORDER BY job_id, seq LIMIT $3"#,
             text,
             after.num,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::WorkflowSteps => sqlx::query!(
+        ),
+        Table::WorkflowSteps => exported!(
+            conn,
             r#"SELECT run_id AS "text!", idx AS "num!", row_to_json(r)::text AS "row!"
               FROM workflow_steps r WHERE (run_id, idx) > ($1, $2) ORDER BY run_id, idx LIMIT $3"#,
             text,
             after.num,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::FinishHooks => sqlx::query!(
+        ),
+        Table::FinishHooks => exported!(
+            conn,
             r#"SELECT task_id AS "text!", 0::bigint AS "num!", row_to_json(r)::text AS "row!"
               FROM finish_hooks r WHERE task_id > $1 ORDER BY task_id LIMIT $2"#,
             text,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::Pauses => sqlx::query!(
+        ),
+        Table::Pauses => exported!(
+            conn,
             r#"SELECT profile AS "text!", 0::bigint AS "num!", row_to_json(r)::text AS "row!"
               FROM pauses r WHERE profile > $1 ORDER BY profile LIMIT $2"#,
             text,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
-        Table::Hooks => sqlx::query!(
+        ),
+        Table::Hooks => exported!(
+            conn,
             r#"SELECT name AS "text!", 0::bigint AS "num!", row_to_json(r)::text AS "row!"
               FROM hooks r WHERE name > $1 ORDER BY name LIMIT $2"#,
             text,
             limit
-        )
-        .fetch_all(conn)
-        .await?
-        .into_iter()
-        .map(|r| Exported { key: Key { text: r.text, num: r.num }, row: r.row })
-        .collect(),
+        ),
     })
 }
 
@@ -108,60 +95,39 @@ pub async fn page(conn: &mut PgConnection, table: Table, after: &Key, limit: i64
 /// Only an open import admits rows the guards of new ones would refuse.
 pub async fn restore(conn: &mut PgConnection, table: Table, row: &str) -> Result<()> {
     match table {
-        Table::Worktrees => {
-            sqlx::query!(
-                "INSERT INTO worktrees SELECT * FROM json_populate_record(NULL::worktrees, $1::text::json)",
-                row
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::WorkflowRuns => {
-            sqlx::query!(
-                "INSERT INTO workflow_runs SELECT * FROM json_populate_record(NULL::workflow_runs, $1::text::json)",
-                row
-            )
-            .execute(conn)
-            .await?
-        }
+        Table::Worktrees => written!(
+            conn,
+            "INSERT INTO worktrees SELECT * FROM json_populate_record(NULL::worktrees, $1::text::json)",
+            row
+        ),
+        Table::WorkflowRuns => written!(
+            conn,
+            "INSERT INTO workflow_runs SELECT * FROM json_populate_record(NULL::workflow_runs, $1::text::json)",
+            row
+        ),
         Table::Jobs => {
-            sqlx::query!("INSERT INTO jobs SELECT * FROM json_populate_record(NULL::jobs, $1::text::json)", row)
-                .execute(conn)
-                .await?
+            written!(conn, "INSERT INTO jobs SELECT * FROM json_populate_record(NULL::jobs, $1::text::json)", row)
         }
-        Table::JobEvents => {
-            sqlx::query!(
-                "INSERT INTO job_events SELECT * FROM json_populate_record(NULL::job_events, $1::text::json)",
-                row
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::WorkflowSteps => {
-            sqlx::query!(
-                "INSERT INTO workflow_steps SELECT * FROM json_populate_record(NULL::workflow_steps, $1::text::json)",
-                row
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::FinishHooks => {
-            sqlx::query!(
-                "INSERT INTO finish_hooks SELECT * FROM json_populate_record(NULL::finish_hooks, $1::text::json)",
-                row
-            )
-            .execute(conn)
-            .await?
-        }
+        Table::JobEvents => written!(
+            conn,
+            "INSERT INTO job_events SELECT * FROM json_populate_record(NULL::job_events, $1::text::json)",
+            row
+        ),
+        Table::WorkflowSteps => written!(
+            conn,
+            "INSERT INTO workflow_steps SELECT * FROM json_populate_record(NULL::workflow_steps, $1::text::json)",
+            row
+        ),
+        Table::FinishHooks => written!(
+            conn,
+            "INSERT INTO finish_hooks SELECT * FROM json_populate_record(NULL::finish_hooks, $1::text::json)",
+            row
+        ),
         Table::Pauses => {
-            sqlx::query!("INSERT INTO pauses SELECT * FROM json_populate_record(NULL::pauses, $1::text::json)", row)
-                .execute(conn)
-                .await?
+            written!(conn, "INSERT INTO pauses SELECT * FROM json_populate_record(NULL::pauses, $1::text::json)", row)
         }
         Table::Hooks => {
-            sqlx::query!("INSERT INTO hooks SELECT * FROM json_populate_record(NULL::hooks, $1::text::json)", row)
-                .execute(conn)
-                .await?
+            written!(conn, "INSERT INTO hooks SELECT * FROM json_populate_record(NULL::hooks, $1::text::json)", row)
         }
     };
     Ok(())
@@ -170,58 +136,41 @@ pub async fn restore(conn: &mut PgConnection, table: Table, row: &str) -> Result
 /// Restore several rows of `table` at once: `rows` is a JSON array of them, in order.
 pub async fn restore_many(conn: &mut PgConnection, table: Table, rows: &str) -> Result<()> {
     match table {
-        Table::Worktrees => {
-            sqlx::query!(
-                "INSERT INTO worktrees SELECT * FROM json_populate_recordset(NULL::worktrees, $1::text::json)",
-                rows
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::WorkflowRuns => {
-            sqlx::query!(
-                "INSERT INTO workflow_runs SELECT * FROM json_populate_recordset(NULL::workflow_runs, $1::text::json)",
-                rows
-            )
-            .execute(conn)
-            .await?
-        }
+        Table::Worktrees => written!(
+            conn,
+            "INSERT INTO worktrees SELECT * FROM json_populate_recordset(NULL::worktrees, $1::text::json)",
+            rows
+        ),
+        Table::WorkflowRuns => written!(
+            conn,
+            "INSERT INTO workflow_runs SELECT * FROM json_populate_recordset(NULL::workflow_runs, $1::text::json)",
+            rows
+        ),
         Table::Jobs => {
-            sqlx::query!("INSERT INTO jobs SELECT * FROM json_populate_recordset(NULL::jobs, $1::text::json)", rows)
-                .execute(conn)
-                .await?
+            written!(conn, "INSERT INTO jobs SELECT * FROM json_populate_recordset(NULL::jobs, $1::text::json)", rows)
         }
-        Table::JobEvents => {
-            sqlx::query!(
-                "INSERT INTO job_events SELECT * FROM json_populate_recordset(NULL::job_events, $1::text::json)",
-                rows
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::WorkflowSteps => sqlx::query!(
+        Table::JobEvents => written!(
+            conn,
+            "INSERT INTO job_events SELECT * FROM json_populate_recordset(NULL::job_events, $1::text::json)",
+            rows
+        ),
+        Table::WorkflowSteps => written!(
+            conn,
             "INSERT INTO workflow_steps SELECT * FROM json_populate_recordset(NULL::workflow_steps, $1::text::json)",
             rows
-        )
-        .execute(conn)
-        .await?,
-        Table::FinishHooks => {
-            sqlx::query!(
-                "INSERT INTO finish_hooks SELECT * FROM json_populate_recordset(NULL::finish_hooks, $1::text::json)",
-                rows
-            )
-            .execute(conn)
-            .await?
-        }
-        Table::Pauses => {
-            sqlx::query!("INSERT INTO pauses SELECT * FROM json_populate_recordset(NULL::pauses, $1::text::json)", rows)
-                .execute(conn)
-                .await?
-        }
+        ),
+        Table::FinishHooks => written!(
+            conn,
+            "INSERT INTO finish_hooks SELECT * FROM json_populate_recordset(NULL::finish_hooks, $1::text::json)",
+            rows
+        ),
+        Table::Pauses => written!(
+            conn,
+            "INSERT INTO pauses SELECT * FROM json_populate_recordset(NULL::pauses, $1::text::json)",
+            rows
+        ),
         Table::Hooks => {
-            sqlx::query!("INSERT INTO hooks SELECT * FROM json_populate_recordset(NULL::hooks, $1::text::json)", rows)
-                .execute(conn)
-                .await?
+            written!(conn, "INSERT INTO hooks SELECT * FROM json_populate_recordset(NULL::hooks, $1::text::json)", rows)
         }
     };
     Ok(())
