@@ -30,7 +30,7 @@ use crate::state::JobState;
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, verbatim_doc_comment)]
 pub struct Cli {
-    /// The queue file (default: <project>/.baton/baton.db; also BATON_DB).
+    /// The queue: a file (default: <project>/.baton/baton.db) or a postgres:// URL (also BATON_DB).
     #[arg(long, global = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Session id recorded on tasks (also BATON_SESSION).
@@ -135,16 +135,20 @@ pub enum Command {
     /// A tour with nothing installed: a queue in a temporary project, a few shell tasks (one
     /// fails, one is canceled), then the list.
     Demo,
-    /// Write this queue's tasks, workflow runs, events, pauses and hooks as JSON lines, to move
-    /// it to another database: `baton export | baton --db postgres://host/db import`. Refused
-    /// while a dispatcher runs on the queue (stop it first); the queue itself is left as it is.
+    /// Write this queue as JSON lines, to move it to another database (see `baton import`).
+    ///
+    /// Its tasks, workflow runs, events, worktrees, pauses and hook: `baton export | baton --db
+    /// postgres://host/db import`. Refused while a dispatcher runs on the queue (stop it first)
+    /// or a task runs without one; the queue itself is left as it is.
     Export {
         /// Write here instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Restore an export into this queue (`--db`), which must hold no tasks yet: all of it in one
-    /// transaction, or nothing.
+    /// Restore an export into this queue (`--db`), which must hold no tasks yet.
+    ///
+    /// All of it in one transaction, or nothing: an export cut short, damaged or from another
+    /// baton version is refused with the line that says why.
     Import {
         /// The export to read (default, or `-`: standard input).
         #[arg(value_name = "FILE")]
