@@ -625,8 +625,7 @@ pub mod transfer {
 
     statements! { transfer:
         fn page(table: Table, after: &Key, limit: i64) -> Vec<Exported>;
-        fn restore(table: Table, row: &str) -> ();
-        fn restore_many(table: Table, rows: &str) -> ();
+        fn restore(table: Table, rows: &str) -> ();
         fn mark() -> ();
         fn rollback_to_mark() -> ();
         fn release_mark() -> ();

@@ -303,12 +303,12 @@ impl Batch {
         }
         all.push(']');
         store::transfer::mark(tx).await?;
-        if store::transfer::restore_many(tx, table, &all).await.is_ok() {
+        if store::transfer::restore(tx, table, &all).await.is_ok() {
             store::transfer::release_mark(tx).await?;
         } else {
             store::transfer::rollback_to_mark(tx).await?;
             for (line, row) in &self.rows {
-                store::transfer::restore(tx, table, row).await.map_err(|e| {
+                store::transfer::restore(tx, table, &format!("[{row}]")).await.map_err(|e| {
                     let v: Value = serde_json::from_str(row).unwrap_or_default();
                     let key =
                         v.get("id").or_else(|| v.get("job_id")).or_else(|| v.get("task_id")).and_then(Value::as_str);

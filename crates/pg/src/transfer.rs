@@ -91,50 +91,9 @@ pub async fn page(conn: &mut PgConnection, table: Table, after: &Key, limit: i64
     })
 }
 
-/// Restore one row of `table` (a JSON object of its columns; one missing is NULL) as it was.
-/// Only an open import admits rows the guards of new ones would refuse.
-pub async fn restore(conn: &mut PgConnection, table: Table, row: &str) -> Result<()> {
-    match table {
-        Table::Worktrees => written!(
-            conn,
-            "INSERT INTO worktrees SELECT * FROM json_populate_record(NULL::worktrees, $1::text::json)",
-            row
-        ),
-        Table::WorkflowRuns => written!(
-            conn,
-            "INSERT INTO workflow_runs SELECT * FROM json_populate_record(NULL::workflow_runs, $1::text::json)",
-            row
-        ),
-        Table::Jobs => {
-            written!(conn, "INSERT INTO jobs SELECT * FROM json_populate_record(NULL::jobs, $1::text::json)", row)
-        }
-        Table::JobEvents => written!(
-            conn,
-            "INSERT INTO job_events SELECT * FROM json_populate_record(NULL::job_events, $1::text::json)",
-            row
-        ),
-        Table::WorkflowSteps => written!(
-            conn,
-            "INSERT INTO workflow_steps SELECT * FROM json_populate_record(NULL::workflow_steps, $1::text::json)",
-            row
-        ),
-        Table::FinishHooks => written!(
-            conn,
-            "INSERT INTO finish_hooks SELECT * FROM json_populate_record(NULL::finish_hooks, $1::text::json)",
-            row
-        ),
-        Table::Pauses => {
-            written!(conn, "INSERT INTO pauses SELECT * FROM json_populate_record(NULL::pauses, $1::text::json)", row)
-        }
-        Table::Hooks => {
-            written!(conn, "INSERT INTO hooks SELECT * FROM json_populate_record(NULL::hooks, $1::text::json)", row)
-        }
-    };
-    Ok(())
-}
-
-/// Restore several rows of `table` at once: `rows` is a JSON array of them, in order.
-pub async fn restore_many(conn: &mut PgConnection, table: Table, rows: &str) -> Result<()> {
+/// Restore rows of `table` as they were: `rows` is a JSON array of them (objects of their
+/// columns), in order. Only an open import admits rows the guards of new ones would refuse.
+pub async fn restore(conn: &mut PgConnection, table: Table, rows: &str) -> Result<()> {
     match table {
         Table::Worktrees => written!(
             conn,

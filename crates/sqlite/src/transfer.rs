@@ -91,41 +91,10 @@ pub async fn page(conn: &mut SqliteConnection, table: Table, after: &Key, limit:
     })
 }
 
-/// Restore one row of `table` (a JSON object of its columns) as it was. Only an open import
+/// Restore rows of `table` as they were: `rows` is a JSON array of them (objects of their
+/// columns), in order, each parsed once (to JSONB), not once per column. Only an open import
 /// admits rows the guards of new ones would refuse.
-pub async fn restore(conn: &mut SqliteConnection, table: Table, row: &str) -> Result<()> {
-    match table {
-        Table::Worktrees => written!(conn, "INSERT INTO worktrees (id, state, repo, path, subdir, branch, base_commit, target, auto_commit, setup, created_ms, ready_ms, merged_ms, merged_how, merge_commit, merged_head, ended_ms)
-             SELECT r ->> 'id', r ->> 'state', r ->> 'repo', r ->> 'path', r ->> 'subdir', r ->> 'branch', r ->> 'base_commit', r ->> 'target', r ->> 'auto_commit', r ->> 'setup', r ->> 'created_ms', r ->> 'ready_ms', r ->> 'merged_ms', r ->> 'merged_how', r ->> 'merge_commit', r ->> 'merged_head', r ->> 'ended_ms'
-               FROM (SELECT ?1 AS r)", row),
-        Table::WorkflowRuns => written!(conn, "INSERT INTO workflow_runs (seq, id, workflow_id, name, state, task, session, requested_by, project_dir, priority, max_attempts, max_carry_chars, carry, current_step, created_ms, finished_ms, response, error, cancel_requested_ms, cancel_reason, worktree_id)
-             SELECT r ->> 'seq', r ->> 'id', r ->> 'workflow_id', r ->> 'name', r ->> 'state', r ->> 'task', r ->> 'session', r ->> 'requested_by', r ->> 'project_dir', r ->> 'priority', r ->> 'max_attempts', r ->> 'max_carry_chars', r ->> 'carry', r ->> 'current_step', r ->> 'created_ms', r ->> 'finished_ms', r ->> 'response', r ->> 'error', r ->> 'cancel_requested_ms', r ->> 'cancel_reason', r ->> 'worktree_id'
-               FROM (SELECT ?1 AS r)", row),
-        Table::Jobs => written!(conn, "INSERT INTO jobs (seq, id, state, kind, profile, task, session, requested_by, project_dir, argv, prompt_stdin, model, env, attachments, priority, attempt, max_attempts, run_after_ms, timeout_ms, profile_limit, created_ms, started_ms, finished_ms, response, response_chars, error, report, exit_code, owner, epoch, output_tail, cancel_requested_ms, cancel_reason, workflow_run_id, workflow_step, dedup_key, tokens, cost_usd, output, worker_kind, input_tokens, output_tokens, cached_tokens, system_prompt, permissions, worktree_id, labels, after, after_any)
-             SELECT r ->> 'seq', r ->> 'id', r ->> 'state', r ->> 'kind', r ->> 'profile', r ->> 'task', r ->> 'session', r ->> 'requested_by', r ->> 'project_dir', r ->> 'argv', r ->> 'prompt_stdin', r ->> 'model', r ->> 'env', r ->> 'attachments', r ->> 'priority', r ->> 'attempt', r ->> 'max_attempts', r ->> 'run_after_ms', r ->> 'timeout_ms', r ->> 'profile_limit', r ->> 'created_ms', r ->> 'started_ms', r ->> 'finished_ms', r ->> 'response', r ->> 'response_chars', r ->> 'error', r ->> 'report', r ->> 'exit_code', r ->> 'owner', r ->> 'epoch', r ->> 'output_tail', r ->> 'cancel_requested_ms', r ->> 'cancel_reason', r ->> 'workflow_run_id', r ->> 'workflow_step', r ->> 'dedup_key', r ->> 'tokens', r ->> 'cost_usd', r ->> 'output', r ->> 'worker_kind', r ->> 'input_tokens', r ->> 'output_tokens', r ->> 'cached_tokens', r ->> 'system_prompt', r ->> 'permissions', r ->> 'worktree_id', r ->> 'labels', r ->> 'after', r ->> 'after_any'
-               FROM (SELECT ?1 AS r)", row),
-        Table::JobEvents => written!(conn, "INSERT INTO job_events (job_id, attempt, seq, at_ms, kind, text, payload)
-             SELECT r ->> 'job_id', r ->> 'attempt', r ->> 'seq', r ->> 'at_ms', r ->> 'kind', r ->> 'text', r ->> 'payload'
-               FROM (SELECT ?1 AS r)", row),
-        Table::WorkflowSteps => written!(conn, "INSERT INTO workflow_steps (run_id, idx, step_id, title, worker_id, prompt, carry, timeout_ms, runner, model, system_prompt, prompt_via, env, profile_limit, attachments, state, job_id, carry_in, warning, error, started_ms, finished_ms, output, worker_kind, permissions)
-             SELECT r ->> 'run_id', r ->> 'idx', r ->> 'step_id', r ->> 'title', r ->> 'worker_id', r ->> 'prompt', r ->> 'carry', r ->> 'timeout_ms', r ->> 'runner', r ->> 'model', r ->> 'system_prompt', r ->> 'prompt_via', r ->> 'env', r ->> 'profile_limit', r ->> 'attachments', r ->> 'state', r ->> 'job_id', r ->> 'carry_in', r ->> 'warning', r ->> 'error', r ->> 'started_ms', r ->> 'finished_ms', r ->> 'output', r ->> 'worker_kind', r ->> 'permissions'
-               FROM (SELECT ?1 AS r)", row),
-        Table::FinishHooks => written!(conn, "INSERT INTO finish_hooks (task_id, finished_ms, attempts, started_ms, done_ms, exit_code, error)
-             SELECT r ->> 'task_id', r ->> 'finished_ms', r ->> 'attempts', r ->> 'started_ms', r ->> 'done_ms', r ->> 'exit_code', r ->> 'error'
-               FROM (SELECT ?1 AS r)", row),
-        Table::Pauses => written!(conn, "INSERT INTO pauses (profile, paused_ms, paused_by)
-             SELECT r ->> 'profile', r ->> 'paused_ms', r ->> 'paused_by'
-               FROM (SELECT ?1 AS r)", row),
-        Table::Hooks => written!(conn, "INSERT INTO hooks (name, argv, updated_ms)
-             SELECT r ->> 'name', r ->> 'argv', r ->> 'updated_ms'
-               FROM (SELECT ?1 AS r)", row),
-    };
-    Ok(())
-}
-
-/// Restore several rows of `table` at once: `rows` is a JSON array of them, in order. Each row
-/// is parsed once (to JSONB), not once per column.
-pub async fn restore_many(conn: &mut SqliteConnection, table: Table, rows: &str) -> Result<()> {
+pub async fn restore(conn: &mut SqliteConnection, table: Table, rows: &str) -> Result<()> {
     match table {
         Table::Worktrees => written!(conn, "WITH b (r) AS MATERIALIZED (SELECT jsonb(value) FROM json_each(?1))
              INSERT INTO worktrees (id, state, repo, path, subdir, branch, base_commit, target, auto_commit, setup, created_ms, ready_ms, merged_ms, merged_how, merge_commit, merged_head, ended_ms)
